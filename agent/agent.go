@@ -1,0 +1,183 @@
+// Package agent assembles one Lockstep node: the FSM, the cluster (raft and
+// gossip), the leader's engine, the HTTP API and the built-in worker pool.
+// cmd/lockstep runs it as `lockstep agent`; tests run several in-process.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	hhcl "github.com/hashicorp/hcl/v2"
+
+	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/engine"
+	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/httpapi"
+	"github.com/lockstep-io/lockstep/worker"
+)
+
+var hclsyntaxPos = hhcl.InitialPos
+
+// Agent is one running node.
+type Agent struct {
+	cfg    *Config
+	logger hclog.Logger
+
+	FSM     *fsm.FSM
+	Cluster *cluster.Cluster
+	Engine  *engine.Engine
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+	tempDir string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	shutdownOnce sync.Once
+}
+
+// New validates the configuration and starts the node.
+func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = hclog.New(&hclog.LoggerOptions{Name: "lockstep", Level: hclog.LevelFromString(cfg.LogLevel)})
+	}
+	a := &Agent{cfg: cfg, logger: logger.With("node", cfg.NodeName)}
+	dev := cfg.Dev != nil && *cfg.Dev
+	if cfg.DataDir == "" && dev {
+		dir, err := os.MkdirTemp("", "lockstep-dev-")
+		if err != nil {
+			return nil, err
+		}
+		a.tempDir, cfg.DataDir = dir, dir
+	}
+
+	// Listen first so the advertised HTTP address carries the real port.
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(*cfg.HTTPPort)))
+	if err != nil {
+		a.cleanupTemp()
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	a.httpLn = ln
+
+	a.FSM = fsm.New(a.logger)
+	expect := *cfg.BootstrapExpect
+	cl, err := cluster.New(cluster.Config{
+		NodeName:         cfg.NodeName,
+		DataDir:          cfg.DataDir,
+		BindAddr:         cfg.BindAddr,
+		RaftPort:         *cfg.RaftPort,
+		GossipPort:       *cfg.GossipPort,
+		HTTPAddr:         ln.Addr().String(),
+		BootstrapExpect:  expect,
+		Join:             cfg.Join,
+		Dev:              dev,
+		RaftTimeoutScale: cfg.RaftTimeoutScale,
+		GossipLocal:      cfg.GossipLocal,
+		Logger:           a.logger,
+		FSM:              a.FSM,
+	})
+	if err != nil {
+		ln.Close()
+		a.cleanupTemp()
+		return nil, err
+	}
+	a.Cluster = cl
+	a.Engine = engine.New(engine.Config{Logger: a.logger, Raft: cl, State: a.FSM})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.Engine.Run(ctx)
+	}()
+
+	api := httpapi.New(httpapi.Config{Logger: a.logger, NodeName: cfg.NodeName, Cluster: cl, Dispatcher: a.Engine, FSM: a.FSM})
+	a.httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("http server stopped", "error", err)
+		}
+	}()
+
+	if *cfg.Worker {
+		if err := a.startWorkers(ctx); err != nil {
+			a.Shutdown()
+			return nil, err
+		}
+	}
+	a.logger.Info("agent started", "http", a.HTTPAddr(), "raft", cl.RaftAddr(), "gossip", cl.GossipAddr(), "data_dir", cfg.DataDir, "id", cl.ID())
+	return a, nil
+}
+
+func (a *Agent) startWorkers(ctx context.Context) error {
+	client, err := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	if err != nil {
+		return err
+	}
+	acts, err := worker.Builtins(a.logger, a.cfg.HTTPAllow)
+	if err != nil {
+		return err
+	}
+	pool, err := worker.NewPool(worker.Config{
+		Client: client, Logger: a.logger, Name: a.cfg.NodeName + "-builtin",
+		Queues: a.cfg.WorkerQueues, Concurrency: *a.cfg.WorkerCount, Activities: acts,
+	})
+	if err != nil {
+		return err
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		pool.Run(ctx)
+	}()
+	return nil
+}
+
+// HTTPAddr is the address the API listens on.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// GossipAddr is the address other agents join.
+func (a *Agent) GossipAddr() string { return a.Cluster.GossipAddr() }
+
+// NodeName is the agent's node name.
+func (a *Agent) NodeName() string { return a.cfg.NodeName }
+
+// Shutdown stops workers, the API, the engine and the cluster, in that
+// order, so in-flight work is reported before raft stops.
+func (a *Agent) Shutdown() {
+	a.shutdownOnce.Do(func() {
+		a.logger.Info("shutting down")
+		a.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.httpSrv.Shutdown(ctx)
+		cancel()
+		_ = a.httpSrv.Close()
+		a.wg.Wait()
+		if err := a.Cluster.Shutdown(); err != nil {
+			a.logger.Warn("cluster shutdown", "error", err)
+		}
+		a.cleanupTemp()
+	})
+}
+
+func (a *Agent) cleanupTemp() {
+	if a.tempDir != "" {
+		os.RemoveAll(a.tempDir)
+	}
+}

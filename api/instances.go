@@ -1,0 +1,113 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Instance states an instance ends in.
+var terminalStatus = map[string]bool{"completed": true, "failed": true, "cancelled": true, "terminated": true, "timed_out": true}
+
+// Instance is the status of one instance.
+type Instance struct {
+	ID        string               `json:"id"`
+	Workflow  string               `json:"workflow"`
+	Version   uint64               `json:"version"`
+	Status    string               `json:"status"`
+	Input     json.RawMessage      `json:"input"`
+	Output    json.RawMessage      `json:"output,omitempty"`
+	Error     *InstanceError       `json:"error,omitempty"`
+	Steps     map[string]StepState `json:"steps"`
+	CreatedAt time.Time            `json:"created_at"`
+	UpdatedAt time.Time            `json:"updated_at"`
+	EndedAt   *time.Time           `json:"ended_at,omitempty"`
+}
+
+// Terminal reports whether the instance has ended.
+func (i *Instance) Terminal() bool { return terminalStatus[i.Status] }
+
+// InstanceError says why an instance failed.
+type InstanceError struct {
+	Step    string `json:"step,omitempty"`
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+// StepState is one step's progress.
+type StepState struct {
+	Status   string          `json:"status"`
+	Output   json.RawMessage `json:"output,omitempty"`
+	Error    *TaskError      `json:"error,omitempty"`
+	Attempts int             `json:"attempts"`
+	TaskID   string          `json:"task_id,omitempty"`
+}
+
+// Instance reads an instance from the node the client talks to.
+func (c *Client) Instance(ctx context.Context, id string) (*Instance, error) {
+	var out Instance
+	_, err := c.doJSON(ctx, "GET", "/v1/instances/"+url.PathEscape(id), nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// InstanceAfter blocks until the node's state passes index (or wait
+// elapses) and then reads the instance; it returns the index to pass next.
+func (c *Client) InstanceAfter(ctx context.Context, id string, index string, wait time.Duration) (*Instance, string, error) {
+	var out Instance
+	path := fmt.Sprintf("/v1/instances/%s?index=%s&wait=%s", url.PathEscape(id), url.QueryEscape(index), wait)
+	meta, err := c.doJSON(ctx, "GET", path, nil, &out)
+	if err != nil {
+		return nil, index, err
+	}
+	return &out, meta.Index, nil
+}
+
+// WaitInstance follows an instance with blocking queries until it ends or
+// ctx is done.
+func (c *Client) WaitInstance(ctx context.Context, id string) (*Instance, error) {
+	index := "0"
+	for {
+		inst, next, err := c.InstanceAfter(ctx, id, index, 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if inst.Terminal() {
+			return inst, nil
+		}
+		index = next
+	}
+}
+
+// InstanceSummary is one instance in a listing.
+type InstanceSummary struct {
+	ID        string    `json:"id"`
+	Workflow  string    `json:"workflow"`
+	Version   uint64    `json:"version"`
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Instances lists one page of instances, optionally of one workflow.
+func (c *Client) Instances(ctx context.Context, workflow, nextToken string, pageSize int) ([]InstanceSummary, string, error) {
+	q := url.Values{}
+	if workflow != "" {
+		q.Set("workflow", workflow)
+	}
+	if nextToken != "" {
+		q.Set("next_token", nextToken)
+	}
+	if pageSize > 0 {
+		q.Set("page_size", fmt.Sprint(pageSize))
+	}
+	var out struct {
+		Instances []InstanceSummary `json:"instances"`
+		NextToken string            `json:"next_token"`
+	}
+	_, err := c.doJSON(ctx, "GET", "/v1/instances?"+q.Encode(), nil, &out)
+	return out.Instances, out.NextToken, err
+}

@@ -1,0 +1,56 @@
+package api
+
+import "context"
+
+// Leader is the current leader.
+type Leader struct {
+	Node     string `json:"node"`
+	HTTPAddr string `json:"http_addr"`
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+// Leader asks a node which node leads.
+func (c *Client) Leader(ctx context.Context) (*Leader, error) {
+	var out Leader
+	if _, err := c.doJSON(ctx, "GET", "/v1/status/leader", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Member is a gossip member.
+type Member struct {
+	Name     string `json:"name"`
+	ID       string `json:"id"`
+	Addr     string `json:"addr"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Status   string `json:"status"`
+}
+
+// Members lists gossip members as the node sees them.
+func (c *Client) Members(ctx context.Context) ([]Member, error) {
+	var out struct {
+		Members []Member `json:"members"`
+	}
+	_, err := c.doJSON(ctx, "GET", "/v1/members", nil, &out)
+	return out.Members, err
+}
+
+// Peer is a raft server.
+type Peer struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+}
+
+// Peers lists the raft configuration.
+func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
+	var out struct {
+		Peers []Peer `json:"peers"`
+	}
+	_, err := c.doJSON(ctx, "GET", "/v1/status/peers", nil, &out)
+	return out.Peers, err
+}

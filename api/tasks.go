@@ -1,0 +1,75 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"time"
+)
+
+// Task is a task leased to a worker.
+type Task struct {
+	TaskID         string          `json:"task_id"`
+	Token          string          `json:"token"`
+	InstanceID     string          `json:"instance_id"`
+	Step           string          `json:"step"`
+	Activity       string          `json:"activity"`
+	Input          json.RawMessage `json:"input"`
+	Attempt        int             `json:"attempt"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	Deadline       time.Time       `json:"deadline"`
+}
+
+// PollRequest asks for work from a queue.
+type PollRequest struct {
+	WorkerID   string   `json:"worker_id"`
+	WaitMS     int64    `json:"wait_ms"`
+	Activities []string `json:"activities,omitempty"`
+}
+
+// Poll long-polls a queue on any node; it returns nil, nil when nothing
+// arrived in time.
+func (c *Client) Poll(ctx context.Context, queue string, req PollRequest) (*Task, error) {
+	var out Task
+	meta, err := c.doJSON(ctx, "POST", "/v1/queues/"+url.PathEscape(queue)+"/poll", req, &out)
+	if err != nil {
+		return nil, err
+	}
+	if meta.StatusCode == 204 {
+		return nil, nil
+	}
+	return &out, nil
+}
+
+// TaskError is an activity's error.
+type TaskError struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+// TaskResult is the answer to a completion or failure.
+type TaskResult struct {
+	TaskID         string `json:"task_id"`
+	InstanceID     string `json:"instance_id"`
+	InstanceStatus string `json:"instance_status"`
+}
+
+// Complete reports a task's output. A stale token answers 409.
+func (c *Client) Complete(ctx context.Context, taskID, token string, output json.RawMessage) (*TaskResult, error) {
+	var out TaskResult
+	_, err := c.doJSON(ctx, "POST", "/v1/tasks/"+url.PathEscape(taskID)+"/complete", map[string]any{"token": token, "output": output}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Fail reports a task's error. A stale token answers 409.
+func (c *Client) Fail(ctx context.Context, taskID, token string, taskErr TaskError) (*TaskResult, error) {
+	var out TaskResult
+	_, err := c.doJSON(ctx, "POST", "/v1/tasks/"+url.PathEscape(taskID)+"/fail", map[string]any{"token": token, "error": taskErr}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

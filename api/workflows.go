@@ -1,0 +1,86 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/url"
+	"time"
+)
+
+// Registration is the answer to registering a workflow.
+type Registration struct {
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+	Created bool   `json:"created"`
+}
+
+// RegisterWorkflow registers HCL source; filename is used in diagnostics.
+// Unchanged source returns the existing version with Created false.
+func (c *Client) RegisterWorkflow(ctx context.Context, filename string, src []byte) (*Registration, error) {
+	var out Registration
+	_, err := c.do(ctx, "POST", "/v1/workflows?filename="+url.QueryEscape(filename), bytes.NewReader(src), "application/hcl", &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Validation is the answer to validating a workflow.
+type Validation struct {
+	Name        string       `json:"name"`
+	Valid       bool         `json:"valid"`
+	Diagnostics []Diagnostic `json:"diagnostics"`
+}
+
+// ValidateWorkflow checks HCL source on the server without registering it.
+func (c *Client) ValidateWorkflow(ctx context.Context, filename string, src []byte) (*Validation, error) {
+	var out Validation
+	_, err := c.do(ctx, "POST", "/v1/workflows/validate?filename="+url.QueryEscape(filename), bytes.NewReader(src), "application/hcl", &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// WorkflowSummary is one workflow version in a listing.
+type WorkflowSummary struct {
+	Name        string    `json:"name"`
+	Version     uint64    `json:"version"`
+	Description string    `json:"description"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Workflows lists the latest version of every workflow.
+func (c *Client) Workflows(ctx context.Context) ([]WorkflowSummary, error) {
+	var out struct {
+		Workflows []WorkflowSummary `json:"workflows"`
+	}
+	_, err := c.doJSON(ctx, "GET", "/v1/workflows", nil, &out)
+	return out.Workflows, err
+}
+
+// StartRequest starts an instance.
+type StartRequest struct {
+	Input   json.RawMessage `json:"input,omitempty"`
+	ID      string          `json:"id,omitempty"`
+	Version uint64          `json:"version,omitempty"`
+}
+
+// Started names a started instance. Created is false when the id already
+// existed with the same request.
+type Started struct {
+	ID      string `json:"id"`
+	Version uint64 `json:"version"`
+	Created bool   `json:"created"`
+}
+
+// StartInstance starts an instance of the named workflow.
+func (c *Client) StartInstance(ctx context.Context, workflow string, req StartRequest) (*Started, error) {
+	var out Started
+	_, err := c.doJSON(ctx, "POST", "/v1/workflows/"+url.PathEscape(workflow)+"/instances", req, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

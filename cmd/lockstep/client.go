@@ -1,0 +1,434 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/hcl"
+)
+
+// clientFlags are shared by every client command.
+type clientFlags struct {
+	address string
+	json    bool
+}
+
+func newFlagSet(name, usage string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := &clientFlags{}
+	fs.StringVar(&cf.address, "address", "", "address of any node (default $LOCKSTEP_ADDR or "+api.DefaultAddr+")")
+	fs.BoolVar(&cf.json, "json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: lockstep %s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs, cf
+}
+
+func (cf *clientFlags) client() (*api.Client, error) { return api.New(api.Config{Address: cf.address}) }
+
+// parse handles -h (exit 0) and bad flags (exit 1); ok is false when the
+// command should return code.
+func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 1, false
+	}
+	return 0, true
+}
+
+func ctx() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt)
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func fail(stderr io.Writer, cmd string, err error) int {
+	var apiErr *api.Error
+	if errors.As(err, &apiErr) && len(apiErr.Diagnostics) > 0 {
+		fmt.Fprintf(stderr, "lockstep %s: %s\n", cmd, apiErr.Message)
+		return 1
+	}
+	fmt.Fprintf(stderr, "lockstep %s: %v\n", cmd, err)
+	return 1
+}
+
+func runWorkflow(args []string, stdout, stderr io.Writer) int {
+	return subcommands("workflow", map[string]command{
+		"register": {"Register workflow files (unchanged source keeps its version)", workflowRegister},
+		"validate": {"Check workflow files locally; exit 1 with diagnostics", workflowValidate},
+		"list":     {"List registered workflows", workflowList},
+	}, args, stdout, stderr)
+}
+
+// checkFile validates a file locally so errors show file:line:col with a
+// snippet before anything is sent.
+func checkFile(path string, stderr io.Writer) ([]byte, bool) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return nil, false
+	}
+	if _, diags := hcl.Parse(path, src); diags.HasErrors() {
+		fmt.Fprint(stderr, hcl.RenderDiagnostics(diags, src))
+		return src, false
+	}
+	return src, true
+}
+
+func workflowRegister(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("workflow register", "workflow register [-address ADDR] FILE...", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "workflow register", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	code := 0
+	var results []*api.Registration
+	for _, path := range fs.Args() {
+		src, ok := checkFile(path, stderr)
+		if !ok {
+			code = 1
+			continue
+		}
+		reg, err := cl.RegisterWorkflow(c, path, src)
+		if err != nil {
+			code = fail(stderr, "workflow register", fmt.Errorf("%s: %w", path, err))
+			continue
+		}
+		results = append(results, reg)
+		if !cf.json {
+			state := "registered"
+			if !reg.Created {
+				state = "unchanged"
+			}
+			fmt.Fprintf(stdout, "%s: workflow %q version %d (%s)\n", path, reg.Name, reg.Version, state)
+		}
+	}
+	if cf.json {
+		printJSON(stdout, results)
+	}
+	return code
+}
+
+func workflowValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("workflow validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print diagnostics as JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: lockstep workflow validate [-json] FILE...\n\nChecks workflow files without a server. Exit 0 when clean, 1 with diagnostics.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 1
+	}
+	code := 0
+	all := []hcl.Diagnostic{}
+	for _, path := range fs.Args() {
+		src, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			code = 1
+			continue
+		}
+		wf, diags := hcl.Parse(path, src)
+		if diags.HasErrors() {
+			code = 1
+		}
+		if *asJSON {
+			all = append(all, hcl.DiagnosticsJSON(diags)...)
+			continue
+		}
+		if len(diags) > 0 {
+			fmt.Fprint(stderr, hcl.RenderDiagnostics(diags, src))
+		}
+		if wf != nil {
+			fmt.Fprintf(stdout, "%s: workflow %q is valid (%d steps)\n", path, wf.Name, len(wf.Steps))
+		}
+	}
+	if *asJSON {
+		printJSON(stdout, map[string]any{"valid": code == 0, "diagnostics": all})
+	}
+	return code
+}
+
+func workflowList(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("workflow list", "workflow list [-address ADDR] [-json]", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "workflow list", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	wfs, err := cl.Workflows(c)
+	if err != nil {
+		return fail(stderr, "workflow list", err)
+	}
+	if cf.json {
+		printJSON(stdout, wfs)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tREGISTERED\tDESCRIPTION")
+	for _, w := range wfs {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", w.Name, w.Version, w.CreatedAt.Local().Format(time.DateTime), w.Description)
+	}
+	tw.Flush()
+	return 0
+}
+
+func runInstance(args []string, stdout, stderr io.Writer) int {
+	return subcommands("instance", map[string]command{
+		"start":  {"Start an instance of a workflow", instanceStart},
+		"status": {"Show an instance and its steps", instanceStatus},
+		"list":   {"List instances", instanceList},
+	}, args, stdout, stderr)
+}
+
+// readInput takes JSON inline or, with a leading @, from a file.
+func readInput(v string) (json.RawMessage, error) {
+	if v == "" {
+		return nil, nil
+	}
+	data := []byte(v)
+	if strings.HasPrefix(v, "@") {
+		var err error
+		if data, err = os.ReadFile(v[1:]); err != nil {
+			return nil, err
+		}
+	}
+	if !json.Valid(data) {
+		return nil, fmt.Errorf("-input is not valid JSON: %s", bytes.TrimSpace(data))
+	}
+	return data, nil
+}
+
+func instanceStart(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance start", "instance start [-input JSON|@FILE] [-id ID] [-version N] [-wait] WORKFLOW", stderr)
+	input := fs.String("input", "", "instance input as JSON, or @file to read it from a file")
+	id := fs.String("id", "", "instance id (business key); repeating a start with the same id is safe")
+	version := fs.Uint64("version", 0, "workflow version (default: latest)")
+	wait := fs.Bool("wait", false, "wait until the instance ends and print it")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 1
+	}
+	in, err := readInput(*input)
+	if err != nil {
+		return fail(stderr, "instance start", err)
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance start", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	s, err := cl.StartInstance(c, fs.Arg(0), api.StartRequest{Input: in, ID: *id, Version: *version})
+	if err != nil {
+		return fail(stderr, "instance start", err)
+	}
+	if !*wait {
+		if cf.json {
+			printJSON(stdout, s)
+		} else {
+			fmt.Fprintf(stdout, "%s\n", s.ID)
+		}
+		return 0
+	}
+	inst, err := cl.WaitInstance(c, s.ID)
+	if err != nil {
+		return fail(stderr, "instance start", err)
+	}
+	printInstance(stdout, inst, cf.json)
+	if inst.Status != "completed" {
+		return 2
+	}
+	return 0
+}
+
+func instanceStatus(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance status", "instance status [-address ADDR] [-json] ID", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance status", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	inst, err := cl.Instance(c, fs.Arg(0))
+	if err != nil {
+		return fail(stderr, "instance status", err)
+	}
+	printInstance(stdout, inst, cf.json)
+	return 0
+}
+
+func printInstance(w io.Writer, inst *api.Instance, asJSON bool) {
+	if asJSON {
+		printJSON(w, inst)
+		return
+	}
+	fmt.Fprintf(w, "ID:        %s\nWorkflow:  %s (version %d)\nStatus:    %s\nStarted:   %s\n", inst.ID, inst.Workflow, inst.Version, inst.Status, inst.CreatedAt.Local().Format(time.DateTime))
+	if inst.EndedAt != nil {
+		fmt.Fprintf(w, "Ended:     %s (%s)\n", inst.EndedAt.Local().Format(time.DateTime), inst.EndedAt.Sub(inst.CreatedAt).Round(time.Millisecond))
+	}
+	if inst.Error != nil {
+		fmt.Fprintf(w, "Error:     %s: %s\n", inst.Error.Type, inst.Error.Message)
+	}
+	if len(inst.Output) > 0 {
+		fmt.Fprintf(w, "Output:    %s\n", inst.Output)
+	}
+	fmt.Fprintln(w, "\nSteps:")
+	names := make([]string, 0, len(inst.Steps))
+	for n := range inst.Steps {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STEP\tSTATUS\tATTEMPTS\tOUTPUT / ERROR")
+	for _, n := range names {
+		st := inst.Steps[n]
+		detail := string(st.Output)
+		if st.Error != nil {
+			detail = st.Error.Type + ": " + st.Error.Message
+		}
+		if len(detail) > 80 {
+			detail = detail[:77] + "..."
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\n", n, st.Status, st.Attempts, detail)
+	}
+	tw.Flush()
+}
+
+func instanceList(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance list", "instance list [-workflow NAME] [-page-size N] [-next-token T]", stderr)
+	wf := fs.String("workflow", "", "only instances of this workflow")
+	size := fs.Int("page-size", 50, "instances per page")
+	next := fs.String("next-token", "", "continue a listing from this token")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance list", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	insts, token, err := cl.Instances(c, *wf, *next, *size)
+	if err != nil {
+		return fail(stderr, "instance list", err)
+	}
+	if cf.json {
+		printJSON(stdout, map[string]any{"instances": insts, "next_token": token})
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tWORKFLOW\tVERSION\tSTATUS\tSTARTED")
+	for _, i := range insts {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", i.ID, i.Workflow, i.Version, i.Status, i.CreatedAt.Local().Format(time.DateTime))
+	}
+	tw.Flush()
+	if token != "" {
+		fmt.Fprintf(stdout, "\nMore: lockstep instance list -next-token %s\n", token)
+	}
+	return 0
+}
+
+func runMembers(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("members", "members [-address ADDR] [-json]", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "members", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	ms, err := cl.Members(c)
+	if err != nil {
+		return fail(stderr, "members", err)
+	}
+	if cf.json {
+		printJSON(stdout, ms)
+		return 0
+	}
+	leader, _ := cl.Leader(c)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tGOSSIP\tHTTP\tSTATUS\tLEADER")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", m.Name, m.Addr, m.HTTPAddr, m.Status, leader != nil && leader.Node == m.Name)
+	}
+	tw.Flush()
+	return 0
+}
+
+func runPeers(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("peers", "peers [-address ADDR] [-json]", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "peers", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	ps, err := cl.Peers(c)
+	if err != nil {
+		return fail(stderr, "peers", err)
+	}
+	if cf.json {
+		printJSON(stdout, ps)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tSUFFRAGE\tLEADER")
+	for _, p := range ps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)
+	}
+	tw.Flush()
+	return 0
+}

@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockstep-io/lockstep/agent"
+	"github.com/lockstep-io/lockstep/api"
+)
+
+// waitFor polls cond until it returns nil or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-deadline.C:
+		}
+		break
+	}
+	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+}
+
+func testLogger(t *testing.T, name string) hclog.Logger {
+	level := hclog.Warn
+	if os.Getenv("LOCKSTEP_TEST_LOG") != "" {
+		level = hclog.Debug
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: &testWriter{t}})
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// startAgent starts one in-process node on OS-chosen loopback ports.
+func startAgent(t *testing.T, name, dataDir string, expect int, join []string, workers bool) *agent.Agent {
+	t.Helper()
+	zero := 0
+	cfg := agent.DefaultConfig().Merge(&agent.Config{
+		NodeName: name, DataDir: dataDir,
+		HTTPPort: &zero, RaftPort: &zero, GossipPort: &zero,
+		BootstrapExpect: &expect, Join: join, Worker: &workers,
+		RaftTimeoutScale: 0.2, GossipLocal: true,
+	})
+	a, err := agent.New(cfg, testLogger(t, name))
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	return a
+}
+
+type testCluster struct {
+	t      *testing.T
+	agents []*agent.Agent
+}
+
+// startCluster boots n nodes that find each other by gossip and bootstrap
+// raft with bootstrap_expect = n, then waits for a leader all agree on.
+func startCluster(t *testing.T, n int, workers bool) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t}
+	base := t.TempDir()
+	first := startAgent(t, "node1", filepath.Join(base, "node1"), n, nil, workers)
+	c.agents = append(c.agents, first)
+	for i := 2; i <= n; i++ {
+		name := fmt.Sprintf("node%d", i)
+		c.agents = append(c.agents, startAgent(t, name, filepath.Join(base, name), n, []string{first.GossipAddr()}, workers))
+	}
+	t.Cleanup(c.shutdown)
+	c.waitLeader(c.agents)
+	return c
+}
+
+func (c *testCluster) shutdown() {
+	for _, a := range c.agents {
+		a.Shutdown()
+	}
+}
+
+func (c *testCluster) client(a *agent.Agent) *api.Client {
+	cl, err := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// waitLeader waits until every given agent names the same leader, one of
+// them, with its engine running, and returns it.
+func (c *testCluster) waitLeader(among []*agent.Agent) *agent.Agent {
+	c.t.Helper()
+	var leader *agent.Agent
+	waitFor(c.t, 20*time.Second, "a leader", func() error {
+		leader = nil
+		var name string
+		for _, a := range among {
+			l, err := c.client(a).Leader(context.Background())
+			if err != nil {
+				return fmt.Errorf("%s: %w", a.NodeName(), err)
+			}
+			if name != "" && l.Node != name {
+				return fmt.Errorf("%s sees leader %s, others %s", a.NodeName(), l.Node, name)
+			}
+			name = l.Node
+		}
+		for _, a := range among {
+			if a.NodeName() == name && a.Engine.Enabled() {
+				leader = a
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("leader %s not among the live nodes or not dispatching yet", name)
+		}
+		return nil
+	})
+	return leader
+}
+
+func (c *testCluster) followers(leader *agent.Agent) []*agent.Agent {
+	var out []*agent.Agent
+	for _, a := range c.agents {
+		if a != leader {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func readExample(t *testing.T, name string) []byte {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "examples", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// waitInstance waits for an instance to end, reading from the given node.
+func waitInstance(t *testing.T, cl *api.Client, id string, timeout time.Duration) *api.Instance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	inst, err := cl.WaitInstance(ctx, id)
+	if err != nil {
+		last, _ := cl.Instance(context.Background(), id)
+		t.Fatalf("instance %s did not end: %v (last seen: %+v)", id, err, last)
+	}
+	return inst
+}

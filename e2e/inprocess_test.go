@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/lockstep-io/lockstep/api"
+)
+
+const slowWorkflow = `
+workflow "slow" {
+  step "wait" {
+    activity = "delay"
+    timeout  = "3s"
+    input    = { ms = 1500 }
+  }
+  step "done" {
+    activity = "noop"
+    input    = { waited = step.wait.output.ms }
+  }
+  output = step.done.output
+}
+`
+
+func TestThreeNodeDiamondAndFailover(t *testing.T) {
+	c := startCluster(t, 3, true)
+	ctx := context.Background()
+	leader := c.waitLeader(c.agents)
+	followers := c.followers(leader)
+	fc := c.client(followers[0])
+
+	// Every node is a raft voter: bootstrap_expect found all three.
+	peers, err := fc.Peers(ctx)
+	if err != nil || len(peers) != 3 {
+		t.Fatalf("peers = %+v, %v", peers, err)
+	}
+	members, err := fc.Members(ctx)
+	if err != nil || len(members) != 3 {
+		t.Fatalf("members = %+v, %v", members, err)
+	}
+
+	// Register through a follower: the write is forwarded to the leader.
+	reg, err := fc.RegisterWorkflow(ctx, "diamond.hcl", readExample(t, "diamond.hcl"))
+	if err != nil || reg.Name != "diamond" || reg.Version != 1 || !reg.Created {
+		t.Fatalf("register = %+v, %v", reg, err)
+	}
+	if _, err := fc.RegisterWorkflow(ctx, "slow.hcl", []byte(slowWorkflow)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Run several diamonds, started on different nodes, read from a follower.
+	var ids []string
+	for i := 0; i < 6; i++ {
+		cl := c.client(c.agents[i%3])
+		s, err := cl.StartInstance(ctx, "diamond", api.StartRequest{Input: json.RawMessage(fmt.Sprintf(`{"n": %d}`, i))})
+		if err != nil || !s.Created {
+			t.Fatalf("start %d = %+v, %v", i, s, err)
+		}
+		ids = append(ids, s.ID)
+	}
+	for i, id := range ids {
+		inst := waitInstance(t, fc, id, 20*time.Second)
+		if inst.Status != "completed" {
+			t.Fatalf("instance %s: %s %+v", id, inst.Status, inst.Error)
+		}
+		if want := fmt.Sprintf(`{"result":{"b":%d,"c":1}}`, i); string(inst.Output) != want {
+			t.Fatalf("output = %s, want %s", inst.Output, want)
+		}
+		for name, st := range inst.Steps {
+			if st.Status != "succeeded" || st.Attempts != 1 {
+				t.Fatalf("step %s = %+v", name, st)
+			}
+		}
+	}
+
+	// Start one slow instance and stop the leader while it is in flight.
+	inflight, err := fc.StartInstance(ctx, "slow", api.StartRequest{ID: "inflight-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the slow step to be running", func() error {
+		inst, err := fc.Instance(ctx, inflight.ID)
+		if err != nil {
+			return err
+		}
+		if inst.Steps["wait"].Status != "running" {
+			return fmt.Errorf("wait step is %s", inst.Steps["wait"].Status)
+		}
+		return nil
+	})
+	leader.Shutdown()
+
+	remaining := followers
+	newLeader := c.waitLeader(remaining)
+	if newLeader == leader {
+		t.Fatal("the stopped node is still the leader")
+	}
+	// Started after the failover, through the node that does not lead.
+	var other *api.Client
+	for _, a := range remaining {
+		if a != newLeader {
+			other = c.client(a)
+		}
+	}
+	after, err := other.StartInstance(ctx, "diamond", api.StartRequest{ID: "after-failover", Input: json.RawMessage(`{"n": 99}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{inflight.ID, after.ID} {
+		inst := waitInstance(t, other, id, 30*time.Second)
+		if inst.Status != "completed" {
+			t.Fatalf("instance %s after failover: %s %+v", id, inst.Status, inst.Error)
+		}
+	}
+	// The acknowledged instances from before the failover are all still there.
+	for _, id := range ids {
+		if inst, err := other.Instance(ctx, id); err != nil || inst.Status != "completed" {
+			t.Fatalf("instance %s lost after failover: %+v %v", id, inst, err)
+		}
+	}
+}
+
+func TestWorkerProtocolThroughFollower(t *testing.T) {
+	c := startCluster(t, 3, false) // no built-in workers: the test is the worker
+	ctx := context.Background()
+	leader := c.waitLeader(c.agents)
+	fc := c.client(c.followers(leader)[0])
+	if _, err := fc.RegisterWorkflow(ctx, "diamond.hcl", readExample(t, "diamond.hcl")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing to do: the poll answers empty after its wait.
+	if task, err := fc.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 50}); err != nil || task != nil {
+		t.Fatalf("empty poll = %+v, %v", task, err)
+	}
+
+	s, err := fc.StartInstance(ctx, "diamond", api.StartRequest{ID: "order-1", Input: json.RawMessage(`{"n": 5}`)})
+	if err != nil || !s.Created {
+		t.Fatalf("start = %+v %v", s, err)
+	}
+	// Same id, same input: 200 with the same id; different input: 409.
+	if again, err := fc.StartInstance(ctx, "diamond", api.StartRequest{ID: "order-1", Input: json.RawMessage(`{"n": 5}`)}); err != nil || again.Created || again.ID != "order-1" {
+		t.Fatalf("repeat start = %+v %v", again, err)
+	}
+	if _, err := fc.StartInstance(ctx, "diamond", api.StartRequest{ID: "order-1", Input: json.RawMessage(`{"n": 6}`)}); !api.IsStatus(err, 409) {
+		t.Fatalf("conflicting start = %v", err)
+	}
+
+	task, err := fc.Poll(ctx, "default", api.PollRequest{WorkerID: "w1", WaitMS: 5000})
+	if err != nil || task == nil {
+		t.Fatalf("poll = %+v %v", task, err)
+	}
+	if task.Step != "a" || task.Activity != "noop" || task.Attempt != 1 || string(task.Input) != `{"n":5}` || task.IdempotencyKey != "order-1/a" {
+		t.Fatalf("task = %+v", task)
+	}
+	if _, err := fc.Complete(ctx, task.TaskID, "forged", task.Input); !api.IsStatus(err, 409) {
+		t.Fatalf("forged token = %v", err)
+	}
+	if _, err := fc.Complete(ctx, task.TaskID, task.Token, task.Input); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.Complete(ctx, task.TaskID, task.Token, task.Input); !api.IsStatus(err, 409) {
+		t.Fatalf("duplicate completion = %v", err)
+	}
+
+	// Run the rest as a plain worker, through the follower.
+	for {
+		inst, err := fc.Instance(ctx, "order-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst.Terminal() {
+			if inst.Status != "completed" || string(inst.Output) != `{"result":{"b":5,"c":1}}` {
+				t.Fatalf("instance = %s %s", inst.Status, inst.Output)
+			}
+			break
+		}
+		task, err := fc.Poll(ctx, "default", api.PollRequest{WorkerID: "w1", WaitMS: 2000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if task != nil {
+			if _, err := fc.Complete(ctx, task.TaskID, task.Token, task.Input); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,243 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/lockstep-io/lockstep/fsm"
+)
+
+// PollRequest is one worker's long poll of a queue.
+type PollRequest struct {
+	Queue    string
+	WorkerID string
+	// Activities, when set, limits the tasks this worker accepts to those
+	// activities (the built-in pool only runs built-in activities).
+	Activities []string
+	// Wait is how long to hold the poll open when nothing is ready.
+	Wait time.Duration
+	// MaxTasks is how many tasks one answer may carry (at least 1).
+	MaxTasks int
+}
+
+// MaxPollWait caps a long poll.
+const MaxPollWait = 60 * time.Second
+
+type waiter struct {
+	req     PollRequest
+	accept  map[string]bool
+	result  chan []*fsm.Task // buffered 1; receives exactly once
+	claimed bool             // a lease for it is being committed
+	gone    bool             // the poll gave up while claimed
+	done    bool
+}
+
+func (w *waiter) finish(tasks []*fsm.Task) {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.result <- tasks
+}
+
+func (w *waiter) accepts(activity string) bool { return w.accept == nil || w.accept[activity] }
+
+// Poll waits up to req.Wait for tasks of req.Queue and returns them leased
+// to req.WorkerID; it returns no tasks and no error when none arrived in
+// time. On a node that does not lead it returns ErrNotLeader.
+func (e *Engine) Poll(ctx context.Context, req PollRequest) ([]*fsm.Task, error) {
+	if req.MaxTasks < 1 {
+		req.MaxTasks = 1
+	}
+	if req.Wait > MaxPollWait {
+		req.Wait = MaxPollWait
+	}
+	w := &waiter{req: req, result: make(chan []*fsm.Task, 1)}
+	if len(req.Activities) > 0 {
+		w.accept = map[string]bool{}
+		for _, a := range req.Activities {
+			w.accept[a] = true
+		}
+	}
+	e.mu.Lock()
+	if !e.leader {
+		e.mu.Unlock()
+		return nil, ErrNotLeader
+	}
+	e.waiters[req.Queue] = append(e.waiters[req.Queue], w)
+	e.mu.Unlock()
+	e.poke()
+
+	timer := time.NewTimer(req.Wait)
+	defer timer.Stop()
+	select {
+	case tasks := <-w.result:
+		return tasks, nil
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	e.mu.Lock()
+	if w.claimed {
+		// A lease for this waiter is being committed: wait for it rather than
+		// leave the task leased to a worker that has gone.
+		w.gone = true
+		e.mu.Unlock()
+		return <-w.result, nil
+	}
+	e.removeWaiter(w)
+	w.finish(nil)
+	e.mu.Unlock()
+	return <-w.result, nil
+}
+
+func (e *Engine) removeWaiter(w *waiter) {
+	ws := e.waiters[w.req.Queue]
+	for i, x := range ws {
+		if x == w {
+			e.waiters[w.req.Queue] = append(ws[:i:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(e.waiters[w.req.Queue]) == 0 {
+		delete(e.waiters, w.req.Queue)
+	}
+}
+
+// dispatchLoop runs one dispatch round each time the state changes, a poll
+// arrives or a lease deadline passes. A round commits all its leases in one
+// command, so dispatch throughput grows with load instead of paying one
+// raft round trip per task.
+func (e *Engine) dispatchLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		state := e.cfg.State.State()
+		changed := state.Changed()
+		progressed := e.dispatchRound(ctx, state)
+		next, expired := e.expireRound(ctx, state)
+		if progressed || expired {
+			continue
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-changed:
+		case <-timer.C:
+		}
+	}
+}
+
+// dispatchRound matches waiting polls with pending tasks and commits the
+// leases. It reports whether any lease was granted.
+func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool {
+	e.mu.Lock()
+	var leases []fsm.Lease
+	owner := map[string]*waiter{}
+	owned := map[*waiter]int{}
+	tx := state.Read()
+	for queue, ws := range e.waiters {
+		want := 0
+		for _, w := range ws {
+			want += w.req.MaxTasks
+		}
+		for _, task := range tx.PendingTasks(queue, want*4+16) {
+			if len(leases) >= e.cfg.MaxLeasesPerRound {
+				break
+			}
+			for _, w := range ws {
+				if w.done || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
+					continue
+				}
+				w.claimed = true
+				owner[task.ID] = w
+				owned[w]++
+				leases = append(leases, fsm.Lease{TaskID: task.ID, WorkerID: w.req.WorkerID})
+				break
+			}
+		}
+	}
+	e.mu.Unlock()
+	if len(leases) == 0 {
+		return false
+	}
+
+	granted := map[*waiter][]*fsm.Task{}
+	res, err := e.propose(ctx, fsm.LeaseTasksType, &fsm.LeaseTasksRequest{Header: fsm.Header{Time: e.cfg.Now().UTC()}, Leases: leases})
+	if err != nil {
+		// If the command committed after all, the leases expire and the
+		// tasks are dispatched again: at least once, never lost.
+		e.logger.Warn("lease round failed", "leases", len(leases), "error", err)
+	} else if r, ok := res.(*fsm.LeaseTasksResponse); ok {
+		for _, t := range r.Granted {
+			w := owner[t.ID]
+			granted[w] = append(granted[w], t)
+		}
+	}
+
+	e.mu.Lock()
+	for _, w := range owner {
+		w.claimed = false
+		if w.done {
+			continue
+		}
+		if tasks := granted[w]; len(tasks) > 0 || w.gone {
+			e.removeWaiter(w)
+			w.finish(tasks)
+		}
+	}
+	e.mu.Unlock()
+	return len(granted) > 0
+}
+
+// expireRound re-queues leases past their deadline by the leader's clock.
+// It returns how long until the next deadline, and whether it expired any.
+func (e *Engine) expireRound(ctx context.Context, state *fsm.StateStore) (time.Duration, bool) {
+	now := e.cfg.Now().UTC()
+	var expired []fsm.ExpiredLease
+	next := time.Minute
+	for _, t := range state.Read().LeasedTasks(e.cfg.MaxLeasesPerRound) {
+		if t.LeaseDeadline.After(now) {
+			next = t.LeaseDeadline.Sub(now)
+			break
+		}
+		expired = append(expired, fsm.ExpiredLease{TaskID: t.ID, Token: t.Token})
+	}
+	if len(expired) == 0 {
+		return next, false
+	}
+	res, err := e.propose(ctx, fsm.ExpireLeasesType, &fsm.ExpireLeasesRequest{Header: fsm.Header{Time: now}, Leases: expired})
+	if err != nil {
+		e.logger.Warn("lease expiry failed", "error", err)
+		return 100 * time.Millisecond, false
+	}
+	if r, ok := res.(*fsm.ExpireLeasesResponse); ok && len(r.Requeued) > 0 {
+		e.logger.Info("leases expired; tasks re-queued", "tasks", r.Requeued)
+		return next, true
+	}
+	return next, false
+}
+
+func (e *Engine) propose(ctx context.Context, t fsm.MessageType, msg any) (any, error) {
+	cmd, err := fsm.Encode(t, msg)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := e.cfg.Raft.Apply(actx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if ferr, ok := res.(*fsm.Error); ok {
+		return nil, ferr
+	}
+	return res, nil
+}

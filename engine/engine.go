@@ -1,0 +1,170 @@
+// Package engine holds the leader-only drivers of Lockstep. Today that is
+// the dispatcher: it matches ready tasks with workers long-polling their
+// queues, commits the leases a batch per round, and re-queues tasks whose
+// leases ran out. It reads replicated state from fsm and changes it only by
+// proposing commands through raft; only the leader's engine reads the clock.
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockstep-io/lockstep/fsm"
+)
+
+// ErrNotLeader is returned by Poll on a node whose engine is not running:
+// the caller forwards the poll to the leader.
+var ErrNotLeader = errors.New("engine: not the leader")
+
+// Raft is what the engine needs of the cluster: propose, fence, and learn
+// about leadership.
+type Raft interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+	Barrier(ctx context.Context) error
+	Subscribe() <-chan bool
+}
+
+// StateSource gives the current state store (a restore replaces it).
+type StateSource interface {
+	State() *fsm.StateStore
+}
+
+// Config configures an Engine.
+type Config struct {
+	Logger hclog.Logger
+	Raft   Raft
+	State  StateSource
+	// Now is the leader's clock; tests may replace it.
+	Now func() time.Time
+	// MaxLeasesPerRound bounds one LeaseTasks command.
+	MaxLeasesPerRound int
+}
+
+// Engine runs the leader-only components while this node leads.
+type Engine struct {
+	cfg    Config
+	logger hclog.Logger
+
+	mu      sync.Mutex
+	leader  bool // this node leads; polls are accepted
+	enabled bool // the barrier passed; the dispatcher runs
+	waiters map[string][]*waiter
+	wake    chan struct{}
+}
+
+// New returns an engine; Run drives it.
+func New(cfg Config) *Engine {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxLeasesPerRound <= 0 {
+		cfg.MaxLeasesPerRound = 512
+	}
+	return &Engine{
+		cfg:     cfg,
+		logger:  cfg.Logger.Named("engine"),
+		waiters: map[string][]*waiter{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Run follows this node's leadership until ctx ends: each time the node
+// gains leadership it establishes it (barrier, then the dispatcher); each
+// time it loses it, it revokes it.
+func (e *Engine) Run(ctx context.Context) {
+	leaderCh := e.cfg.Raft.Subscribe()
+	var stop context.CancelFunc
+	var done chan struct{}
+	revoke := func() {
+		if stop != nil {
+			stop()
+			<-done
+			stop = nil
+		}
+	}
+	defer revoke()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-leaderCh:
+			if leader && stop == nil {
+				tctx, cancel := context.WithCancel(ctx)
+				stop = cancel
+				done = make(chan struct{})
+				e.setLeader(true)
+				go func() {
+					defer close(done)
+					e.leaderTerm(tctx)
+				}()
+			} else if !leader {
+				revoke()
+			}
+		}
+	}
+}
+
+// leaderTerm runs for one term: fence with a barrier so the state includes
+// every earlier commit, then dispatch until the term ends.
+func (e *Engine) leaderTerm(ctx context.Context) {
+	defer e.setLeader(false)
+	for {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := e.cfg.Raft.Barrier(bctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		e.logger.Warn("barrier failed; retrying before dispatching", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	e.mu.Lock()
+	e.enabled = true
+	e.mu.Unlock()
+	e.logger.Info("leadership established; dispatching")
+	e.dispatchLoop(ctx)
+	e.logger.Info("leadership revoked; dispatcher stopped")
+}
+
+func (e *Engine) setLeader(leader bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.leader = leader
+	if leader {
+		return
+	}
+	e.enabled = false
+	// Answer every waiting poll with nothing: the worker polls again and is
+	// forwarded to the new leader.
+	for q, ws := range e.waiters {
+		for _, w := range ws {
+			w.finish(nil)
+		}
+		delete(e.waiters, q)
+	}
+}
+
+// Enabled reports whether the dispatcher is running on this node.
+func (e *Engine) Enabled() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.enabled
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,424 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// logBuilder numbers commands like raft would, so tests can feed the same
+// log to several FSMs.
+type logBuilder struct {
+	t    *testing.T
+	logs []*raft.Log
+}
+
+func (b *logBuilder) add(mt MessageType, msg any) *raft.Log {
+	b.t.Helper()
+	data, err := Encode(mt, msg)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	l := &raft.Log{Index: uint64(len(b.logs) + 1), Term: 1, Type: raft.LogCommand, Data: data}
+	b.logs = append(b.logs, l)
+	return l
+}
+
+// harness applies commands to one FSM as they are built.
+type harness struct {
+	t   *testing.T
+	fsm *FSM
+	b   *logBuilder
+	now time.Time
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{t: t, fsm: New(nil), b: &logBuilder{t: t}, now: t0}
+}
+
+func (h *harness) apply(mt MessageType, msg any) any {
+	h.t.Helper()
+	return h.fsm.Apply(h.b.add(mt, msg))
+}
+
+func (h *harness) hdr() Header {
+	h.now = h.now.Add(time.Millisecond)
+	return Header{Time: h.now}
+}
+
+func diamondSource(t *testing.T) string {
+	src, err := os.ReadFile(filepath.Join("..", "examples", "diamond.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(src)
+}
+
+func (h *harness) register(src string) *RegisterWorkflowResponse {
+	h.t.Helper()
+	res := h.apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: h.hdr(), Source: src})
+	r, ok := res.(*RegisterWorkflowResponse)
+	if !ok {
+		h.t.Fatalf("register: %v", res)
+	}
+	return r
+}
+
+func (h *harness) start(id, wf, input string) any {
+	return h.apply(StartInstanceType, &StartInstanceRequest{Header: h.hdr(), ID: id, Workflow: wf, Input: json.RawMessage(input)})
+}
+
+// leaseAll leases every pending task of the default queue to worker w.
+func (h *harness) leaseAll(w string) []*Task {
+	h.t.Helper()
+	var leases []Lease
+	for _, task := range h.fsm.State().Read().PendingTasks("default", 0) {
+		leases = append(leases, Lease{TaskID: task.ID, WorkerID: w})
+	}
+	if len(leases) == 0 {
+		return nil
+	}
+	return h.apply(LeaseTasksType, &LeaseTasksRequest{Header: h.hdr(), Leases: leases}).(*LeaseTasksResponse).Granted
+}
+
+func (h *harness) complete(task *Task) any {
+	return h.apply(CompleteTaskType, &CompleteTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Output: task.Input})
+}
+
+// runToEnd plays a noop worker until no task is left.
+func (h *harness) runToEnd() {
+	h.t.Helper()
+	for i := 0; i < 100; i++ {
+		tasks := h.leaseAll("w1")
+		if len(tasks) == 0 {
+			return
+		}
+		for _, task := range tasks {
+			if res, ok := h.complete(task).(*Error); ok {
+				h.t.Fatalf("complete %s: %v", task.ID, res)
+			}
+		}
+	}
+	h.t.Fatal("instance did not settle")
+}
+
+func TestDiamondRunsToCompletion(t *testing.T) {
+	h := newHarness(t)
+	r := h.register(diamondSource(t))
+	if r.Name != "diamond" || r.Version != 1 || !r.Created {
+		t.Fatalf("register = %+v", r)
+	}
+	h.start("i1", "diamond", `{"n": 7}`)
+
+	// Only a is ready; after it, b and c run in parallel; then d.
+	var rounds [][]string
+	for {
+		tasks := h.leaseAll("w1")
+		if len(tasks) == 0 {
+			break
+		}
+		var names []string
+		for _, task := range tasks {
+			names = append(names, task.Step)
+			if task.Attempt != 1 || task.Token == "" || task.IdempotencyKey != "i1/"+task.Step {
+				t.Fatalf("task = %+v", task)
+			}
+		}
+		rounds = append(rounds, names)
+		for _, task := range tasks {
+			h.complete(task)
+		}
+	}
+	if got := fmt.Sprint(rounds); got != "[[a] [b c] [d]]" {
+		t.Fatalf("rounds = %s", got)
+	}
+	inst := h.fsm.State().Read().Instance("i1")
+	if inst.Status != InstanceCompleted {
+		t.Fatalf("status = %s (%+v)", inst.Status, inst.Error)
+	}
+	if string(inst.Output) != `{"result":{"b":7,"c":1}}` {
+		t.Fatalf("output = %s", inst.Output)
+	}
+}
+
+func TestRegisterUnchangedSourceKeepsVersion(t *testing.T) {
+	h := newHarness(t)
+	src := diamondSource(t)
+	h.register(src)
+	if r := h.register(src); r.Version != 1 || r.Created {
+		t.Fatalf("re-register = %+v", r)
+	}
+	if r := h.register(src + "\n# changed\n"); r.Version != 2 || !r.Created {
+		t.Fatalf("changed = %+v", r)
+	}
+	if got := len(h.fsm.State().Read().WorkflowVersions("diamond")); got != 2 {
+		t.Fatalf("versions = %d", got)
+	}
+	if wfs := h.fsm.State().Read().Workflows(); len(wfs) != 1 || wfs[0].Version != 2 {
+		t.Fatalf("workflows = %+v", wfs)
+	}
+}
+
+func TestStartIsIdempotentByID(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	if r := h.start("i1", "diamond", `{"n":1}`).(*StartInstanceResponse); !r.Created {
+		t.Fatal("first start not created")
+	}
+	if r := h.start("i1", "diamond", `{ "n" : 1 }`).(*StartInstanceResponse); r.Created || r.ID != "i1" {
+		t.Fatalf("repeat = %+v", r)
+	}
+	if e, ok := h.start("i1", "diamond", `{"n":2}`).(*Error); !ok || e.Code != CodeConflict {
+		t.Fatalf("different input = %v", e)
+	}
+	if e, ok := h.start("i2", "nope", `{}`).(*Error); !ok || e.Code != CodeNotFound {
+		t.Fatalf("unknown workflow = %v", e)
+	}
+	if n := len(h.fsm.State().Read().PendingTasks("default", 0)); n != 1 {
+		t.Fatalf("pending tasks = %d, want 1", n)
+	}
+}
+
+func TestStaleTokenIsRejected(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	h.start("i1", "diamond", `{"n":1}`)
+	task := h.leaseAll("w1")[0]
+
+	forged := *task
+	forged.Token = "999.0"
+	if e, ok := h.complete(&forged).(*Error); !ok || e.Code != CodeStaleToken {
+		t.Fatalf("forged token = %v", e)
+	}
+	if _, ok := h.complete(task).(*TaskResultResponse); !ok {
+		t.Fatal("valid completion refused")
+	}
+	// A repeated completion with the (now spent) token changes nothing.
+	if e, ok := h.complete(task).(*Error); !ok || e.Code != CodeStaleToken {
+		t.Fatalf("duplicate completion = %v", e)
+	}
+	if e, ok := h.complete(&Task{ID: "t404"}).(*Error); !ok || e.Code != CodeNotFound {
+		t.Fatalf("unknown task = %v", e)
+	}
+}
+
+func TestLeaseExpiryRequeuesNeverEarly(t *testing.T) {
+	h := newHarness(t)
+	h.register(strings.Replace(diamondSource(t), `activity = "noop"
+    input    = { n = input.n }`, `activity = "noop"
+    timeout  = "10s"
+    input    = { n = input.n }`, 1))
+	h.start("i1", "diamond", `{"n":1}`)
+	task := h.leaseAll("w1")[0]
+
+	early := h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline.Add(-time.Nanosecond)},
+		Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}}).(*ExpireLeasesResponse)
+	if len(early.Requeued) != 0 {
+		t.Fatal("lease expired before its deadline")
+	}
+	res := h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline},
+		Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}}).(*ExpireLeasesResponse)
+	if len(res.Requeued) != 1 {
+		t.Fatal("lease not expired at its deadline")
+	}
+	// The zombie worker's completion is fenced off; the next lease works.
+	if e, ok := h.complete(task).(*Error); !ok || e.Code != CodeStaleToken {
+		t.Fatalf("zombie completion = %v", e)
+	}
+	again := h.leaseAll("w2")
+	if len(again) != 1 || again[0].ID != task.ID || again[0].Attempt != 2 || again[0].Token == task.Token {
+		t.Fatalf("re-lease = %+v", again)
+	}
+	h.complete(again[0])
+	h.runToEnd()
+	if st := h.fsm.State().Read().Instance("i1"); st.Status != InstanceCompleted || st.Steps["a"].Attempts != 2 {
+		t.Fatalf("instance = %+v", st)
+	}
+}
+
+func TestFailedTaskFailsInstance(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	h.start("i1", "diamond", `{"n":1}`)
+	h.complete(h.leaseAll("w1")[0])
+	tasks := h.leaseAll("w1") // b and c
+	res := h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: tasks[0].ID, Token: tasks[0].Token,
+		Error: TaskError{Type: "boom", Message: "it broke"}}).(*TaskResultResponse)
+	if res.InstanceStatus != InstanceFailed {
+		t.Fatalf("status = %s", res.InstanceStatus)
+	}
+	inst := h.fsm.State().Read().Instance("i1")
+	if inst.Error == nil || inst.Error.Step != tasks[0].Step || inst.Error.Type != "boom" {
+		t.Fatalf("error = %+v", inst.Error)
+	}
+	if inst.Steps["d"].Status != StepCancelled || inst.Steps[tasks[1].Step].Status != StepCancelled {
+		t.Fatalf("steps = %+v", inst.Steps)
+	}
+	// The sibling's late completion is refused; nothing is left to dispatch.
+	if _, ok := h.complete(tasks[1]).(*Error); !ok {
+		t.Fatal("completion on failed instance accepted")
+	}
+	if n := len(h.fsm.State().Read().PendingTasks("default", 0)); n != 0 {
+		t.Fatalf("pending = %d", n)
+	}
+}
+
+func TestInputErrorFailsInstanceWithPosition(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	h.start("i1", "diamond", `{"m": 1}`) // no n
+	inst := h.fsm.State().Read().Instance("i1")
+	if inst.Status != InstanceFailed || inst.Error.Type != "input_error" || !strings.Contains(inst.Error.Message, ".hcl:") {
+		t.Fatalf("instance = %+v %+v", inst.Status, inst.Error)
+	}
+}
+
+func snapshotBytes(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := f.State().WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// buildBusyLog makes a log that exercises every command.
+func buildBusyLog(t *testing.T) *harness {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	for i := 0; i < 20; i++ {
+		h.start(fmt.Sprintf("i%02d", i), "diamond", fmt.Sprintf(`{"n": %d, "tags": {"z": 1, "a": [1, 2.5]}}`, i))
+	}
+	tasks := h.leaseAll("w1")
+	for i, task := range tasks {
+		switch i % 4 {
+		case 0:
+			h.complete(task)
+		case 1:
+			h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Error: TaskError{Type: "x", Message: "y"}})
+		case 2:
+			h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline}, Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}})
+		}
+	}
+	h.runToEnd()
+	return h
+}
+
+func TestSameLogSameSnapshotBytes(t *testing.T) {
+	h := buildBusyLog(t)
+	other := New(nil)
+	for _, l := range h.b.logs {
+		other.Apply(l)
+	}
+	a, b := snapshotBytes(t, h.fsm), snapshotBytes(t, other)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("snapshots differ (%d vs %d bytes)", len(a), len(b))
+	}
+	if len(a) < 1000 {
+		t.Fatalf("snapshot suspiciously small: %d bytes", len(a))
+	}
+}
+
+type memSink struct {
+	bytes.Buffer
+	cancelled bool
+}
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { s.cancelled = true; return nil }
+func (s *memSink) Close() error  { return nil }
+
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	h := buildBusyLog(t)
+	snap, err := h.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	restored := New(nil)
+	changed := restored.State().Changed()
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("restore did not wake readers of the old state")
+	}
+	if !bytes.Equal(sink.Bytes(), snapshotBytes(t, restored)) {
+		t.Fatal("snapshot -> restore -> snapshot differs")
+	}
+	if got, want := restored.State().Read().LatestIndex(), uint64(len(h.b.logs)); got != want {
+		t.Fatalf("index = %d, want %d", got, want)
+	}
+	// The restored FSM keeps applying where the original left off.
+	next := &harness{t: t, fsm: restored, b: h.b, now: h.now}
+	next.start("after", "diamond", `{"n":1}`)
+	next.runToEnd()
+	if st := restored.State().Read().Instance("after").Status; st != InstanceCompleted {
+		t.Fatalf("after restore: %s", st)
+	}
+}
+
+func TestRestoreRejectsBadSnapshots(t *testing.T) {
+	h := buildBusyLog(t)
+	good := snapshotBytes(t, h.fsm)
+	cases := map[string][]byte{
+		"empty":     nil,
+		"not ours":  []byte(`{"magic":"other","format":1}` + "\n"),
+		"future":    bytes.Replace(good, []byte(`"format":1`), []byte(`"format":99`), 1),
+		"truncated": good[:len(good)/2],
+	}
+	for name, data := range cases {
+		f := New(nil)
+		if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err == nil {
+			t.Errorf("%s: restore accepted", name)
+		}
+	}
+}
+
+func TestUnknownCommands(t *testing.T) {
+	f := New(nil)
+	if res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{byte(100 | IgnoreUnknownTypeFlag), codecVersion}}); res != nil {
+		t.Fatalf("ignorable unknown command returned %v", res)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("unknown command without the ignore flag did not panic")
+		}
+	}()
+	f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: []byte{100, codecVersion}})
+}
+
+func TestCorruptCommandPanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("corrupt command did not panic")
+		}
+	}()
+	New(nil).Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{byte(StartInstanceType), codecVersion, '{'}})
+}
+
+func BenchmarkDiamondInstance(b *testing.B) {
+	t := &testing.T{}
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.start(fmt.Sprintf("b%d", i), "diamond", `{"n":1}`)
+		h.runToEnd()
+	}
+}

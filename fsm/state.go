@@ -1,0 +1,114 @@
+package fsm
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// tableSchemas is filled by each concept file's init, so a table lives in the
+// file of the records it holds.
+var tableSchemas = map[string]*memdb.TableSchema{}
+
+func registerTable(s *memdb.TableSchema) {
+	if _, dup := tableSchemas[s.Name]; dup {
+		panic(fmt.Sprintf("fsm: table %s registered twice", s.Name))
+	}
+	tableSchemas[s.Name] = s
+}
+
+// meta is a small table of named counters that must survive snapshots (the
+// last applied index, id sequences).
+type meta struct {
+	Key   string `json:"key"`
+	Value uint64 `json:"value"`
+}
+
+const tableMeta = "meta"
+
+func init() {
+	registerTable(&memdb.TableSchema{
+		Name: tableMeta,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+		},
+	})
+}
+
+// StateStore holds the replicated state in go-memdb. Writes come only from
+// the FSM; anyone may read through a snapshot transaction.
+type StateStore struct {
+	db *memdb.MemDB
+
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// NewStateStore returns an empty store.
+func NewStateStore() *StateStore {
+	db, err := memdb.NewMemDB(&memdb.DBSchema{Tables: tableSchemas})
+	if err != nil {
+		panic(fmt.Sprintf("fsm: invalid schema: %v", err))
+	}
+	return &StateStore{db: db, changed: make(chan struct{})}
+}
+
+// Changed returns a channel that is closed at the next change of the state
+// (an applied command or a restore). Blocking readers and the leader's
+// dispatcher wait on it.
+func (s *StateStore) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *StateStore) notify() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Txn is a transaction on the store; read-only unless made by the FSM.
+type Txn struct {
+	*memdb.Txn
+	// Index is the raft index being applied (0 for reads).
+	Index uint64
+}
+
+// Read returns a consistent read-only view of the state.
+func (s *StateStore) Read() *Txn { return &Txn{Txn: s.db.Txn(false)} }
+
+func (s *StateStore) write(index uint64) *Txn { return &Txn{Txn: s.db.Txn(true), Index: index} }
+
+// LatestIndex is the raft index of the last command applied to the store.
+func (t *Txn) LatestIndex() uint64 { return t.counter("index") }
+
+func (t *Txn) counter(key string) uint64 {
+	raw, err := t.First(tableMeta, "id", key)
+	if err != nil || raw == nil {
+		return 0
+	}
+	return raw.(*meta).Value
+}
+
+func (t *Txn) setCounter(key string, v uint64) {
+	if err := t.Insert(tableMeta, &meta{Key: key, Value: v}); err != nil {
+		panic(fmt.Sprintf("fsm: insert meta: %v", err))
+	}
+}
+
+// nextSeq returns the next value of a named sequence stored in the state, so
+// ids are minted from replicated state and never from one node's memory.
+func (t *Txn) nextSeq(key string) uint64 {
+	v := t.counter(key) + 1
+	t.setCounter(key, v)
+	return v
+}
+
+func (t *Txn) mustInsert(table string, obj any) {
+	if err := t.Insert(table, obj); err != nil {
+		panic(fmt.Sprintf("fsm: insert %s: %v", table, err))
+	}
+}

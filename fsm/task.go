@@ -1,0 +1,362 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/lockstep-io/lockstep/hcl"
+)
+
+// Task states.
+const (
+	TaskPending   = "pending" // waiting in its queue for a worker
+	TaskLeased    = "leased"  // handed to one worker until its deadline
+	TaskCompleted = "completed"
+	TaskFailed    = "failed"
+	TaskCancelled = "cancelled"
+)
+
+// Task is the work of one activity step, waiting in a queue and leased to
+// one worker at a time. Each lease carries a new fencing token; only the
+// holder of the current token may complete or fail the task.
+type Task struct {
+	ID         string `json:"id"`
+	Seq        uint64 `json:"seq"`
+	InstanceID string `json:"instance_id"`
+	Step       string `json:"step"`
+	Activity   string `json:"activity"`
+	Queue      string `json:"queue"`
+	// IdempotencyKey is stable across attempts (instance/step) so that a
+	// worker can make its side effects idempotent.
+	IdempotencyKey string          `json:"idempotency_key"`
+	Input          json.RawMessage `json:"input"`
+	Status         string          `json:"status"`
+	Attempt        int             `json:"attempt"`
+	Timeout        time.Duration   `json:"timeout"`
+	Token          string          `json:"token,omitempty"`
+	WorkerID       string          `json:"worker_id,omitempty"`
+	LeaseDeadline  time.Time       `json:"lease_deadline,omitzero"`
+	// DeadlineKey is LeaseDeadline in Unix nanoseconds, indexed so the leader
+	// finds the next lease to expire without a scan.
+	DeadlineKey uint64    `json:"deadline_key,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	CreateIndex uint64    `json:"create_index"`
+	ModifyIndex uint64    `json:"modify_index"`
+}
+
+// TaskError is the error a worker reports for an attempt.
+type TaskError struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+const tableTasks = "tasks"
+
+func init() {
+	registerTable(&memdb.TableSchema{
+		Name: tableTasks,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"queue": {Name: "queue", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				&memdb.StringFieldIndex{Field: "Queue"},
+				&memdb.StringFieldIndex{Field: "Status"},
+				&memdb.UintFieldIndex{Field: "Seq"},
+			}}},
+			"deadline": {Name: "deadline", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				&memdb.StringFieldIndex{Field: "Status"},
+				&memdb.UintFieldIndex{Field: "DeadlineKey"},
+				&memdb.StringFieldIndex{Field: "ID"},
+			}}},
+		},
+	})
+	registerRecord(tableTasks, func() any { return new(Task) })
+	registerCommand(LeaseTasksType, (*FSM).applyLeaseTasks)
+	registerCommand(CompleteTaskType, (*FSM).applyCompleteTask)
+	registerCommand(FailTaskType, (*FSM).applyFailTask)
+	registerCommand(ExpireLeasesType, (*FSM).applyExpireLeases)
+}
+
+func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now time.Time) *Task {
+	seq := tx.nextSeq("task")
+	t := &Task{
+		ID:             fmt.Sprintf("t%d", seq),
+		Seq:            seq,
+		InstanceID:     inst.ID,
+		Step:           s.Name,
+		Activity:       s.Activity,
+		Queue:          s.Queue,
+		IdempotencyKey: inst.ID + "/" + s.Name,
+		Input:          input,
+		Status:         TaskPending,
+		Timeout:        s.Timeout,
+		CreatedAt:      now,
+		CreateIndex:    tx.Index,
+		ModifyIndex:    tx.Index,
+	}
+	tx.mustInsert(tableTasks, t)
+	return t
+}
+
+func (tx *Txn) cancelTask(id string, now time.Time) {
+	t := tx.Task(id)
+	if t == nil || t.Status == TaskCompleted || t.Status == TaskFailed || t.Status == TaskCancelled {
+		return
+	}
+	c := *t
+	c.Status = TaskCancelled
+	c.Token, c.DeadlineKey = "", 0
+	c.ModifyIndex = tx.Index
+	tx.mustInsert(tableTasks, &c)
+}
+
+// Lease hands one pending task to one worker.
+type Lease struct {
+	TaskID   string `json:"task_id"`
+	WorkerID string `json:"worker_id"`
+}
+
+// LeaseTasksRequest is one dispatch round of the leader: every lease it
+// matched in that round, committed together.
+type LeaseTasksRequest struct {
+	Header
+	Leases []Lease `json:"leases"`
+}
+
+// LeaseTasksResponse lists the tasks actually leased, in request order;
+// a task that was no longer pending when the command applied is left out.
+type LeaseTasksResponse struct {
+	Granted []*Task `json:"granted"`
+}
+
+func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
+	var req LeaseTasksRequest
+	mustDecode(LeaseTasksType, body, &req)
+	resp := &LeaseTasksResponse{Granted: []*Task{}}
+	for i, l := range req.Leases {
+		t := tx.Task(l.TaskID)
+		if t == nil || t.Status != TaskPending {
+			continue
+		}
+		inst := tx.Instance(t.InstanceID)
+		if inst == nil || inst.Terminal() {
+			continue
+		}
+		c := *t
+		c.Status = TaskLeased
+		c.Attempt++
+		// The fencing token is unique per lease: the index of the command
+		// that granted it and the lease's place in that command.
+		c.Token = fmt.Sprintf("%d.%d", tx.Index, i)
+		c.WorkerID = l.WorkerID
+		c.LeaseDeadline = req.Time.Add(c.Timeout)
+		c.DeadlineKey = uint64(c.LeaseDeadline.UnixNano())
+		c.ModifyIndex = tx.Index
+		tx.mustInsert(tableTasks, &c)
+
+		ic := inst.clone()
+		st := ic.Steps[c.Step]
+		st.Status = StepRunning
+		st.Attempts = c.Attempt
+		now := req.Time
+		st.StartedAt = &now
+		ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
+		tx.mustInsert(tableInstances, ic)
+		resp.Granted = append(resp.Granted, &c)
+	}
+	return resp
+}
+
+// CompleteTaskRequest reports an attempt's output.
+type CompleteTaskRequest struct {
+	Header
+	TaskID string          `json:"task_id"`
+	Token  string          `json:"token"`
+	Output json.RawMessage `json:"output"`
+}
+
+// FailTaskRequest reports an attempt's error.
+type FailTaskRequest struct {
+	Header
+	TaskID string    `json:"task_id"`
+	Token  string    `json:"token"`
+	Error  TaskError `json:"error"`
+}
+
+// TaskResultResponse is the answer to a completion or failure.
+type TaskResultResponse struct {
+	TaskID         string `json:"task_id"`
+	InstanceID     string `json:"instance_id"`
+	InstanceStatus string `json:"instance_status"`
+}
+
+// checkLease validates a result against the task's current lease. A result
+// is accepted once: a stale or repeated token is refused, so a step moves
+// exactly once however often a worker reports.
+func checkLease(tx *Txn, id, token string) (*Task, *Instance, *Error) {
+	t := tx.Task(id)
+	if t == nil {
+		return nil, nil, errorf(CodeNotFound, "task %q not found", id)
+	}
+	if t.Status != TaskLeased || t.Token == "" || t.Token != token {
+		return nil, nil, errorf(CodeStaleToken, "task %q: token %q does not hold the current lease (task is %s)", id, token, t.Status)
+	}
+	inst := tx.Instance(t.InstanceID)
+	if inst == nil || inst.Terminal() {
+		return nil, nil, errorf(CodeConflict, "task %q: instance is no longer running", id)
+	}
+	return t, inst, nil
+}
+
+func (f *FSM) applyCompleteTask(tx *Txn, body []byte) any {
+	var req CompleteTaskRequest
+	mustDecode(CompleteTaskType, body, &req)
+	return f.finishTask(tx, req.TaskID, req.Token, req.Time, normalizeJSON(req.Output), nil)
+}
+
+func (f *FSM) applyFailTask(tx *Txn, body []byte) any {
+	var req FailTaskRequest
+	mustDecode(FailTaskType, body, &req)
+	e := req.Error
+	if e.Type == "" {
+		e.Type = "error"
+	}
+	return f.finishTask(tx, req.TaskID, req.Token, req.Time, nil, &e)
+}
+
+func (f *FSM) finishTask(tx *Txn, id, token string, now time.Time, output json.RawMessage, taskErr *TaskError) any {
+	t, inst, e := checkLease(tx, id, token)
+	if e != nil {
+		return e
+	}
+	wv := tx.WorkflowVersion(inst.Workflow, inst.Version)
+	wf, err := f.workflow(wv)
+	if err != nil {
+		return errorf(CodeInvalid, "%v", err)
+	}
+	c := *t
+	c.Token, c.DeadlineKey = "", 0
+	c.ModifyIndex = tx.Index
+	ic := inst.clone()
+	st := ic.Steps[c.Step]
+	st.EndedAt = &now
+	if taskErr != nil {
+		c.Status = TaskFailed
+		st.Status = StepFailed
+		st.Error = taskErr
+	} else {
+		c.Status = TaskCompleted
+		st.Status = StepSucceeded
+		st.Output = output
+	}
+	tx.mustInsert(tableTasks, &c)
+	f.advance(tx, ic, wf, now)
+	return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}
+}
+
+// ExpiredLease names a lease the leader saw pass its deadline.
+type ExpiredLease struct {
+	TaskID string `json:"task_id"`
+	Token  string `json:"token"`
+}
+
+// ExpireLeasesRequest re-queues tasks whose leases ran out. Time is when the
+// leader's timer fired; a lease whose deadline is after it is left alone,
+// so a lease never expires early whatever the proposer believed.
+type ExpireLeasesRequest struct {
+	Header
+	Leases []ExpiredLease `json:"leases"`
+}
+
+// ExpireLeasesResponse lists the tasks put back in their queues.
+type ExpireLeasesResponse struct {
+	Requeued []string `json:"requeued"`
+}
+
+func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
+	var req ExpireLeasesRequest
+	mustDecode(ExpireLeasesType, body, &req)
+	resp := &ExpireLeasesResponse{Requeued: []string{}}
+	for _, l := range req.Leases {
+		t := tx.Task(l.TaskID)
+		if t == nil || t.Status != TaskLeased || t.Token != l.Token || t.LeaseDeadline.After(req.Time) {
+			continue
+		}
+		c := *t
+		c.Status = TaskPending
+		c.Token, c.WorkerID, c.DeadlineKey = "", "", 0
+		c.LeaseDeadline = time.Time{}
+		c.ModifyIndex = tx.Index
+		tx.mustInsert(tableTasks, &c)
+		if inst := tx.Instance(c.InstanceID); inst != nil && !inst.Terminal() {
+			ic := inst.clone()
+			ic.Steps[c.Step].Status = StepScheduled
+			ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
+			tx.mustInsert(tableInstances, ic)
+		}
+		resp.Requeued = append(resp.Requeued, c.ID)
+	}
+	return resp
+}
+
+// Task returns a task by id, or nil.
+func (t *Txn) Task(id string) *Task {
+	raw, err := t.First(tableTasks, "id", id)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*Task)
+}
+
+// PendingTasks returns up to limit pending tasks of a queue, oldest first.
+func (t *Txn) PendingTasks(queue string, limit int) []*Task {
+	out := []*Task{}
+	it, err := t.Get(tableTasks, "queue_prefix", queue, TaskPending)
+	if err != nil {
+		return out
+	}
+	for raw := it.Next(); raw != nil && (limit <= 0 || len(out) < limit); raw = it.Next() {
+		task := raw.(*Task)
+		if task.Queue != queue || task.Status != TaskPending {
+			break
+		}
+		out = append(out, task)
+	}
+	return out
+}
+
+// LeasedTasks returns leased tasks ordered by lease deadline, earliest
+// first, at most limit of them.
+func (t *Txn) LeasedTasks(limit int) []*Task {
+	out := []*Task{}
+	it, err := t.Get(tableTasks, "deadline_prefix", TaskLeased)
+	if err != nil {
+		return out
+	}
+	for raw := it.Next(); raw != nil && (limit <= 0 || len(out) < limit); raw = it.Next() {
+		task := raw.(*Task)
+		if task.Status != TaskLeased {
+			break
+		}
+		out = append(out, task)
+	}
+	return out
+}
+
+// QueueNames lists the queues that hold any pending task.
+func (t *Txn) QueueNames() []string {
+	out := []string{}
+	it, err := t.Get(tableTasks, "queue")
+	if err != nil {
+		return out
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		q := raw.(*Task).Queue
+		if n := len(out); n == 0 || out[n-1] != q {
+			out = append(out, q)
+		}
+	}
+	return out
+}

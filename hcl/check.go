@@ -1,0 +1,149 @@
+package hcl
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/agext/levenshtein"
+	hhcl "github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// precheck rejects sources that are too large or too deeply nested before
+// the recursive-descent parser sees them.
+func precheck(filename string, src []byte) hhcl.Diagnostics {
+	if len(src) > MaxSourceBytes {
+		return hhcl.Diagnostics{{
+			Severity: hhcl.DiagError,
+			Summary:  "Workflow file too large",
+			Detail:   fmt.Sprintf("%s is %d bytes; the limit is %d.", filename, len(src), MaxSourceBytes),
+			Subject:  &hhcl.Range{Filename: filename, Start: hhcl.InitialPos, End: hhcl.InitialPos},
+		}}
+	}
+	depth, line, col := 0, 1, 1
+	var quote bool
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		switch {
+		case c == '\n':
+			line, col = line+1, 0
+			quote = false // HCL quoted strings do not span lines
+		case quote && c == '\\':
+			i++
+			col++
+		case c == '"':
+			quote = !quote
+		case quote:
+		case c == '{' || c == '[' || c == '(':
+			depth++
+			if depth > MaxNesting {
+				pos := hhcl.Pos{Line: line, Column: col, Byte: i}
+				return hhcl.Diagnostics{{
+					Severity: hhcl.DiagError,
+					Summary:  "Nesting too deep",
+					Detail:   fmt.Sprintf("Brackets are nested more than %d levels deep here; flatten the expression.", MaxNesting),
+					Subject:  &hhcl.Range{Filename: filename, Start: pos, End: pos},
+				}}
+			}
+		case c == '}' || c == ']' || c == ')':
+			if depth > 0 {
+				depth--
+			}
+		}
+		col++
+	}
+	return nil
+}
+
+// decodeString evaluates an attribute that must be a constant string.
+func decodeString(attr *hhcl.Attribute, out *string) hhcl.Diagnostics {
+	v, diags := attr.Expr.Value(nil)
+	if diags.HasErrors() {
+		return hhcl.Diagnostics{attrError(attr, "Constant string required",
+			fmt.Sprintf("The value of %s must be a literal string; it cannot refer to variables or call functions.", attr.Name))}
+	}
+	if v.IsNull() || !v.Type().Equals(cty.String) {
+		return hhcl.Diagnostics{attrError(attr, "Incorrect attribute type",
+			fmt.Sprintf("%s must be a string, for example %s = \"value\".", attr.Name, attr.Name))}
+	}
+	*out = v.AsString()
+	return nil
+}
+
+func attrError(attr *hhcl.Attribute, summary, detail string) *hhcl.Diagnostic {
+	return &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: summary, Detail: detail, Subject: attr.Expr.Range().Ptr(), Context: attr.Range.Ptr()}
+}
+
+// checkFunctions reports calls to functions the language does not define.
+func checkFunctions(expr hhcl.Expression) hhcl.Diagnostics {
+	var diags hhcl.Diagnostics
+	syn, ok := expr.(hclsyntax.Expression)
+	if !ok {
+		return nil
+	}
+	hclsyntax.VisitAll(syn, func(n hclsyntax.Node) hhcl.Diagnostics {
+		call, ok := n.(*hclsyntax.FunctionCallExpr)
+		if !ok {
+			return nil
+		}
+		if _, known := functions[call.Name]; !known {
+			detail := fmt.Sprintf("There is no function named %q.", call.Name)
+			if s := suggest(call.Name, FunctionNames()); s != "" {
+				detail += fmt.Sprintf(" Did you mean %q?", s)
+			}
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Call to unknown function", Detail: detail, Subject: call.NameRange.Ptr()})
+		}
+		return nil
+	})
+	return diags
+}
+
+// validName reports whether s can name a workflow, step or queue: it ends up
+// in URLs and task ids, so it is kept to a conservative alphabet.
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z':
+		case i > 0 && (r >= '0' && r <= '9' || r == '_' || r == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidName reports whether s is a valid workflow, step or queue name.
+func ValidName(s string) bool { return validName(s) }
+
+// suggest returns the candidate closest to given, if any is close enough to
+// be a plausible typo.
+func suggest(given string, candidates []string) string {
+	best, bestDist := "", 3
+	for _, c := range candidates {
+		if d := levenshtein.Distance(given, c, nil); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+func joinArrow(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "step." + n
+	}
+	return strings.Join(quoted, " -> ")
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}

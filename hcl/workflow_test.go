@@ -1,0 +1,252 @@
+package hcl
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func mustParse(t *testing.T, src string) *Workflow {
+	t.Helper()
+	wf, diags := Parse("test.hcl", []byte(src))
+	if diags.HasErrors() {
+		t.Fatalf("unexpected diagnostics:\n%s", RenderDiagnostics(diags, []byte(src)))
+	}
+	return wf
+}
+
+func TestParseDiamondGraph(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "examples", "diamond.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := mustParse(t, string(src))
+	if wf.Name != "diamond" {
+		t.Fatalf("name = %q", wf.Name)
+	}
+	want := map[string]string{"a": "", "b": "a", "c": "a", "d": "b,c"}
+	for name, deps := range want {
+		s := wf.Step(name)
+		if s == nil {
+			t.Fatalf("step %q missing", name)
+		}
+		if got := strings.Join(s.Deps, ","); got != deps {
+			t.Errorf("step %s deps = %q, want %q", name, got, deps)
+		}
+		if s.Queue != DefaultQueue || s.Activity != "noop" {
+			t.Errorf("step %s queue=%q activity=%q", name, s.Queue, s.Activity)
+		}
+	}
+	if roots := wf.Roots(); len(roots) != 1 || roots[0].Name != "a" {
+		t.Fatalf("roots = %v", roots)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		src  string
+		want []string // substrings of the rendered diagnostics, all required
+	}{
+		{"unknown step reference", `workflow "w" {
+  step "a" { activity = "noop" }
+  step "b" {
+    activity = "noop"
+    input    = { x = step.aa.output }
+  }
+}`, []string{"test.hcl:5:22", "Reference to undeclared step", `Did you mean "a"?`}},
+		{"unknown depends_on", `workflow "w" {
+  step "a" {
+    activity   = "noop"
+    depends_on = [step.zz]
+  }
+}`, []string{"test.hcl:4:19", "undeclared step"}},
+		{"cycle", `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = step.b.output
+  }
+  step "b" {
+    activity = "noop"
+    input    = step.a.output
+  }
+}`, []string{"Dependency cycle", "step.a -> step.b -> step.a"}},
+		{"self reference", `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = step.a.output
+  }
+}`, []string{"test.hcl:4:16", "refers to itself"}},
+		{"unknown variable", `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = inptu.x
+  }
+}`, []string{"test.hcl:4:16", "Unknown variable", `Did you mean "input"?`}},
+		{"unknown function", `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = uper("x")
+  }
+}`, []string{"Call to unknown function", `Did you mean "upper"?`}},
+		{"duplicate step", `workflow "w" {
+  step "a" { activity = "noop" }
+  step "a" { activity = "noop" }
+}`, []string{"test.hcl:3:8", "Duplicate step name"}},
+		{"missing activity", `workflow "w" {
+  step "a" { input = 1 }
+}`, []string{"test.hcl:2", `"activity" is required`}},
+		{"bad duration", `workflow "w" {
+  step "a" {
+    activity = "noop"
+    timeout  = "soon"
+  }
+}`, []string{"test.hcl:4:16", "Invalid duration"}},
+		{"unknown attribute", `workflow "w" {
+  step "a" {
+    activity = "noop"
+    colour   = "red"
+  }
+}`, []string{"test.hcl:4:5", "Unsupported argument"}},
+		{"syntax error", `workflow "w" {
+  step "a" {
+    activity = 
+  }
+}`, []string{"test.hcl:3"}},
+		{"no workflow", `# empty`, []string{"Missing workflow block"}},
+		{"no steps", `workflow "w" {}`, []string{"Workflow has no steps"}},
+		{"bad step attribute", `workflow "w" {
+  step "a" { activity = "noop" }
+  step "b" {
+    activity = "noop"
+    input    = step.a.outptu
+  }
+}`, []string{"Unsupported step attribute"}},
+		{"too deep", `workflow "w" { step "a" { activity = "noop"
+  input = ` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `
+} }`, []string{"test.hcl:2", "Nesting too deep"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wf, diags := Parse("test.hcl", []byte(tc.src))
+			if !diags.HasErrors() || wf != nil {
+				t.Fatalf("expected errors, got none")
+			}
+			out := RenderDiagnostics(diags, []byte(tc.src))
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("diagnostics lack %q:\n%s", w, out)
+				}
+			}
+			for _, d := range DiagnosticsJSON(diags) {
+				if d.Range == nil && tc.name != "no workflow" {
+					t.Errorf("diagnostic %q has no range", d.Summary)
+				}
+			}
+		})
+	}
+}
+
+func TestParseReportsAllErrorsAtOnce(t *testing.T) {
+	src := `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = step.nope.output
+  }
+  step "b" {
+    activity = "noop"
+    input    = bogus
+    timeout  = "x"
+  }
+}`
+	_, diags := Parse("test.hcl", []byte(src))
+	if n := len(diags.Errs()); n != 3 {
+		t.Fatalf("got %d errors, want 3:\n%s", n, RenderDiagnostics(diags, []byte(src)))
+	}
+}
+
+func TestEval(t *testing.T) {
+	wf := mustParse(t, `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = { n = input.n * 2, name = upper(input.name), tags = [for t in input.tags : "${t}!"] }
+  }
+  step "b" {
+    activity = "noop"
+    input    = jsonencode(step.a.output)
+  }
+  output = { a = step.a.output.n, status = step.a.status }
+}`)
+	in := json.RawMessage(`{"n": 21, "name": "ada", "tags": ["x", "y"]}`)
+	got, err := Eval(wf.Step("a").Input, Scope{Input: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != `{"n":42,"name":"ADA","tags":["x!","y!"]}` {
+		t.Fatalf("a input = %s", got)
+	}
+	scope := Scope{Input: in, Steps: map[string]StepResult{"a": {Status: "succeeded", Output: got}}}
+	out, err := Eval(wf.Output, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != `{"a":42,"status":"succeeded"}` {
+		t.Fatalf("output = %s", out)
+	}
+	// A missing attribute is an evaluation error naming the position.
+	_, err = Eval(wf.Step("a").Input, Scope{Input: json.RawMessage(`{"name":"x","tags":[]}`)})
+	if err == nil || !strings.Contains(err.Error(), "test.hcl:4") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEvalIsDeterministic(t *testing.T) {
+	wf := mustParse(t, `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = merge(input, { z = 1, a = 2, m = { y = 1, b = 2 } })
+  }
+}`)
+	in := json.RawMessage(`{"q": 1, "c": [1,2,3], "k": {"x": 1, "a": 2}}`)
+	first, err := Eval(wf.Step("a").Input, Scope{Input: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		again, _ := Eval(wf.Step("a").Input, Scope{Input: in})
+		if string(again) != string(first) {
+			t.Fatalf("evaluation %d differs: %s vs %s", i, again, first)
+		}
+	}
+}
+
+func TestExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "examples", "*.hcl"))
+	if len(files) == 0 {
+		t.Fatal("no examples")
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, diags := Parse(f, src); diags.HasErrors() {
+			t.Errorf("%s:\n%s", f, RenderDiagnostics(diags, src))
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	src, _ := os.ReadFile(filepath.Join("..", "examples", "diamond.hcl"))
+	f.Add(string(src))
+	f.Add(`workflow "w" { step "a" { activity = "noop" } }`)
+	f.Fuzz(func(t *testing.T, s string) {
+		wf, diags := Parse("fuzz.hcl", []byte(s))
+		if wf == nil && !diags.HasErrors() {
+			t.Fatal("nil workflow without errors")
+		}
+		_ = RenderDiagnostics(diags, []byte(s))
+	})
+}

@@ -1,0 +1,45 @@
+package httpapi
+
+import (
+	"io"
+	"net/http"
+)
+
+// forwardedHeader marks a request a follower forwarded, so it is never
+// forwarded twice (a leader that lost leadership mid-request answers 503).
+const forwardedHeader = "X-Lockstep-Forwarded-By"
+
+// forwardToLeader sends the buffered request to the leader and passes its
+// status, headers and body back verbatim.
+func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []byte) {
+	leader, ok := s.cfg.Cluster.Leader()
+	if !ok || leader.HTTPAddr == "" || r.Header.Get(forwardedHeader) != "" || leader.Node == s.cfg.NodeName {
+		s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"})
+		return
+	}
+	url := "http://" + leader.HTTPAddr + r.URL.RequestURI()
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, url, bytesReader(body))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.Header.Set(forwardedHeader, s.cfg.NodeName)
+	resp, err := s.forward.Do(req)
+	if err != nil {
+		s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()})
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}

@@ -1,0 +1,119 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/lockstep-io/lockstep/fsm"
+)
+
+// StartRequest is the body of POST /v1/workflows/:name/instances.
+type StartRequest struct {
+	Input   json.RawMessage `json:"input"`
+	ID      string          `json:"id"`
+	Version uint64          `json:"version"`
+}
+
+// validInstanceID keeps client-chosen ids safe in URLs, logs and task keys.
+func validInstanceID(id string) bool {
+	if id == "" || len(id) > 128 || !utf8.ValidString(id) {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '-' || r == '_' || r == '.' || r == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func newInstanceID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// POST /v1/workflows/:name/instances
+func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req StartRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if req.ID == "" {
+		// Minted here, before raft: Apply never invents ids.
+		req.ID = newInstanceID()
+	} else if !validInstanceID(req.ID) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "id must be 1 to 128 characters of letters, digits, '-', '_', '.' or ':'"}
+	}
+	if len(req.Input) > 0 && !json.Valid(req.Input) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "input is not valid JSON"}
+	}
+	name := ps.ByName("name")
+	if s.cfg.Cluster.IsLeader() || r.Header.Get(forwardedHeader) != "" {
+		// Refuse unknown workflows before proposing when the state says so;
+		// the FSM checks again at apply time.
+		if s.cfg.FSM.State().Read().LatestWorkflow(name) == nil {
+			return nil, &Error{Status: 404, Code: "not_found", Message: "workflow " + strconv.Quote(name) + " is not registered"}
+		}
+	}
+	res, err := s.apply(r, fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: s.header(), ID: req.ID, Workflow: name, Version: req.Version, Input: req.Input})
+	if err != nil {
+		return nil, err
+	}
+	sr := res.(*fsm.StartInstanceResponse)
+	status := http.StatusOK
+	if sr.Created {
+		status = http.StatusCreated
+	}
+	return &response{status, map[string]any{"id": sr.ID, "version": sr.Version, "created": sr.Created}}, nil
+}
+
+// GET /v1/instances/:id
+func (s *Server) getInstance(_ *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	inst := s.cfg.FSM.State().Read().Instance(ps.ByName("id"))
+	if inst == nil {
+		return nil, &Error{Status: 404, Code: "not_found", Message: "instance " + strconv.Quote(ps.ByName("id")) + " not found"}
+	}
+	return inst, nil
+}
+
+type instanceSummary struct {
+	ID        string `json:"id"`
+	Workflow  string `json:"workflow"`
+	Version   uint64 `json:"version"`
+	Status    string `json:"status"`
+	CreatedAt string `json:"created_at"`
+}
+
+// GET /v1/instances?workflow=&page_size=&next_token=
+func (s *Server) listInstances(r *http.Request, _ httprouter.Params, _ []byte) (any, error) {
+	q := r.URL.Query()
+	size := 100
+	if v := q.Get("page_size"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "page_size must be between 1 and 1000"}
+		}
+		size = n
+	}
+	insts := s.cfg.FSM.State().Read().Instances(q.Get("workflow"), q.Get("next_token"), size+1)
+	out := make([]instanceSummary, 0, len(insts))
+	next := ""
+	for i, inst := range insts {
+		if i == size {
+			next = insts[i-1].ID
+			break
+		}
+		out = append(out, instanceSummary{ID: inst.ID, Workflow: inst.Workflow, Version: inst.Version, Status: inst.Status, CreatedAt: inst.CreatedAt.Format("2006-01-02T15:04:05.000Z07:00")})
+	}
+	return map[string]any{"instances": out, "next_token": next}, nil
+}

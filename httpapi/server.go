@@ -1,0 +1,282 @@
+// Package httpapi is Lockstep's HTTP API. Every node serves it: reads are
+// answered from the node's own state store, writes and worker polls that
+// reach a follower are forwarded to the leader, and the caller cannot tell
+// the difference.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/engine"
+	"github.com/lockstep-io/lockstep/fsm"
+)
+
+// Cluster is what the API needs of the node's cluster membership.
+type Cluster interface {
+	Apply(ctx context.Context, cmd []byte) (any, error)
+	IsLeader() bool
+	Leader() (cluster.LeaderInfo, bool)
+	LastContact() time.Duration
+	Members() []cluster.Member
+	Peers() ([]cluster.Peer, error)
+}
+
+// Dispatcher hands tasks to polling workers (the leader's engine).
+type Dispatcher interface {
+	Poll(ctx context.Context, req engine.PollRequest) ([]*fsm.Task, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Logger     hclog.Logger
+	NodeName   string
+	Cluster    Cluster
+	Dispatcher Dispatcher
+	FSM        *fsm.FSM
+	// Now is the proposer's clock, stamped into commands.
+	Now func() time.Time
+}
+
+// Limits on request bodies.
+const (
+	maxWorkflowBody = 1 << 20
+	maxJSONBody     = 4 << 20
+)
+
+// Server serves the v1 API.
+type Server struct {
+	cfg     Config
+	logger  hclog.Logger
+	router  *httprouter.Router
+	forward *http.Client
+}
+
+// New builds the API's routes.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:     cfg,
+		logger:  cfg.Logger.Named("http"),
+		router:  httprouter.New(),
+		forward: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
+	}
+	s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// route kinds: reads are answered locally; writes and polls run on the
+// leader and are forwarded there from followers.
+const (
+	read = iota
+	write
+)
+
+type handlerFunc func(r *http.Request, ps httprouter.Params, body []byte) (any, error)
+
+// response lets a handler choose a status other than 200.
+type response struct {
+	status int
+	body   any
+}
+
+func (s *Server) routes() {
+	r := s.router
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, &Error{Status: 404, Code: "not_found", Message: "no such endpoint: " + req.Method + " " + req.URL.Path})
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, &Error{Status: 405, Code: "method_not_allowed", Message: req.Method + " is not allowed on " + req.URL.Path})
+	})
+	r.PanicHandler = func(w http.ResponseWriter, req *http.Request, v any) {
+		s.logger.Error("handler panic", "path", req.URL.Path, "panic", v)
+		s.writeError(w, req, &Error{Status: 500, Code: "internal", Message: "internal error"})
+	}
+
+	r.POST("/v1/workflows", s.wrap(write, maxWorkflowBody, s.registerWorkflow))
+	r.GET("/v1/workflows", s.wrap(read, 0, s.listWorkflows))
+	r.GET("/v1/workflows/:name", s.wrap(read, 0, s.getWorkflow))
+	// httprouter cannot hold /v1/workflows/validate beside /v1/workflows/:name,
+	// so "validate" is a name the handler reserves (names never equal it:
+	// they are checked when a workflow is registered).
+	r.POST("/v1/workflows/:name", s.wrap(read, maxWorkflowBody, s.postWorkflowAction))
+	r.POST("/v1/workflows/:name/instances", s.wrap(write, maxJSONBody, s.startInstance))
+
+	r.GET("/v1/instances", s.wrap(read, 0, s.listInstances))
+	r.GET("/v1/instances/:id", s.wrap(read, 0, s.getInstance))
+
+	r.POST("/v1/queues/:queue/poll", s.wrap(write, maxJSONBody, s.poll))
+	r.GET("/v1/queues", s.wrap(read, 0, s.listQueues))
+	r.POST("/v1/tasks/:id/complete", s.wrap(write, maxJSONBody, s.completeTask))
+	r.POST("/v1/tasks/:id/fail", s.wrap(write, maxJSONBody, s.failTask))
+	r.GET("/v1/tasks/:id", s.wrap(read, 0, s.getTask))
+
+	r.GET("/v1/status/leader", s.wrap(read, 0, s.leader))
+	r.GET("/v1/status/peers", s.wrap(read, 0, s.peers))
+	r.GET("/v1/members", s.wrap(read, 0, s.members))
+	r.GET("/v1/health", s.wrap(read, 0, s.health))
+}
+
+// wrap is the one place requests become responses: it bounds and buffers
+// the body, runs the handler, forwards to the leader when this node cannot
+// serve a write, and writes JSON or the error envelope with meta headers.
+func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		var body []byte
+		if limit > 0 {
+			b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+			if err != nil {
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					s.writeError(w, r, &Error{Status: 413, Code: "too_large", Message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes"})
+					return
+				}
+				s.writeError(w, r, &Error{Status: 400, Code: "bad_request", Message: "reading body: " + err.Error()})
+				return
+			}
+			body = b
+		}
+		if kind == read {
+			if err := s.blockIfAsked(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		out, err := h(r, ps, body)
+		if err != nil && kind == write && (errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader)) {
+			s.forwardToLeader(w, r, body)
+			return
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeJSON(w, r, out)
+	}
+}
+
+func (s *Server) setMeta(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("X-Lockstep-Index", strconv.FormatUint(s.index(), 10))
+	_, known := s.cfg.Cluster.Leader()
+	h.Set("X-Lockstep-KnownLeader", strconv.FormatBool(known))
+	lc := s.cfg.Cluster.LastContact()
+	if lc >= 0 {
+		h.Set("X-Lockstep-LastContact", strconv.FormatInt(lc.Milliseconds(), 10))
+	}
+}
+
+// index is the raft index of the node's state; never 0, so a blocking
+// query built on it always has something to wait past.
+func (s *Server) index() uint64 {
+	if i := s.cfg.FSM.State().Read().LatestIndex(); i > 0 {
+		return i
+	}
+	return 1
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, out any) {
+	status := http.StatusOK
+	if resp, ok := out.(*response); ok {
+		status, out = resp.status, resp.body
+	}
+	s.setMeta(w)
+	if status == http.StatusNoContent {
+		w.WriteHeader(status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(out)
+}
+
+// blockIfAsked implements blocking queries: with ?index=N a read waits
+// until the state passes N or ?wait (default 30s, at most 5m) elapses.
+func (s *Server) blockIfAsked(r *http.Request) error {
+	q := r.URL.Query()
+	raw := q.Get("index")
+	if raw == "" {
+		return nil
+	}
+	min, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return &Error{Status: 400, Code: "bad_request", Message: "index must be a non-negative integer"}
+	}
+	wait := 30 * time.Second
+	if ws := q.Get("wait"); ws != "" {
+		if wait, err = time.ParseDuration(ws); err != nil || wait < 0 {
+			return &Error{Status: 400, Code: "bad_request", Message: "wait must be a duration such as 10s"}
+		}
+	}
+	if wait > 5*time.Minute {
+		wait = 5 * time.Minute
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		state := s.cfg.FSM.State()
+		changed := state.Changed()
+		if state.Read().LatestIndex() > min {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil
+		case <-r.Context().Done():
+			return nil
+		}
+	}
+}
+
+// apply stamps nothing itself: handlers build commands with the time and
+// ids settled. It proposes and unwraps business errors.
+func (s *Server) apply(r *http.Request, t fsm.MessageType, msg any) (any, error) {
+	cmd, err := fsm.Encode(t, msg)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.cfg.Cluster.Apply(r.Context(), cmd)
+	if err != nil {
+		return nil, err
+	}
+	if ferr, ok := res.(*fsm.Error); ok {
+		return nil, ferr
+	}
+	return res, nil
+}
+
+func (s *Server) header() fsm.Header { return fsm.Header{Time: s.cfg.Now().UTC()} }
+
+func decodeJSON(body []byte, out any) error {
+	if len(body) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytesReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(out); err != nil {
+		return &Error{Status: 400, Code: "bad_request", Message: "invalid JSON body: " + err.Error()}
+	}
+	if dec.More() {
+		return &Error{Status: 400, Code: "bad_request", Message: "invalid JSON body: trailing data after the object"}
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/lockstep-io/lockstep/engine"
+	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/hcl"
+)
+
+// PollRequest is the body of POST /v1/queues/:queue/poll.
+type PollRequest struct {
+	WorkerID   string   `json:"worker_id"`
+	WaitMS     int64    `json:"wait_ms"`
+	Activities []string `json:"activities,omitempty"`
+	// MaxTasks > 0 asks for up to that many tasks, answered as {"tasks":[...]}.
+	MaxTasks int `json:"max_tasks,omitempty"`
+}
+
+// LeasedTask is what a worker receives for each task it is handed.
+type LeasedTask struct {
+	TaskID         string          `json:"task_id"`
+	Token          string          `json:"token"`
+	InstanceID     string          `json:"instance_id"`
+	Step           string          `json:"step"`
+	Activity       string          `json:"activity"`
+	Input          json.RawMessage `json:"input"`
+	Attempt        int             `json:"attempt"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	Deadline       time.Time       `json:"deadline"`
+}
+
+func leasedTask(t *fsm.Task) LeasedTask {
+	return LeasedTask{TaskID: t.ID, Token: t.Token, InstanceID: t.InstanceID, Step: t.Step, Activity: t.Activity,
+		Input: t.Input, Attempt: t.Attempt, IdempotencyKey: t.IdempotencyKey, Deadline: t.LeaseDeadline}
+}
+
+// POST /v1/queues/:queue/poll — answered by the leader's dispatcher.
+func (s *Server) poll(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req PollRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	queue := ps.ByName("queue")
+	if !hcl.ValidName(queue) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "invalid queue name " + strconv.Quote(queue)}
+	}
+	if req.WorkerID == "" || len(req.WorkerID) > 128 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "worker_id is required (at most 128 characters)"}
+	}
+	if req.WaitMS < 0 || req.MaxTasks < 0 || req.MaxTasks > 1000 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "wait_ms must not be negative and max_tasks must be between 0 and 1000"}
+	}
+	tasks, err := s.cfg.Dispatcher.Poll(r.Context(), engine.PollRequest{
+		Queue: queue, WorkerID: req.WorkerID, Activities: req.Activities,
+		Wait: time.Duration(req.WaitMS) * time.Millisecond, MaxTasks: req.MaxTasks,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if req.MaxTasks > 0 {
+		out := make([]LeasedTask, 0, len(tasks))
+		for _, t := range tasks {
+			out = append(out, leasedTask(t))
+		}
+		return map[string]any{"tasks": out}, nil
+	}
+	if len(tasks) == 0 {
+		return &response{status: http.StatusNoContent}, nil
+	}
+	return leasedTask(tasks[0]), nil
+}
+
+// CompleteRequest is the body of POST /v1/tasks/:id/complete.
+type CompleteRequest struct {
+	Token  string          `json:"token"`
+	Output json.RawMessage `json:"output"`
+}
+
+// FailRequest is the body of POST /v1/tasks/:id/fail.
+type FailRequest struct {
+	Token string        `json:"token"`
+	Error fsm.TaskError `json:"error"`
+}
+
+// POST /v1/tasks/:id/complete
+func (s *Server) completeTask(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req CompleteRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if req.Token == "" {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "token is required"}
+	}
+	if len(req.Output) > 0 && !json.Valid(req.Output) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "output is not valid JSON"}
+	}
+	return s.apply(r, fsm.CompleteTaskType, &fsm.CompleteTaskRequest{Header: s.header(), TaskID: ps.ByName("id"), Token: req.Token, Output: req.Output})
+}
+
+// POST /v1/tasks/:id/fail
+func (s *Server) failTask(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req FailRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if req.Token == "" {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "token is required"}
+	}
+	if len(req.Error.Message) > 64<<10 || len(req.Error.Type) > 256 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "error type is limited to 256 bytes and message to 64 KiB"}
+	}
+	return s.apply(r, fsm.FailTaskType, &fsm.FailTaskRequest{Header: s.header(), TaskID: ps.ByName("id"), Token: req.Token, Error: req.Error})
+}
+
+// GET /v1/tasks/:id — the task as stored; its token is not shown.
+func (s *Server) getTask(_ *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	t := s.cfg.FSM.State().Read().Task(ps.ByName("id"))
+	if t == nil {
+		return nil, &Error{Status: 404, Code: "not_found", Message: "task " + strconv.Quote(ps.ByName("id")) + " not found"}
+	}
+	c := *t
+	c.Token = ""
+	return &c, nil
+}
+
+// GET /v1/queues — queues with their pending depth.
+func (s *Server) listQueues(*http.Request, httprouter.Params, []byte) (any, error) {
+	tx := s.cfg.FSM.State().Read()
+	type queue struct {
+		Name    string `json:"name"`
+		Pending int    `json:"pending"`
+	}
+	out := []queue{}
+	for _, q := range tx.QueueNames() {
+		out = append(out, queue{Name: q, Pending: len(tx.PendingTasks(q, 0))})
+	}
+	return map[string]any{"queues": out}, nil
+}

@@ -1,0 +1,180 @@
+// Package worker runs activities for Lockstep: a pool of goroutines that
+// long-poll queues over the HTTP worker protocol, run the activity a task
+// names, and report its output or error with the lease's token. Every agent
+// runs one with the built-in activities; programs can run their own.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockstep-io/lockstep/api"
+)
+
+// Activity runs one task. It returns the task's output (JSON) or an error;
+// an *ActivityError sets the error type the workflow sees.
+type Activity func(ctx context.Context, task *api.Task) (json.RawMessage, error)
+
+// ActivityError is an activity failure with a type, e.g. "http.status".
+type ActivityError struct {
+	Type    string
+	Message string
+}
+
+func (e *ActivityError) Error() string { return e.Type + ": " + e.Message }
+
+// Client is what the pool needs of the API (satisfied by *api.Client).
+type Client interface {
+	Poll(ctx context.Context, queue string, req api.PollRequest) (*api.Task, error)
+	Complete(ctx context.Context, taskID, token string, output json.RawMessage) (*api.TaskResult, error)
+	Fail(ctx context.Context, taskID, token string, taskErr api.TaskError) (*api.TaskResult, error)
+}
+
+// Config configures a Pool.
+type Config struct {
+	Client Client
+	Logger hclog.Logger
+	// Name prefixes each goroutine's worker id.
+	Name string
+	// Queues to poll; each gets Concurrency pollers.
+	Queues      []string
+	Concurrency int
+	Activities  map[string]Activity
+	// PollWait is how long one poll is held open.
+	PollWait time.Duration
+}
+
+// Pool polls queues and runs activities until its context ends.
+type Pool struct {
+	cfg    Config
+	logger hclog.Logger
+	names  []string
+}
+
+// NewPool returns a pool; Run starts it.
+func NewPool(cfg Config) (*Pool, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("worker: client is required")
+	}
+	if len(cfg.Activities) == 0 {
+		return nil, errors.New("worker: no activities")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = []string{"default"}
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.PollWait <= 0 {
+		cfg.PollWait = 20 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = "worker"
+	}
+	names := make([]string, 0, len(cfg.Activities))
+	for n := range cfg.Activities {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return &Pool{cfg: cfg, logger: cfg.Logger.Named("worker"), names: names}, nil
+}
+
+// Run blocks until ctx ends and every in-flight activity has been reported.
+func (p *Pool) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, q := range p.cfg.Queues {
+		for i := 0; i < p.cfg.Concurrency; i++ {
+			wg.Add(1)
+			id := fmt.Sprintf("%s/%s/%d", p.cfg.Name, q, i)
+			go func() {
+				defer wg.Done()
+				p.loop(ctx, q, id)
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+func (p *Pool) loop(ctx context.Context, queue, id string) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		task, err := p.cfg.Client.Poll(ctx, queue, api.PollRequest{WorkerID: id, WaitMS: p.cfg.PollWait.Milliseconds(), Activities: p.names})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.logger.Debug("poll failed; retrying", "queue", queue, "error", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			if backoff < 2*time.Second {
+				backoff *= 2
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if task != nil {
+			p.run(ctx, task)
+		}
+	}
+}
+
+// run executes one task and reports it. The report uses a context of its
+// own so a task finished during shutdown is still recorded.
+func (p *Pool) run(ctx context.Context, task *api.Task) {
+	act := p.cfg.Activities[task.Activity]
+	var out json.RawMessage
+	var err error
+	if act == nil {
+		err = &ActivityError{Type: "unknown_activity", Message: fmt.Sprintf("this worker does not run activity %q", task.Activity)}
+	} else {
+		actx, cancel := context.WithDeadline(ctx, task.Deadline)
+		out, err = safeRun(actx, act, task)
+		cancel()
+	}
+	if err != nil && ctx.Err() != nil {
+		// The pool is stopping and cut the activity short: that is not the
+		// activity's failure. Leave the lease to expire so the task runs
+		// again elsewhere (at least once), rather than fail the step.
+		p.logger.Info("abandoning task on shutdown", "task", task.TaskID, "activity", task.Activity)
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err != nil {
+		te := api.TaskError{Type: "error", Message: err.Error()}
+		var ae *ActivityError
+		if errors.As(err, &ae) {
+			te = api.TaskError{Type: ae.Type, Message: ae.Message}
+		}
+		_, err = p.cfg.Client.Fail(rctx, task.TaskID, task.Token, te)
+	} else {
+		_, err = p.cfg.Client.Complete(rctx, task.TaskID, task.Token, out)
+	}
+	if err != nil {
+		// A 409 means the lease was lost (expired and re-queued): the result
+		// is dropped and the task runs again elsewhere.
+		p.logger.Warn("reporting task failed", "task", task.TaskID, "activity", task.Activity, "error", err)
+	}
+}
+
+func safeRun(ctx context.Context, act Activity, task *api.Task) (out json.RawMessage, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &ActivityError{Type: "panic", Message: fmt.Sprint(r)}
+		}
+	}()
+	return act(ctx, task)
+}
