@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -98,6 +99,11 @@ type Meta struct {
 	Index       string
 	KnownLeader bool
 	StatusCode  int
+}
+
+func (m *Meta) index() uint64 {
+	n, _ := strconv.ParseUint(m.Index, 10, 64)
+	return n
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string, out any) (*Meta, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -70,7 +71,18 @@ func (c *Client) InstanceAfter(ctx context.Context, id string, index string, wai
 // WaitInstance follows an instance with blocking queries until it ends or
 // ctx is done.
 func (c *Client) WaitInstance(ctx context.Context, id string) (*Instance, error) {
+	return c.WaitInstanceSince(ctx, id, 0)
+}
+
+// WaitInstanceSince is WaitInstance for an instance written at raft index
+// since (Started.Index): the first read waits until the node it asks has
+// applied that index, so a follower never answers "not found" for an
+// instance the leader just started.
+func (c *Client) WaitInstanceSince(ctx context.Context, id string, since uint64) (*Instance, error) {
 	index := "0"
+	if since > 1 {
+		index = strconv.FormatUint(since-1, 10)
+	}
 	for {
 		inst, next, err := c.InstanceAfter(ctx, id, index, 10*time.Second)
 		if err != nil {

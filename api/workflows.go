@@ -73,14 +73,18 @@ type Started struct {
 	ID      string `json:"id"`
 	Version uint64 `json:"version"`
 	Created bool   `json:"created"`
+	// Index is the raft index the start was applied at; reading with it
+	// (WaitInstanceSince) sees the instance on any node.
+	Index uint64 `json:"-"`
 }
 
 // StartInstance starts an instance of the named workflow.
 func (c *Client) StartInstance(ctx context.Context, workflow string, req StartRequest) (*Started, error) {
 	var out Started
-	_, err := c.doJSON(ctx, "POST", "/v1/workflows/"+url.PathEscape(workflow)+"/instances", req, &out)
+	meta, err := c.doJSON(ctx, "POST", "/v1/workflows/"+url.PathEscape(workflow)+"/instances", req, &out)
 	if err != nil {
 		return nil, err
 	}
+	out.Index = meta.index()
 	return &out, nil
 }

@@ -41,13 +41,25 @@ func (cf *clientFlags) client() (*api.Client, error) { return api.New(api.Config
 
 // parse handles -h (exit 0) and bad flags (exit 1); ok is false when the
 // command should return code.
+//
+// Flags may come before or after positional arguments
+// (`lockstep instance start order -input '{}'`), as in Nomad and Consul.
 func parse(fs *flag.FlagSet, args []string) (code int, ok bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0, false
+			}
+			return 1, false
 		}
-		return 1, false
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
+	_ = fs.Parse(append([]string{"--"}, positional...))
 	return 0, true
 }
 
@@ -271,7 +283,7 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	inst, err := cl.WaitInstance(c, s.ID)
+	inst, err := cl.WaitInstanceSince(c, s.ID, s.Index)
 	if err != nil {
 		return fail(stderr, "instance start", err)
 	}
