@@ -58,13 +58,9 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 		return nil, &Error{Status: 400, Code: "bad_request", Message: "input is not valid JSON"}
 	}
 	name := ps.ByName("name")
-	if s.cfg.Cluster.IsLeader() || r.Header.Get(forwardedHeader) != "" {
-		// Refuse unknown workflows before proposing when the state says so;
-		// the FSM checks again at apply time.
-		if s.cfg.FSM.State().Read().LatestWorkflow(name) == nil {
-			return nil, &Error{Status: 404, Code: "not_found", Message: "workflow " + strconv.Quote(name) + " is not registered"}
-		}
-	}
+	// Whether the workflow exists is decided by the FSM at apply time, never
+	// from this node's state: a new leader may not have applied every
+	// committed entry yet, and would answer a false 404.
 	res, err := s.apply(r, fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: s.header(), ID: req.ID, Workflow: name, Version: req.Version, Input: req.Input})
 	if err != nil {
 		return nil, err

@@ -444,3 +444,26 @@ func runPeers(args []string, stdout, stderr io.Writer) int {
 	tw.Flush()
 	return 0
 }
+
+func runLeader(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("leader", "leader [-address ADDR] [-json]", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "leader", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	l, err := cl.Leader(c)
+	if err != nil {
+		return fail(stderr, "leader", err)
+	}
+	if cf.json {
+		printJSON(stdout, l)
+	} else {
+		fmt.Fprintf(stdout, "%s (http://%s)\n", l.Node, l.HTTPAddr)
+	}
+	return 0
+}

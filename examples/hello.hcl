@@ -1,0 +1,16 @@
+# The smallest workflow: log a greeting, then echo it back as the output.
+workflow "hello" {
+  description = "Greet someone through the log activity."
+
+  step "greet" {
+    activity = "log"
+    input    = { message = format("Hello, %s!", input.name) }
+  }
+
+  step "shout" {
+    activity = "noop"
+    input    = { message = upper(step.greet.output.message) }
+  }
+
+  output = step.shout.output.message
+}
