@@ -32,8 +32,8 @@ type Config struct {
 	LogLevel        string   `hcl:"log_level,optional"`
 
 	// Test-only knobs (not in files or flags).
-	RaftTimeoutScale float64 `hcl:"-"`
-	GossipLocal      bool    `hcl:"-"`
+	RaftTimeoutScale float64
+	GossipLocal      bool
 }
 
 func intp(i int) *int    { return &i }

@@ -48,7 +48,10 @@ type Cluster struct {
 	transport *raft.NetworkTransport
 	list      *memberlist.Memberlist
 	meta      *nodeMeta
-	metaMu    sync.Mutex
+	// gossipAddr is read once at start: memberlist's LocalNode() returns a
+	// node it keeps mutating.
+	gossipAddr string
+	metaMu     sync.Mutex
 
 	membersMu sync.Mutex
 	members   map[string]memberlist.Node
@@ -173,10 +176,7 @@ func (c *Cluster) ID() string { return string(c.id) }
 func (c *Cluster) RaftAddr() string { return string(c.transport.LocalAddr()) }
 
 // GossipAddr is the address other nodes join this node at.
-func (c *Cluster) GossipAddr() string {
-	n := c.list.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Cluster) GossipAddr() string { return c.gossipAddr }
 
 // Apply proposes a command (framed by fsm.Encode) and waits until it is
 // committed and applied here, returning the FSM's response. It only works

@@ -3,7 +3,9 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -60,6 +62,8 @@ func (c *Cluster) setupGossip() error {
 		return fmt.Errorf("start gossip on %s:%d: %w", c.cfg.BindAddr, c.cfg.GossipPort, err)
 	}
 	c.list = list
+	self := list.LocalNode()
+	c.gossipAddr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
 	if len(c.cfg.Join) > 0 {
 		c.wg.Add(1)
 		go c.joinLoop()

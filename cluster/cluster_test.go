@@ -1,0 +1,221 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/fsm"
+)
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s: %v", what, err)
+		}
+	}
+}
+
+type node struct {
+	c   *cluster.Cluster
+	fsm *fsm.FSM
+	dir string
+}
+
+func start(t *testing.T, name, dir string, expect int, join []string) *node {
+	t.Helper()
+	f := fsm.New(nil)
+	c, err := cluster.New(cluster.Config{
+		NodeName: name, DataDir: dir, BindAddr: "127.0.0.1", HTTPAddr: "127.0.0.1:1",
+		BootstrapExpect: expect, Join: join, RaftTimeoutScale: 0.2, GossipLocal: true,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Error}), FSM: f,
+	})
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() { c.Shutdown() })
+	return &node{c: c, fsm: f, dir: dir}
+}
+
+func leaderOf(nodes []*node) (*node, error) {
+	var found *node
+	for _, n := range nodes {
+		if n.c.IsLeader() {
+			if found != nil {
+				return nil, fmt.Errorf("two leaders")
+			}
+			found = n
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("no leader")
+	}
+	for _, n := range nodes {
+		if l, ok := n.c.Leader(); !ok || l.ID != found.c.ID() {
+			return nil, fmt.Errorf("%s does not know the leader yet", n.c.ID())
+		}
+	}
+	return found, nil
+}
+
+func voters(t *testing.T, n *node) []string {
+	t.Helper()
+	peers, err := n.c.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range peers {
+		out = append(out, p.ID+"/"+p.Suffrage)
+	}
+	return out
+}
+
+func register(t *testing.T, leader *node) uint64 {
+	t.Helper()
+	cmd, _ := fsm.Encode(fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{
+		Header: fsm.Header{Time: time.Unix(1, 0).UTC()},
+		Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n",
+	})
+	res, err := leader.c.Apply(context.Background(), cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := res.(*fsm.RegisterWorkflowResponse)
+	if !ok {
+		t.Fatalf("register: %v", res)
+	}
+	return r.Version
+}
+
+func TestBootstrapExpectThenLateJoinerAndRestart(t *testing.T) {
+	base := t.TempDir()
+	n1 := start(t, "n1", filepath.Join(base, "n1"), 3, nil)
+	n2 := start(t, "n2", filepath.Join(base, "n2"), 3, []string{n1.c.GossipAddr()})
+	// With two of three found, nothing bootstraps.
+	waitFor(t, 10*time.Second, "n1 and n2 to see each other", func() error {
+		if len(n1.c.Members()) != 2 {
+			return fmt.Errorf("members %v", n1.c.Members())
+		}
+		return nil
+	})
+	if v := voters(t, n1); len(v) != 0 {
+		t.Fatalf("bootstrapped with two of three: %v", v)
+	}
+	n3 := start(t, "n3", filepath.Join(base, "n3"), 3, []string{n1.c.GossipAddr()})
+	nodes := []*node{n1, n2, n3}
+	var leader *node
+	waitFor(t, 20*time.Second, "a leader", func() (err error) { leader, err = leaderOf(nodes); return })
+	waitFor(t, 10*time.Second, "n2 to hold the 3-voter configuration", func() error {
+		if v := voters(t, n2); len(v) != 3 {
+			return fmt.Errorf("voters = %v", v)
+		}
+		return nil
+	})
+	if v := register(t, leader); v != 1 {
+		t.Fatalf("version = %d", v)
+	}
+
+	// A node that starts later without bootstrap-expect is added by the leader.
+	n4 := start(t, "n4", filepath.Join(base, "n4"), 0, []string{n2.c.GossipAddr()})
+	waitFor(t, 20*time.Second, "n4 to become a voter", func() error {
+		for _, v := range voters(t, leader) {
+			if strings.HasPrefix(v, n4.c.ID()+"/Voter") {
+				return nil
+			}
+		}
+		return fmt.Errorf("voters %v", voters(t, leader))
+	})
+	waitFor(t, 10*time.Second, "n4 to catch up", func() error {
+		if n4.fsm.State().Read().LatestWorkflow("w") == nil {
+			return fmt.Errorf("workflow not replicated")
+		}
+		return nil
+	})
+
+	// A follower that restarts keeps its id and does not bootstrap again.
+	var f *node
+	for _, n := range nodes {
+		if n != leader {
+			f = n
+		}
+	}
+	id := f.c.ID()
+	if err := f.c.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	again := start(t, "again", f.dir, 3, []string{leader.c.GossipAddr()})
+	if again.c.ID() != id {
+		t.Fatalf("id changed across restart: %s -> %s", id, again.c.ID())
+	}
+	waitFor(t, 10*time.Second, "the restarted node to catch up", func() error {
+		if again.fsm.State().Read().LatestWorkflow("w") == nil {
+			return fmt.Errorf("state not restored")
+		}
+		return nil
+	})
+	if v := voters(t, leader); len(v) != 4 {
+		t.Fatalf("restart changed the configuration: %v", v)
+	}
+}
+
+func TestDevBootstrapsAloneAndApplyErrors(t *testing.T) {
+	f := fsm.New(nil)
+	c, err := cluster.New(cluster.Config{NodeName: "dev", DataDir: t.TempDir(), BindAddr: "127.0.0.1", HTTPAddr: "127.0.0.1:1",
+		Dev: true, RaftTimeoutScale: 0.2, GossipLocal: true, FSM: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Shutdown()
+	sub := c.Subscribe()
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		select {
+		case l := <-sub:
+			if l {
+				return nil
+			}
+		default:
+		}
+		return fmt.Errorf("not leader")
+	})
+	n := &node{c: c, fsm: f}
+	register(t, n)
+	if err := c.Barrier(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ms := c.Members(); len(ms) != 1 || ms[0].Status != "alive" || ms[0].ID != c.ID() {
+		t.Fatalf("members = %+v", ms)
+	}
+	c.Shutdown()
+	if _, err := c.Apply(context.Background(), []byte{1}); err == nil {
+		t.Fatal("apply after shutdown succeeded")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	err := (&cluster.Config{BootstrapExpect: -1}).Validate()
+	for _, want := range []string{"node name", "data dir", "bind address", "HTTP address", "bootstrap-expect", "FSM"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want mention of %q", err, want)
+		}
+	}
+	_ = raft.ErrNotLeader
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(args ...string) (int, string, string) {
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestUsageAndUnknownCommand(t *testing.T) {
+	code, out, _ := runCLI()
+	if code != 0 || !strings.Contains(out, "agent") || !strings.Contains(out, "workflow") {
+		t.Fatalf("usage = %d %q", code, out)
+	}
+	if code, _, errOut := runCLI("frobnicate"); code != 1 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Fatalf("unknown = %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI("instance", "explode"); code != 1 || !strings.Contains(errOut, "start") {
+		t.Fatalf("unknown sub = %d %q", code, errOut)
+	}
+}
+
+func TestWorkflowValidate(t *testing.T) {
+	code, out, errOut := runCLI("workflow", "validate", "../../examples/diamond.hcl")
+	if code != 0 || !strings.Contains(out, `"diamond" is valid`) {
+		t.Fatalf("valid = %d %q %q", code, out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.hcl")
+	os.WriteFile(bad, []byte("workflow \"x\" {\n  step \"a\" {\n    activity = \"noop\"\n    input    = step.nope.output\n  }\n}\n"), 0o600)
+	code, _, errOut = runCLI("workflow", "validate", bad)
+	if code != 1 || !strings.Contains(errOut, "bad.hcl:4:16") || !strings.Contains(errOut, "^^^") {
+		t.Fatalf("invalid = %d %q", code, errOut)
+	}
+	code, out, _ = runCLI("workflow", "validate", "-json", bad)
+	var res struct {
+		Valid       bool `json:"valid"`
+		Diagnostics []struct {
+			Summary string `json:"summary"`
+		} `json:"diagnostics"`
+	}
+	if code != 1 || json.Unmarshal([]byte(out), &res) != nil || res.Valid || len(res.Diagnostics) != 1 {
+		t.Fatalf("json = %d %q", code, out)
+	}
+	if code, _, errOut := runCLI("workflow", "validate", "/no/such/file.hcl"); code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("missing file = %d %q", code, errOut)
+	}
+}
+
+func TestFlagsAfterPositionals(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	input := fs.String("input", "", "")
+	wait := fs.Bool("wait", false, "")
+	if _, ok := parse(fs, []string{"order", "-input", `{"a":1}`, "-wait"}); !ok {
+		t.Fatal("parse failed")
+	}
+	if fs.NArg() != 1 || fs.Arg(0) != "order" || *input != `{"a":1}` || !*wait {
+		t.Fatalf("args=%v input=%q wait=%v", fs.Args(), *input, *wait)
+	}
+}
+
+func TestReadInput(t *testing.T) {
+	if _, err := readInput("{nope"); err == nil {
+		t.Fatal("invalid JSON accepted")
+	}
+	f := filepath.Join(t.TempDir(), "in.json")
+	os.WriteFile(f, []byte(`{"n": 1}`), 0o600)
+	if in, err := readInput("@" + f); err != nil || string(in) != `{"n": 1}` {
+		t.Fatalf("file input = %s %v", in, err)
+	}
+}
+
+func TestAgentConfigErrors(t *testing.T) {
+	code, _, errOut := runCLI("agent", "-bind", "nowhere", "-data-dir", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, `bind "nowhere" is not an IP address`) {
+		t.Fatalf("bad bind = %d %q", code, errOut)
+	}
+	cfg := filepath.Join(t.TempDir(), "agent.hcl")
+	os.WriteFile(cfg, []byte("node = \n"), 0o600)
+	code, _, errOut = runCLI("agent", "-config", cfg)
+	if code != 1 || !strings.Contains(errOut, "agent.hcl:1") {
+		t.Fatalf("bad config = %d %q", code, errOut)
+	}
+}

@@ -1,0 +1,125 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockstep-io/lockstep/agent"
+	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/engine"
+)
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s: %v", what, err)
+		}
+	}
+}
+
+func node(t *testing.T, name, dir string, dev bool, expect int, join []string) *agent.Agent {
+	t.Helper()
+	zero, no := 0, false
+	cfg := agent.DefaultConfig().Merge(&agent.Config{NodeName: name, DataDir: dir, HTTPPort: &zero, RaftPort: &zero, GossipPort: &zero,
+		Dev: &dev, BootstrapExpect: &expect, Join: join, Worker: &no, RaftTimeoutScale: 0.2, GossipLocal: true})
+	a, err := agent.New(cfg, hclog.New(&hclog.LoggerOptions{Level: hclog.Error}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Shutdown)
+	return a
+}
+
+const shortLease = `
+workflow "w" {
+  step "a" {
+    activity = "noop"
+    timeout  = "300ms"
+    input    = { v = input.v }
+  }
+}
+`
+
+func TestExpiredLeaseIsRequeuedWithNewToken(t *testing.T) {
+	a := node(t, "dev", t.TempDir(), true, 0, nil)
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !a.Engine.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	ctx := context.Background()
+	if _, err := cl.RegisterWorkflow(ctx, "w.hcl", []byte(shortLease)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.StartInstance(ctx, "w", api.StartRequest{ID: "i", Input: []byte(`{"v":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "zombie", WaitMS: 2000})
+	if err != nil || first == nil {
+		t.Fatalf("poll = %v %v", first, err)
+	}
+	// The zombie never answers; the leader re-queues the task after 300ms
+	// and the next worker gets it with attempt 2 and a new token.
+	second, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "healthy", WaitMS: 5000})
+	if err != nil || second == nil {
+		t.Fatalf("second poll = %v %v", second, err)
+	}
+	if second.TaskID != first.TaskID || second.Attempt != 2 || second.Token == first.Token {
+		t.Fatalf("first %+v second %+v", first, second)
+	}
+	if _, err := cl.Complete(ctx, first.TaskID, first.Token, nil); !api.IsStatus(err, 409) {
+		t.Fatalf("zombie completion = %v", err)
+	}
+	if _, err := cl.Complete(ctx, second.TaskID, second.Token, second.Input); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := cl.Instance(ctx, "i")
+	if err != nil || inst.Status != "completed" || inst.Steps["a"].Attempts != 2 {
+		t.Fatalf("instance = %+v %v", inst, err)
+	}
+}
+
+func TestFollowerEngineRefusesPolls(t *testing.T) {
+	base := t.TempDir()
+	n1 := node(t, "n1", filepath.Join(base, "1"), false, 3, nil)
+	n2 := node(t, "n2", filepath.Join(base, "2"), false, 3, []string{n1.GossipAddr()})
+	n3 := node(t, "n3", filepath.Join(base, "3"), false, 3, []string{n1.GossipAddr()})
+	var follower *agent.Agent
+	waitFor(t, 20*time.Second, "a leader with a running engine", func() error {
+		follower = nil
+		leaders := 0
+		for _, a := range []*agent.Agent{n1, n2, n3} {
+			if a.Engine.Enabled() {
+				leaders++
+			} else {
+				follower = a
+			}
+		}
+		if leaders != 1 {
+			return errors.New("no single leader yet")
+		}
+		return nil
+	})
+	_, err := follower.Engine.Poll(context.Background(), engine.PollRequest{Queue: "default", WorkerID: "w", Wait: time.Millisecond})
+	if !errors.Is(err, engine.ErrNotLeader) {
+		t.Fatalf("follower poll = %v", err)
+	}
+}

@@ -1,0 +1,263 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockstep-io/lockstep/agent"
+)
+
+// devAgent runs one real node (raft, gossip, engine, HTTP) on loopback
+// ports chosen by the OS, without built-in workers unless asked.
+func devAgent(t testing.TB, workers bool) string {
+	t.Helper()
+	zero, dev := 0, true
+	cfg := agent.DefaultConfig().Merge(&agent.Config{NodeName: "dev", DataDir: t.TempDir(), HTTPPort: &zero, RaftPort: &zero,
+		GossipPort: &zero, Dev: &dev, Worker: &workers, RaftTimeoutScale: 0.2, GossipLocal: true})
+	a, err := agent.New(cfg, hclog.New(&hclog.LoggerOptions{Level: hclog.Error}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Shutdown)
+	base := "http://" + a.HTTPAddr()
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.Engine.Enabled() {
+		if time.Now().After(deadline) {
+			t.Fatal("dev agent never led")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return base
+}
+
+type result struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func call(t testing.TB, method, url, body string) result {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	r := result{status: resp.StatusCode, header: resp.Header, raw: string(data)}
+	if len(data) > 0 {
+		if err := json.Unmarshal(data, &r.body); err != nil {
+			t.Fatalf("%s %s: non-JSON answer %q", method, url, data)
+		}
+	}
+	return r
+}
+
+func (r result) errCode() string {
+	e, _ := r.body["error"].(map[string]any)
+	code, _ := e["code"].(string)
+	return code
+}
+
+func readExample(t *testing.T) string {
+	src, err := os.ReadFile(filepath.Join("..", "examples", "diamond.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(src)
+}
+
+func TestErrorsUseOneEnvelope(t *testing.T) {
+	base := devAgent(t, false)
+	if r := call(t, "POST", base+"/v1/workflows", readExample(t)); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		code                     string
+	}{
+		{"unknown route", "GET", "/v1/nope", "", 404, "not_found"},
+		{"wrong method", "DELETE", "/v1/workflows", "", 405, "method_not_allowed"},
+		{"invalid hcl", "POST", "/v1/workflows", `workflow "x" {`, 400, "invalid_workflow"},
+		{"empty hcl", "POST", "/v1/workflows", ``, 400, "invalid_workflow"},
+		{"bad json", "POST", "/v1/workflows/diamond/instances", `{"input":`, 400, "bad_request"},
+		{"unknown field", "POST", "/v1/workflows/diamond/instances", `{"inputs":{}}`, 400, "bad_request"},
+		{"trailing data", "POST", "/v1/workflows/diamond/instances", `{} {}`, 400, "bad_request"},
+		{"hostile id", "POST", "/v1/workflows/diamond/instances", `{"id":"../../etc/passwd"}`, 400, "bad_request"},
+		{"long id", "POST", "/v1/workflows/diamond/instances", `{"id":"` + strings.Repeat("x", 200) + `"}`, 400, "bad_request"},
+		{"unknown workflow", "POST", "/v1/workflows/nope/instances", `{}`, 404, "not_found"},
+		{"unknown version", "POST", "/v1/workflows/diamond/instances", `{"version": 9}`, 404, "not_found"},
+		{"unknown instance", "GET", "/v1/instances/nope", "", 404, "not_found"},
+		{"unknown task", "POST", "/v1/tasks/t999/complete", `{"token":"1.0"}`, 404, "not_found"},
+		{"missing token", "POST", "/v1/tasks/t1/complete", `{}`, 400, "bad_request"},
+		{"poll without worker", "POST", "/v1/queues/default/poll", `{"wait_ms": 1}`, 400, "bad_request"},
+		{"poll bad queue", "POST", "/v1/queues/bad%20queue/poll", `{"worker_id":"w"}`, 400, "bad_request"},
+		{"bad blocking index", "GET", "/v1/instances?index=x", "", 400, "bad_request"},
+		{"bad page size", "GET", "/v1/instances?page_size=0", "", 400, "bad_request"},
+		{"bad version", "GET", "/v1/workflows/diamond?version=x", "", 400, "bad_request"},
+		{"oversized body", "POST", "/v1/workflows", strings.Repeat("#", 2<<20), 413, "too_large"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := call(t, tc.method, base+tc.path, tc.body)
+			if r.status != tc.status || r.errCode() != tc.code {
+				t.Fatalf("%s %s = %d %s, want %d %s", tc.method, tc.path, r.status, r.raw, tc.status, tc.code)
+			}
+			if e, _ := r.body["error"].(map[string]any); e["message"] == "" {
+				t.Fatalf("no message: %s", r.raw)
+			}
+		})
+	}
+	// Nothing above changed the state: one workflow, no instances.
+	r := call(t, "GET", base+"/v1/instances", "")
+	if n := len(r.body["instances"].([]any)); n != 0 {
+		t.Fatalf("bad requests created %d instances", n)
+	}
+}
+
+func TestValidateDryRunAndDiagnostics(t *testing.T) {
+	base := devAgent(t, false)
+	bad := "workflow \"x\" {\n  step \"a\" {\n    activity = \"noop\"\n    input    = step.b.output\n  }\n}\n"
+	r := call(t, "POST", base+"/v1/workflows?filename=x.hcl", bad)
+	diags, _ := r.body["error"].(map[string]any)["diagnostics"].([]any)
+	if r.status != 400 || len(diags) != 1 {
+		t.Fatalf("register invalid = %d %s", r.status, r.raw)
+	}
+	rng := diags[0].(map[string]any)["range"].(map[string]any)
+	if rng["filename"] != "x.hcl" || rng["start"].(map[string]any)["line"].(float64) != 4 {
+		t.Fatalf("range = %v", rng)
+	}
+	if r := call(t, "POST", base+"/v1/workflows/validate", bad); r.status != 200 || r.body["valid"] != false {
+		t.Fatalf("validate invalid = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/workflows/validate", readExample(t)); r.status != 200 || r.body["valid"] != true || r.body["name"] != "diamond" {
+		t.Fatalf("validate valid = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/workflows?dry_run=true", readExample(t)); r.status != 200 || r.body["valid"] != true {
+		t.Fatalf("dry run = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/workflows/diamond", ""); r.status != 404 {
+		t.Fatalf("dry run registered the workflow: %d %s", r.status, r.raw)
+	}
+	// Registering twice keeps the version; a change makes a new one.
+	if r := call(t, "POST", base+"/v1/workflows", readExample(t)); r.status != 201 || r.body["version"].(float64) != 1 {
+		t.Fatalf("first = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/workflows", readExample(t)); r.status != 200 || r.body["version"].(float64) != 1 {
+		t.Fatalf("unchanged = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/workflows", readExample(t)+"\n"); r.status != 201 || r.body["version"].(float64) != 2 {
+		t.Fatalf("changed = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/workflows/diamond?version=1", ""); r.status != 200 || r.body["source"] != readExample(t) {
+		t.Fatalf("version 1 = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/workflows", ""); len(r.body["workflows"].([]any)) != 1 {
+		t.Fatalf("list = %s", r.raw)
+	}
+}
+
+func TestBlockingQueryAndIndexHeader(t *testing.T) {
+	base := devAgent(t, true)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	r := call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"b1","input":{"n":1}}`)
+	idx, err := strconv.ParseUint(r.header.Get("X-Lockstep-Index"), 10, 64)
+	if r.status != 201 || err != nil || idx == 0 {
+		t.Fatalf("start = %d %s index=%q", r.status, r.raw, r.header.Get("X-Lockstep-Index"))
+	}
+	if r.header.Get("X-Lockstep-KnownLeader") != "true" {
+		t.Fatalf("known leader header = %q", r.header.Get("X-Lockstep-KnownLeader"))
+	}
+	// Follow the instance with blocking queries until it completes.
+	index := "0"
+	for i := 0; i < 100; i++ {
+		r = call(t, "GET", base+"/v1/instances/b1?index="+index+"&wait=5s", "")
+		if r.body["status"] == "completed" {
+			break
+		}
+		next := r.header.Get("X-Lockstep-Index")
+		if next <= index && len(next) <= len(index) {
+			t.Fatalf("blocking query returned without progress: %s -> %s", index, next)
+		}
+		index = next
+	}
+	if r.body["status"] != "completed" {
+		t.Fatalf("instance = %s", r.raw)
+	}
+	// A blocking query past the current index waits for its timeout.
+	now, _ := strconv.ParseUint(r.header.Get("X-Lockstep-Index"), 10, 64)
+	startedAt := time.Now()
+	r = call(t, "GET", fmt.Sprintf("%s/v1/instances/b1?index=%d&wait=200ms", base, now+10), "")
+	if r.status != 200 || time.Since(startedAt) < 150*time.Millisecond {
+		t.Fatalf("blocking query did not wait: %d after %s", r.status, time.Since(startedAt))
+	}
+}
+
+func TestPollProtocol(t *testing.T) {
+	base := devAgent(t, false)
+	if r := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":20}`); r.status != 204 {
+		t.Fatalf("empty poll = %d %s", r.status, r.raw)
+	}
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"p1","input":{"n":2}}`)
+	// A worker that only runs other activities is not handed the task.
+	if r := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":50,"activities":["email.send"]}`); r.status != 204 {
+		t.Fatalf("filtered poll = %d %s", r.status, r.raw)
+	}
+	r := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":1000,"max_tasks":10}`)
+	tasks, _ := r.body["tasks"].([]any)
+	if r.status != 200 || len(tasks) != 1 {
+		t.Fatalf("batch poll = %d %s", r.status, r.raw)
+	}
+	task := tasks[0].(map[string]any)
+	id, token := task["task_id"].(string), task["token"].(string)
+	if r := call(t, "GET", base+"/v1/tasks/"+id, ""); r.status != 200 || r.body["token"] != nil || r.body["status"] != "leased" {
+		t.Fatalf("get task = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/tasks/"+id+"/fail", fmt.Sprintf(`{"token":%q,"error":{"type":"boom","message":"no"}}`, token)); r.status != 200 || r.body["instance_status"] != "failed" {
+		t.Fatalf("fail = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/tasks/"+id+"/complete", fmt.Sprintf(`{"token":%q}`, token)); r.status != 409 || r.errCode() != "stale_token" {
+		t.Fatalf("complete after fail = %d %s", r.status, r.raw)
+	}
+	r = call(t, "GET", base+"/v1/instances/p1", "")
+	if e := r.body["error"].(map[string]any); e["type"] != "boom" || e["step"] != "a" {
+		t.Fatalf("instance error = %v", e)
+	}
+	if r := call(t, "GET", base+"/v1/health", ""); r.status != 200 || r.body["leader"] != true {
+		t.Fatalf("health = %d %s", r.status, r.raw)
+	}
+}
+
+func FuzzStartBody(f *testing.F) {
+	f.Add(`{"id":"a","input":{"n":1}}`)
+	f.Add(`{"input":[1,2,{"x":null}],"version":1}`)
+	f.Add(`{"id":"` + strings.Repeat("x", 300) + `"}`)
+	base := devAgent(f, false)
+	call(f, "POST", base+"/v1/workflows", "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		r := call(t, "POST", base+"/v1/workflows/w/instances", body)
+		if r.status >= 500 {
+			t.Fatalf("body %q: %d %s", body, r.status, r.raw)
+		}
+		if r.status >= 400 && r.errCode() == "" {
+			t.Fatalf("error without envelope: %s", r.raw)
+		}
+	})
+}

@@ -1,0 +1,245 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lockstep-io/lockstep/api"
+)
+
+func task(activity, input string) *api.Task {
+	return &api.Task{TaskID: "t1", Token: "1.0", InstanceID: "i1", Step: "s", Activity: activity, Input: json.RawMessage(input),
+		IdempotencyKey: "i1/s", Deadline: time.Now().Add(time.Minute)}
+}
+
+func activityErr(t *testing.T, err error) *ActivityError {
+	t.Helper()
+	var ae *ActivityError
+	if !errors.As(err, &ae) {
+		t.Fatalf("error %v is not an ActivityError", err)
+	}
+	return ae
+}
+
+func TestNoopLogDelay(t *testing.T) {
+	acts, err := Builtins(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"noop", "log"} {
+		out, err := acts[name](context.Background(), task(name, `{"a":1}`))
+		if err != nil || string(out) != `{"a":1}` {
+			t.Fatalf("%s = %s, %v", name, out, err)
+		}
+	}
+	out, err := acts["delay"](context.Background(), task("delay", `{"ms": 5, "x": 1}`))
+	if err != nil || string(out) != `{"ms": 5, "x": 1}` {
+		t.Fatalf("delay = %s, %v", out, err)
+	}
+	if _, err := acts["delay"](context.Background(), task("delay", `{"ms": -1}`)); activityErr(t, err).Type != "invalid_input" {
+		t.Fatalf("negative delay = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := acts["delay"](ctx, task("delay", `{"ms": 60000}`)); activityErr(t, err).Type != "cancelled" {
+		t.Fatalf("cancelled delay = %v", err)
+	}
+}
+
+func TestHTTPActivity(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			w.Header().Set("X-Seen-Key", r.Header.Get("Idempotency-Key"))
+			w.WriteHeader(201)
+			_, _ = w.Write([]byte(`{"m":"` + r.Method + `"}`))
+		case "/broken":
+			w.WriteHeader(503)
+			_, _ = w.Write([]byte("down"))
+		case "/away":
+			http.Redirect(w, r, "http://10.1.2.3/steal", http.StatusFound)
+		case "/home":
+			http.Redirect(w, r, "/ok", http.StatusFound)
+		}
+	}))
+	defer srv.Close()
+	acts, err := Builtins(nil, DefaultHTTPAllow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(input string) (map[string]any, error) {
+		out, err := acts["http"](context.Background(), task("http", input))
+		if err != nil {
+			return nil, err
+		}
+		var m map[string]any
+		if err := json.Unmarshal(out, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m, nil
+	}
+	out, err := run(`{"method":"POST","url":"` + srv.URL + `/ok","body":"x","headers":{"A":"b"}}`)
+	if err != nil || out["status"].(float64) != 201 || out["body"] != `{"m":"POST"}` {
+		t.Fatalf("ok = %v, %v", out, err)
+	}
+	if out["headers"].(map[string]any)["x-seen-key"] != "i1/s" {
+		t.Fatalf("idempotency key not passed: %v", out["headers"])
+	}
+	if out, err := run(`{"url":"` + srv.URL + `/home"}`); err != nil || out["status"].(float64) != 201 {
+		t.Fatalf("redirect within the allow list = %v, %v", out, err)
+	}
+	cases := map[string]string{
+		`{"url":"` + srv.URL + `/broken"}`:     "http.status",
+		`{"url":"` + srv.URL + `/away"}`:       "http.forbidden", // redirect off the list
+		`{"url":"http://10.1.2.3/x"}`:          "http.forbidden",
+		`{"url":"http://example.internal/x"}`:  "http.forbidden",
+		`{"url":"http://169.254.169.254/"}`:    "http.forbidden",
+		`{"url":"file:///etc/passwd"}`:         "http.forbidden",
+		`{"method":"GET"}`:                     "invalid_input",
+		`[1,2]`:                                "invalid_input",
+		`{"url":"http://127.0.0.1:1/refused"}`: "http.transport",
+	}
+	for input, want := range cases {
+		if _, err := run(input); err == nil || activityErr(t, err).Type != want {
+			t.Errorf("%s = %v, want %s", input, err, want)
+		}
+	}
+}
+
+func TestAllowListParsing(t *testing.T) {
+	if _, err := parseAllow([]string{"10.0.0.0/33"}); err == nil {
+		t.Fatal("bad CIDR accepted")
+	}
+	a, err := parseAllow([]string{"api.internal", "192.168.1.5", "10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &httpActivity{allow: a}
+	for raw, ok := range map[string]bool{
+		"http://api.internal/x":  true,
+		"http://API.internal/x":  true,
+		"https://192.168.1.5/":   true,
+		"http://10.9.9.9:8080/":  true,
+		"http://192.168.1.6/":    false,
+		"http://127.0.0.1/":      false,
+		"http://other.internal/": false,
+	} {
+		u, _ := url.Parse(raw)
+		if err := h.check(u); (err == nil) != ok {
+			t.Errorf("%s: allowed=%v, want %v", raw, err == nil, ok)
+		}
+	}
+}
+
+// fakeClient records what a pool reports and serves tasks from a slice.
+type fakeClient struct {
+	mu        sync.Mutex
+	tasks     []*api.Task
+	completed map[string]string
+	failed    map[string]api.TaskError
+}
+
+func (f *fakeClient) Poll(ctx context.Context, queue string, req api.PollRequest) (*api.Task, error) {
+	f.mu.Lock()
+	if len(f.tasks) > 0 {
+		t := f.tasks[0]
+		f.tasks = f.tasks[1:]
+		f.mu.Unlock()
+		return t, nil
+	}
+	f.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (f *fakeClient) Complete(_ context.Context, id, _ string, out json.RawMessage) (*api.TaskResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.completed[id] = string(out)
+	return &api.TaskResult{}, nil
+}
+
+func (f *fakeClient) Fail(_ context.Context, id, _ string, e api.TaskError) (*api.TaskResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failed[id] = e
+	return &api.TaskResult{}, nil
+}
+
+func TestPoolReportsResults(t *testing.T) {
+	mk := func(id, activity, input string) *api.Task {
+		tk := task(activity, input)
+		tk.TaskID = id
+		return tk
+	}
+	fc := &fakeClient{completed: map[string]string{}, failed: map[string]api.TaskError{},
+		tasks: []*api.Task{mk("t1", "echo", `{"x":1}`), mk("t2", "explode", `{}`), mk("t3", "mystery", `{}`), mk("t4", "typed", `{}`)}}
+	pool, err := NewPool(Config{Client: fc, Concurrency: 1, Activities: map[string]Activity{
+		"echo":    func(_ context.Context, t *api.Task) (json.RawMessage, error) { return t.Input, nil },
+		"explode": func(context.Context, *api.Task) (json.RawMessage, error) { panic("kaboom") },
+		"typed": func(context.Context, *api.Task) (json.RawMessage, error) {
+			return nil, &ActivityError{Type: "payments.declined", Message: "card declined"}
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pool.Run(ctx); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fc.mu.Lock()
+		n := len(fc.completed) + len(fc.failed)
+		fc.mu.Unlock()
+		if n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reported %d of 4", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if fc.completed["t1"] != `{"x":1}` {
+		t.Errorf("t1 = %q", fc.completed["t1"])
+	}
+	for id, want := range map[string]string{"t2": "panic", "t3": "unknown_activity", "t4": "payments.declined"} {
+		if fc.failed[id].Type != want {
+			t.Errorf("%s failed as %q, want %q", id, fc.failed[id].Type, want)
+		}
+	}
+	if !strings.Contains(fc.failed["t3"].Message, "mystery") {
+		t.Errorf("unknown activity message = %q", fc.failed["t3"].Message)
+	}
+}
+
+func TestPoolAbandonsOnShutdownInsteadOfFailing(t *testing.T) {
+	started := make(chan struct{})
+	fc := &fakeClient{completed: map[string]string{}, failed: map[string]api.TaskError{}, tasks: []*api.Task{task("slow", `{}`)}}
+	pool, _ := NewPool(Config{Client: fc, Concurrency: 1, Activities: map[string]Activity{
+		"slow": func(ctx context.Context, _ *api.Task) (json.RawMessage, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pool.Run(ctx); close(done) }()
+	<-started
+	cancel()
+	<-done
+	if len(fc.failed) != 0 || len(fc.completed) != 0 {
+		t.Fatalf("a task cut short by shutdown was reported: %v %v", fc.failed, fc.completed)
+	}
+}
