@@ -110,28 +110,48 @@ func (s *Server) routes() {
 		s.writeError(w, req, &Error{Status: 500, Code: "internal", Message: "internal error"})
 	}
 
-	r.POST("/v1/workflows", s.wrap(write, maxWorkflowBody, s.registerWorkflow))
-	r.GET("/v1/workflows", s.wrap(read, 0, s.listWorkflows))
-	r.GET("/v1/workflows/:name", s.wrap(read, 0, s.getWorkflow))
-	// httprouter cannot hold /v1/workflows/validate beside /v1/workflows/:name,
-	// so "validate" is a name the handler reserves (names never equal it:
-	// they are checked when a workflow is registered).
-	r.POST("/v1/workflows/:name", s.wrap(read, maxWorkflowBody, s.postWorkflowAction))
-	r.POST("/v1/workflows/:name/instances", s.wrap(write, maxJSONBody, s.startInstance))
+	for _, rt := range s.table() {
+		r.Handle(rt.Method, rt.Path, s.wrap(rt.kind, rt.limit, rt.handler))
+	}
+}
 
-	r.GET("/v1/instances", s.wrap(read, 0, s.listInstances))
-	r.GET("/v1/instances/:id", s.wrap(read, 0, s.getInstance))
+// Route is one endpoint of the API.
+type Route struct {
+	Method, Path string
+	kind         int
+	limit        int64
+	handler      handlerFunc
+}
 
-	r.POST("/v1/queues/:queue/poll", s.wrap(write, maxJSONBody, s.poll))
-	r.GET("/v1/queues", s.wrap(read, 0, s.listQueues))
-	r.POST("/v1/tasks/:id/complete", s.wrap(write, maxJSONBody, s.completeTask))
-	r.POST("/v1/tasks/:id/fail", s.wrap(write, maxJSONBody, s.failTask))
-	r.GET("/v1/tasks/:id", s.wrap(read, 0, s.getTask))
+// Routes lists every endpoint, for the OpenAPI document's test.
+func (s *Server) Routes() []Route { return s.table() }
 
-	r.GET("/v1/status/leader", s.wrap(read, 0, s.leader))
-	r.GET("/v1/status/peers", s.wrap(read, 0, s.peers))
-	r.GET("/v1/members", s.wrap(read, 0, s.members))
-	r.GET("/v1/health", s.wrap(read, 0, s.health))
+func (s *Server) table() []Route {
+	return []Route{
+		{"POST", "/v1/workflows", write, maxWorkflowBody, s.registerWorkflow},
+		{"GET", "/v1/workflows", read, 0, s.listWorkflows},
+		{"GET", "/v1/workflows/:name", read, 0, s.getWorkflow},
+		// httprouter cannot hold /v1/workflows/validate beside
+		// /v1/workflows/:name, so "validate" is a name the handler reserves
+		// (it is never a workflow's: names are checked at registration).
+		{"POST", "/v1/workflows/:name", read, maxWorkflowBody, s.postWorkflowAction},
+		{"POST", "/v1/workflows/:name/instances", write, maxJSONBody, s.startInstance},
+
+		{"GET", "/v1/instances", read, 0, s.listInstances},
+		{"GET", "/v1/instances/:id", read, 0, s.getInstance},
+
+		{"POST", "/v1/queues/:queue/poll", write, maxJSONBody, s.poll},
+		{"GET", "/v1/queues", read, 0, s.listQueues},
+		{"POST", "/v1/tasks/:id/complete", write, maxJSONBody, s.completeTask},
+		{"POST", "/v1/tasks/:id/fail", write, maxJSONBody, s.failTask},
+		{"GET", "/v1/tasks/:id", read, 0, s.getTask},
+
+		{"GET", "/v1/status/leader", read, 0, s.leader},
+		{"GET", "/v1/status/peers", read, 0, s.peers},
+		{"GET", "/v1/members", read, 0, s.members},
+		{"GET", "/v1/health", read, 0, s.health},
+		{"GET", "/v1/openapi.yaml", read, 0, s.openAPI},
+	}
 }
 
 // wrap is the one place requests become responses: it bounds and buffers
@@ -198,6 +218,12 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, out any) {
 		status, out = resp.status, resp.body
 	}
 	s.setMeta(w)
+	if raw, ok := out.(*rawBody); ok {
+		w.Header().Set("Content-Type", raw.contentType)
+		w.WriteHeader(status)
+		_, _ = w.Write(raw.data)
+		return
+	}
 	if status == http.StatusNoContent {
 		w.WriteHeader(status)
 		return
