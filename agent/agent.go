@@ -106,7 +106,9 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	}()
 
 	api := httpapi.New(httpapi.Config{Logger: a.logger, NodeName: cfg.NodeName, Cluster: cl, Dispatcher: a.Engine, FSM: a.FSM})
-	a.httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	// No write timeout: worker polls are held open. Reading a request is
+	// bounded, so a slow client cannot hold a connection forever.
+	a.httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -264,6 +264,11 @@ func (c *Cluster) LastContact() time.Duration {
 	return time.Since(lc)
 }
 
+// SnapshotNow takes a raft snapshot at once and compacts the log behind it.
+func (c *Cluster) SnapshotNow() error {
+	return c.raft.Snapshot().Error()
+}
+
 // Stats returns raft's own statistics.
 func (c *Cluster) Stats() map[string]string { return c.raft.Stats() }
 

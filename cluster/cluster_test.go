@@ -1,8 +1,10 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,7 +47,7 @@ func start(t *testing.T, name, dir string, expect int, join []string) *node {
 	f := fsm.New(nil)
 	c, err := cluster.New(cluster.Config{
 		NodeName: name, DataDir: dir, BindAddr: "127.0.0.1", HTTPAddr: "127.0.0.1:1",
-		BootstrapExpect: expect, Join: join, RaftTimeoutScale: 0.2, GossipLocal: true,
+		BootstrapExpect: expect, Join: join, RaftTimeoutScale: 0.2, GossipLocal: true, TrailingLogs: 5,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Error}), FSM: f,
 	})
 	if err != nil {
@@ -91,9 +93,14 @@ func voters(t *testing.T, n *node) []string {
 
 func register(t *testing.T, leader *node) uint64 {
 	t.Helper()
+	return registerNamed(t, leader, "w")
+}
+
+func registerNamed(t *testing.T, leader *node, name string) uint64 {
+	t.Helper()
 	cmd, _ := fsm.Encode(fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{
 		Header: fsm.Header{Time: time.Unix(1, 0).UTC()},
-		Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n",
+		Source: "workflow \"" + name + "\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n",
 	})
 	res, err := leader.c.Apply(context.Background(), cmd)
 	if err != nil {
@@ -218,4 +225,51 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	_ = raft.ErrNotLeader
+}
+
+// A follower that was down while the leader compacted its log catches up by
+// installing the leader's snapshot, and ends with the same state bytes.
+func TestLaggingFollowerInstallsSnapshot(t *testing.T) {
+	base := t.TempDir()
+	n1 := start(t, "n1", filepath.Join(base, "n1"), 3, nil)
+	n2 := start(t, "n2", filepath.Join(base, "n2"), 3, []string{n1.c.GossipAddr()})
+	n3 := start(t, "n3", filepath.Join(base, "n3"), 3, []string{n1.c.GossipAddr()})
+	nodes := []*node{n1, n2, n3}
+	var leader *node
+	waitFor(t, 20*time.Second, "a leader", func() (err error) { leader, err = leaderOf(nodes); return })
+	var lagging *node
+	for _, n := range nodes {
+		if n != leader {
+			lagging = n
+		}
+	}
+	laggingDir := lagging.dir
+	if err := lagging.c.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		registerNamed(t, leader, fmt.Sprintf("w%02d", i))
+	}
+	if err := leader.c.SnapshotNow(); err != nil {
+		t.Fatal(err)
+	}
+	back := start(t, "back", laggingDir, 3, []string{leader.c.GossipAddr()})
+	var want bytes.Buffer
+	if err := leader.fsm.State().WriteSnapshot(&want); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the lagging follower to converge", func() error {
+		var got bytes.Buffer
+		if err := back.fsm.State().WriteSnapshot(&got); err != nil {
+			return err
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			return fmt.Errorf("state differs (%d vs %d bytes)", got.Len(), want.Len())
+		}
+		return nil
+	})
+	snaps, _ := os.ReadDir(filepath.Join(laggingDir, "raft", "snapshots"))
+	if len(snaps) == 0 {
+		t.Fatal("the follower caught up without installing a snapshot")
+	}
 }

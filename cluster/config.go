@@ -36,6 +36,9 @@ type Config struct {
 	RaftTimeoutScale float64
 	// GossipLocal selects memberlist's loopback timings (tests).
 	GossipLocal bool
+	// TrailingLogs is how many log entries a snapshot leaves behind (raft's
+	// default when 0). A follower further behind is sent the snapshot.
+	TrailingLogs uint64
 
 	Logger hclog.Logger
 	FSM    raft.FSM
@@ -82,6 +85,9 @@ func (c *Config) raftConfig(id raft.ServerID, notify chan bool) *raft.Config {
 	rc.LeaderLeaseTimeout = time.Duration(float64(250*time.Millisecond) * scale)
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.NotifyCh = notify
+	if c.TrailingLogs > 0 {
+		rc.TrailingLogs = c.TrailingLogs
+	}
 	rc.Logger = c.Logger.Named("raft")
 	return rc
 }
