@@ -15,25 +15,12 @@ import (
 
 	"github.com/lockstep-io/lockstep/cluster"
 	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 type node struct {

@@ -8,64 +8,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/lockstep-io/lockstep/agent"
+	"github.com/lockstep-io/lockstep/agent/agenttest"
 	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
-// waitFor polls cond until it returns nil or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		select {
-		case <-tick.C:
-			continue
-		case <-deadline.C:
-		}
-		break
-	}
-	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+	poll.Until(t, timeout, what, cond)
 }
 
-func testLogger(t *testing.T, name string) hclog.Logger {
-	level := hclog.Warn
-	if os.Getenv("LOCKSTEP_TEST_LOG") != "" {
-		level = hclog.Debug
-	}
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: &testWriter{t}})
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p[:len(p)-1]))
-	return len(p), nil
-}
-
-// startAgent starts one in-process node on OS-chosen loopback ports.
 func startAgent(t *testing.T, name, dataDir string, expect int, join []string, workers bool) *agent.Agent {
 	t.Helper()
-	zero := 0
-	cfg := agent.DefaultConfig().Merge(&agent.Config{
-		NodeName: name, DataDir: dataDir,
-		HTTPPort: &zero, RaftPort: &zero, GossipPort: &zero,
-		BootstrapExpect: &expect, Join: join, Worker: &workers,
-		RaftTimeoutScale: 0.2, GossipLocal: true,
-	})
-	a, err := agent.New(cfg, testLogger(t, name))
-	if err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	return a
+	return agenttest.Start(t, agenttest.Options{Name: name, DataDir: dataDir, BootstrapExpect: expect, Join: join, Workers: workers})
 }
 
 type testCluster struct {

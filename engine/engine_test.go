@@ -7,43 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/lockstep-io/lockstep/agent"
+	"github.com/lockstep-io/lockstep/agent/agenttest"
 	"github.com/lockstep-io/lockstep/api"
 	"github.com/lockstep-io/lockstep/engine"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 func node(t *testing.T, name, dir string, dev bool, expect int, join []string) *agent.Agent {
 	t.Helper()
-	zero, no := 0, false
-	cfg := agent.DefaultConfig().Merge(&agent.Config{NodeName: name, DataDir: dir, HTTPPort: &zero, RaftPort: &zero, GossipPort: &zero,
-		Dev: &dev, BootstrapExpect: &expect, Join: join, Worker: &no, RaftTimeoutScale: 0.2, GossipLocal: true})
-	a, err := agent.New(cfg, hclog.New(&hclog.LoggerOptions{Level: hclog.Error}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Shutdown)
-	return a
+	return agenttest.Start(t, agenttest.Options{Name: name, DataDir: dir, Dev: dev, BootstrapExpect: expect, Join: join})
 }
 
 const shortLease = `

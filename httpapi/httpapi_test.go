@@ -12,32 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/lockstep-io/lockstep/agent"
+	"github.com/lockstep-io/lockstep/agent/agenttest"
 )
 
 // devAgent runs one real node (raft, gossip, engine, HTTP) on loopback
-// ports chosen by the OS, without built-in workers unless asked.
+// ports chosen by the OS, and returns its base URL.
 func devAgent(t testing.TB, workers bool) string {
 	t.Helper()
-	zero, dev := 0, true
-	cfg := agent.DefaultConfig().Merge(&agent.Config{NodeName: "dev", DataDir: t.TempDir(), HTTPPort: &zero, RaftPort: &zero,
-		GossipPort: &zero, Dev: &dev, Worker: &workers, RaftTimeoutScale: 0.2, GossipLocal: true})
-	a, err := agent.New(cfg, hclog.New(&hclog.LoggerOptions{Level: hclog.Error}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Shutdown)
-	base := "http://" + a.HTTPAddr()
-	deadline := time.Now().Add(10 * time.Second)
-	for !a.Engine.Enabled() {
-		if time.Now().After(deadline) {
-			t.Fatal("dev agent never led")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return base
+	return "http://" + agenttest.Dev(t, workers).HTTPAddr()
 }
 
 type result struct {

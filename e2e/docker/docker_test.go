@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
 var nodes = map[string]string{
@@ -64,21 +65,7 @@ func client(t *testing.T, node string) *api.Client {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 // leader returns the leader every given node agrees on.
