@@ -42,9 +42,11 @@ bench: ## Go benchmarks of the FSM
 	$(GO) test -run '^$$' -bench . -benchmem ./fsm/
 
 .PHONY: fuzz
-fuzz: ## Fuzz the parsers and body decoders for 30s each
+fuzz: ## Fuzz every parser and HTTP body decoder for 30s each
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./hcl/
 	$(GO) test -run '^$$' -fuzz FuzzStartBody -fuzztime 30s ./httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzWorkerBodies -fuzztime 30s ./httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s ./agent/
 
 .PHONY: clean
 clean: ## Remove build output and demo data

@@ -122,7 +122,16 @@ func LoadConfigFile(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	file, diags := hclsyntax.ParseConfig(src, path, hclsyntaxPos)
+	return ParseConfig(path, src)
+}
+
+// ParseConfig parses agent settings from HCL source; filename is used in
+// error positions.
+func ParseConfig(filename string, src []byte) (*Config, error) {
+	if len(src) > hcldiag.MaxSourceBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", filename, hcldiag.MaxSourceBytes)
+	}
+	file, diags := hclsyntax.ParseConfig(src, filename, hclsyntaxPos)
 	if diags.HasErrors() {
 		return nil, errors.New(hcldiag.RenderDiagnostics(diags, src))
 	}

@@ -66,3 +66,15 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("dev without data dir: %v", err)
 	}
 }
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add("node = \"n1\"\nhttp_port = 7700\njoin = [\"a:1\"]\n")
+	f.Add("worker = true\nhttp_allow = [\"10.0.0.0/8\"]\n")
+	f.Add("bootstrap_expect = \"three\"\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		cfg, err := ParseConfig("fuzz.hcl", []byte(src))
+		if err == nil {
+			_ = DefaultConfig().Merge(cfg).Validate()
+		}
+	})
+}

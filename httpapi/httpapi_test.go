@@ -243,3 +243,25 @@ func FuzzStartBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzWorkerBodies throws arbitrary bodies at every worker-protocol decoder:
+// none may answer 5xx or without the error envelope.
+func FuzzWorkerBodies(f *testing.F) {
+	f.Add(`{"worker_id":"w","wait_ms":1}`, `{"token":"1.0","output":{"a":[1,2]}}`)
+	f.Add(`{"worker_id":"","max_tasks":-1}`, `{"token":"x","error":{"type":"t","message":"m"}}`)
+	f.Add(`[]`, `null`)
+	base := devAgent(f, false)
+	f.Fuzz(func(t *testing.T, pollBody, resultBody string) {
+		for _, req := range []struct{ path, body string }{
+			// (wait_ms is capped by the engine; fuzzed polls end when it runs out)
+			{"/v1/queues/default/poll", pollBody},
+			{"/v1/tasks/t1/complete", resultBody},
+			{"/v1/tasks/t1/fail", resultBody},
+		} {
+			r := call(t, "POST", base+req.path, req.body)
+			if r.status >= 500 || (r.status >= 400 && r.errCode() == "") {
+				t.Fatalf("POST %s %q = %d %s", req.path, req.body, r.status, r.raw)
+			}
+		}
+	})
+}
