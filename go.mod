@@ -12,6 +12,7 @@ require (
 	github.com/hashicorp/raft v1.7.3
 	github.com/hashicorp/raft-boltdb/v2 v2.3.1
 	github.com/julienschmidt/httprouter v1.3.0
+	github.com/pmezard/go-difflib v1.0.0
 	github.com/zclconf/go-cty v1.19.0
 )
 

@@ -88,6 +88,8 @@ func runWorkflow(args []string, stdout, stderr io.Writer) int {
 		"register": {"Register workflow files (unchanged source keeps its version)", workflowRegister},
 		"validate": {"Check workflow files locally; exit 1 with diagnostics", workflowValidate},
 		"list":     {"List registered workflows", workflowList},
+		"fmt":      {"Rewrite workflow files in canonical layout", workflowFmt},
+		"graph":    {"Print a workflow's step graph (Graphviz DOT or Mermaid)", workflowGraph},
 	}, args, stdout, stderr)
 }
 

@@ -90,3 +90,31 @@ func TestAgentConfigErrors(t *testing.T) {
 		t.Fatalf("bad config = %d %q", code, errOut)
 	}
 }
+
+func TestWorkflowFmtAndGraph(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "w.hcl")
+	messy := "workflow \"w\" {\nstep \"a\" {\nactivity=\"noop\"\n}\n}\n"
+	os.WriteFile(f, []byte(messy), 0o600)
+	if code, out, _ := runCLI("workflow", "fmt", "-check", f); code != 1 || !strings.Contains(out, f) {
+		t.Fatalf("fmt -check = %d %q", code, out)
+	}
+	if code, out, _ := runCLI("workflow", "fmt", "-check", "-diff", f); code != 1 || !strings.Contains(out, "+  step \"a\" {") {
+		t.Fatalf("fmt -diff = %d %q", code, out)
+	}
+	if b, _ := os.ReadFile(f); string(b) != messy {
+		t.Fatal("fmt -check wrote the file")
+	}
+	if code, _, errOut := runCLI("workflow", "fmt", f); code != 0 {
+		t.Fatalf("fmt = %d %q", code, errOut)
+	}
+	if code, out, _ := runCLI("workflow", "fmt", "-check", f); code != 0 || out != "" {
+		t.Fatalf("fmt -check after fmt = %d %q", code, out)
+	}
+	code, out, _ := runCLI("workflow", "graph", "../../examples/diamond.hcl")
+	if code != 0 || !strings.Contains(out, `"a" -> "b";`) {
+		t.Fatalf("graph = %d %q", code, out)
+	}
+	if code, out, _ := runCLI("workflow", "graph", "-format", "mermaid", "../../examples/diamond.hcl"); code != 0 || !strings.Contains(out, "flowchart") {
+		t.Fatalf("graph mermaid = %d %q", code, out)
+	}
+}
