@@ -2,6 +2,10 @@
 workflow "hello" {
   description = "Greet someone through the log activity."
 
+  input {
+    name = optional(string, "world")
+  }
+
   step "greet" {
     activity = "log"
     input    = { message = format("Hello, %s!", input.name) }

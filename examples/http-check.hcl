@@ -4,6 +4,10 @@
 workflow "http-check" {
   description = "Ask a Lockstep node who leads, and report it."
 
+  input {
+    base_url = optional(string, "http://127.0.0.1:7700")
+  }
+
   step "fetch" {
     activity = "http"
     timeout  = "10s"

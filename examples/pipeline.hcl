@@ -4,6 +4,11 @@
 workflow "pipeline" {
   description = "Extract, transform in parallel, load."
 
+  input {
+    rows   = number
+    source = string
+  }
+
   step "extract" {
     activity = "delay"
     timeout  = "30s"

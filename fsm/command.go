@@ -112,6 +112,9 @@ const (
 	CodeConflict   = "conflict"
 	CodeStaleToken = "stale_token"
 	CodeInvalid    = "invalid"
+	// CodeInvalidInput: an instance's input does not match the workflow's
+	// declared input type.
+	CodeInvalidInput = "invalid_input"
 )
 
 func errorf(code, format string, args ...any) *Error {

@@ -422,3 +422,41 @@ func BenchmarkDiamondInstance(b *testing.B) {
 		h.runToEnd()
 	}
 }
+
+func TestStartChecksDeclaredInput(t *testing.T) {
+	h := newHarness(t)
+	h.register(`workflow "typed" {
+  input {
+    n     = number
+    label = optional(string, "none")
+  }
+  step "a" {
+    activity = "noop"
+    input    = { n = input.n, label = input.label }
+  }
+}
+`)
+	if e, ok := h.start("bad", "typed", `{"n": "many"}`).(*Error); !ok || e.Code != CodeInvalidInput || !strings.Contains(e.Message, "input.n") {
+		t.Fatalf("bad input = %v", e)
+	}
+	if h.fsm.State().Read().Instance("bad") != nil {
+		t.Fatal("an instance was created from invalid input")
+	}
+	if r, ok := h.start("good", "typed", `{"n": "3"}`).(*StartInstanceResponse); !ok || !r.Created {
+		t.Fatal("valid input refused")
+	}
+	if got := string(h.fsm.State().Read().Instance("good").Input); got != `{"label":"none","n":3}` {
+		t.Fatalf("stored input = %s", got)
+	}
+	// The same request again is recognised, although the stored form differs.
+	if r, ok := h.start("good", "typed", `{"n": "3"}`).(*StartInstanceResponse); !ok || r.Created {
+		t.Fatal("repeated start not recognised")
+	}
+	if e, ok := h.start("good", "typed", `{"n": 4}`).(*Error); !ok || e.Code != CodeConflict {
+		t.Fatalf("different input = %v", e)
+	}
+	task := h.leaseAll("w")[0]
+	if string(task.Input) != `{"label":"none","n":3}` {
+		t.Fatalf("task input = %s", task.Input)
+	}
+}

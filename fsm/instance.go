@@ -115,12 +115,8 @@ type StartInstanceResponse struct {
 func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	var req StartInstanceRequest
 	mustDecode(StartInstanceType, body, &req)
-	input := normalizeJSON(req.Input)
 	if existing := tx.Instance(req.ID); existing != nil {
-		if existing.Workflow != req.Workflow || (req.Version != 0 && req.Version != existing.Version) || !bytes.Equal(existing.Input, input) {
-			return errorf(CodeConflict, "instance %q already exists with a different workflow or input", req.ID)
-		}
-		return &StartInstanceResponse{ID: existing.ID, Version: existing.Version}
+		return f.repeatedStart(tx, existing, &req)
 	}
 	var wv *WorkflowVersion
 	if req.Version == 0 {
@@ -138,12 +134,16 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	if err != nil {
 		return errorf(CodeInvalid, "%v", err)
 	}
+	input, err := wf.CheckInput(req.Input)
+	if err != nil {
+		return errorf(CodeInvalidInput, "workflow %s version %d: %v", wv.Name, wv.Version, err)
+	}
 	inst := &Instance{
 		ID:          req.ID,
 		Workflow:    wv.Name,
 		Version:     wv.Version,
 		Status:      InstanceRunning,
-		Input:       input,
+		Input:       normalizeJSON(input),
 		Steps:       make(map[string]*StepState, len(wf.Steps)),
 		CreatedAt:   req.Time,
 		CreateIndex: tx.Index,
@@ -153,6 +153,28 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	}
 	f.advance(tx, inst, wf, req.Time)
 	return &StartInstanceResponse{ID: inst.ID, Version: inst.Version, Created: true}
+}
+
+// repeatedStart answers a start whose id already exists: the same request
+// (workflow, version and input as the instance stored them) gets the
+// existing instance; anything else is a conflict.
+func (f *FSM) repeatedStart(tx *Txn, existing *Instance, req *StartInstanceRequest) any {
+	same := existing.Workflow == req.Workflow && (req.Version == 0 || req.Version == existing.Version)
+	if same {
+		input := normalizeJSON(req.Input)
+		if wv := tx.WorkflowVersion(existing.Workflow, existing.Version); wv != nil {
+			if wf, err := f.workflow(wv); err == nil {
+				if in, err := wf.CheckInput(req.Input); err == nil {
+					input = normalizeJSON(in)
+				}
+			}
+		}
+		same = bytes.Equal(existing.Input, input)
+	}
+	if !same {
+		return errorf(CodeConflict, "instance %q already exists with a different workflow or input", req.ID)
+	}
+	return &StartInstanceResponse{ID: existing.ID, Version: existing.Version}
 }
 
 // advance moves an instance as far as its state allows: it schedules every

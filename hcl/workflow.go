@@ -36,6 +36,8 @@ const DefaultStepTimeout = 5 * time.Minute
 type Workflow struct {
 	Name        string
 	Description string
+	// Input is the declared input type; nil means any JSON is accepted.
+	Input *InputSpec
 	// Steps in declaration order.
 	Steps []*Step
 	// Output is evaluated once every step has ended; nil means no output.
@@ -83,7 +85,10 @@ var workflowSchema = &hhcl.BodySchema{
 		{Name: "description"},
 		{Name: "output"},
 	},
-	Blocks: []hhcl.BlockHeaderSchema{{Type: "step", LabelNames: []string{"name"}}},
+	Blocks: []hhcl.BlockHeaderSchema{
+		{Type: "input"},
+		{Type: "step", LabelNames: []string{"name"}},
+	},
 }
 
 var stepSchema = &hhcl.BodySchema{
@@ -166,6 +171,19 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 
 	var refs []pendingRef
 	for _, b := range content.Blocks {
+		if b.Type == "input" {
+			if wf.Input != nil {
+				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate input block",
+					Detail: fmt.Sprintf("The input was already declared at %s; declare every input attribute in one block.", wf.Input.Range), Subject: b.DefRange.Ptr()})
+				continue
+			}
+			spec, d := decodeInput(b)
+			diags = append(diags, d...)
+			if spec != nil {
+				wf.Input = spec
+			}
+			continue
+		}
 		step, r, d := decodeStep(b)
 		diags = append(diags, d...)
 		if step == nil {
@@ -213,6 +231,26 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 	}
 	if wf.Output != nil {
 		diags = append(diags, checkExpr(wf.Output, "", wf, false)...)
+	}
+	// input.NAME references are checked once the input block is known,
+	// wherever it stands in the file.
+	if wf.Input != nil {
+		exprs := []hhcl.Expression{wf.Output}
+		for _, s := range wf.Steps {
+			exprs = append(exprs, s.Input)
+		}
+		for _, e := range exprs {
+			if e == nil {
+				continue
+			}
+			for _, t := range e.Variables() {
+				if t.RootName() == "input" {
+					if d := checkInputRef(t, wf.Input); d != nil {
+						diags = append(diags, d)
+					}
+				}
+			}
+		}
 	}
 	for _, s := range wf.Steps {
 		sort.Strings(s.Deps)

@@ -34,7 +34,7 @@ func toAPIError(err error) *Error {
 	}
 	var fsmErr *fsm.Error
 	if errors.As(err, &fsmErr) {
-		status := http.StatusBadRequest
+		status := http.StatusBadRequest // invalid, invalid_input
 		switch fsmErr.Code {
 		case fsm.CodeNotFound:
 			status = http.StatusNotFound

@@ -265,3 +265,18 @@ func FuzzWorkerBodies(f *testing.F) {
 		}
 	})
 }
+
+func TestStartRejectsInputOfTheWrongType(t *testing.T) {
+	base := devAgent(t, false)
+	src := "workflow \"typed\" {\n  input {\n    n = number\n  }\n  step \"a\" {\n    activity = \"noop\"\n    input    = input.n\n  }\n}\n"
+	if r := call(t, "POST", base+"/v1/workflows", src); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	r := call(t, "POST", base+"/v1/workflows/typed/instances", `{"id":"x","input":{"n":"lots"}}`)
+	if r.status != 400 || r.errCode() != "invalid_input" || !strings.Contains(r.raw, "input.n") {
+		t.Fatalf("start = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/instances/x", ""); r.status != 404 {
+		t.Fatalf("refused start created an instance: %d", r.status)
+	}
+}
