@@ -76,6 +76,29 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 		}
 	}
 
+	// Error paths and skips run the same on the cluster: a spend within the
+	// limit is charged; one over it is refused by a fail step, handled by
+	// an error path, and both are audited.
+	if _, err := fc.RegisterWorkflow(ctx, "spend-guard.hcl", readExample(t, "spend-guard.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	for id, amount := range map[string]int{"spend-ok": 10, "spend-refused": 5000} {
+		if _, err := c.client(c.agents[2]).StartInstance(ctx, "spend-guard", api.StartRequest{ID: id, Input: json.RawMessage(fmt.Sprintf(`{"account":"a","amount":%d}`, amount))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, want := range map[string]string{
+		"spend-ok":      "charge=succeeded refuse=skipped report_refusal=skipped audit=succeeded",
+		"spend-refused": "charge=skipped refuse=failed report_refusal=succeeded audit=succeeded",
+	} {
+		inst := waitInstance(t, fc, id, 20*time.Second)
+		got := fmt.Sprintf("charge=%s refuse=%s report_refusal=%s audit=%s", inst.Steps["charge"].Status,
+			inst.Steps["refuse"].Status, inst.Steps["report_refusal"].Status, inst.Steps["audit"].Status)
+		if inst.Status != "completed" || got != want {
+			t.Fatalf("%s: %s %s, want %s", id, inst.Status, got, want)
+		}
+	}
+
 	// Start one slow instance and stop the leader while it is in flight.
 	inflight, err := fc.StartInstance(ctx, "slow", api.StartRequest{ID: "inflight-1"})
 	if err != nil {

@@ -25,6 +25,7 @@ const (
 	StepRunning   = "running"   // task leased to a worker
 	StepSucceeded = "succeeded"
 	StepFailed    = "failed"
+	StepSkipped   = "skipped"   // its trigger rule or when said not to run
 	StepCancelled = "cancelled" // the instance ended before the step ran
 )
 
@@ -177,63 +178,100 @@ func (f *FSM) repeatedStart(tx *Txn, existing *Instance, req *StartInstanceReque
 	return &StartInstanceResponse{ID: existing.ID, Version: existing.Version}
 }
 
-// advance moves an instance as far as its state allows: it schedules every
-// step whose dependencies have all succeeded, fails the instance when a step
-// failed, and completes it when every step succeeded. It then stores the
-// instance. It is the only place step scheduling happens, so a completion,
-// a start and (later) a retry all follow the same rules.
+// advance moves an instance as far as its state allows, then stores it.
+// It is the only place steps are decided, so a start, a completion and a
+// failure all follow the same rules:
+//
+//   - a waiting step whose dependencies are all done runs if its trigger
+//     rule and its when allow, and is skipped otherwise;
+//   - an activity step enqueues its task; a fail step fails at once;
+//   - a failed step that no error path (any_failed) or finally (all_done)
+//     depends on fails the instance at once, cancelling what has not ended;
+//   - when every step has ended, the instance fails on the first failure
+//     no error path that ran handled, or completes with its output.
+//
+// Steps are visited in declaration order, repeatedly until nothing changes,
+// so skips and fail steps settle within one apply.
 func (f *FSM) advance(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Time) {
 	inst.UpdatedAt = now
 	inst.ModifyIndex = tx.Index
-	if inst.Status == InstanceRunning {
-		for _, s := range wf.Steps {
-			st := inst.Steps[s.Name]
-			if st.Status == StepFailed {
-				f.failInstance(tx, inst, s.Name, st.Error, now)
-				break
-			}
+	for inst.Status == InstanceRunning {
+		if step := unhandledFailure(inst, wf); step != "" {
+			f.failInstance(tx, inst, step, inst.Steps[step].Error, now)
+			break
+		}
+		if !f.decideReady(tx, inst, wf, now) {
+			break
 		}
 	}
-	if inst.Status == InstanceRunning {
-		f.scheduleReady(tx, inst, wf, now)
-	}
-	if inst.Status == InstanceRunning && allSucceeded(inst) {
-		out, err := hcl.Eval(wf.Output, scopeOf(inst))
-		if err != nil {
+	if inst.Status == InstanceRunning && allEnded(inst) {
+		if step := uncaughtFailure(inst, wf); step != "" {
+			f.failInstance(tx, inst, step, inst.Steps[step].Error, now)
+		} else if out, err := hcl.Eval(wf.Output, scopeOf(inst, now)); err != nil {
 			inst.Status = InstanceFailed
 			inst.Error = &InstanceError{Type: "output_error", Message: err.Error()}
+			inst.EndedAt = &now
 		} else {
 			inst.Status = InstanceCompleted
 			inst.Output = out
+			inst.EndedAt = &now
 		}
-		inst.EndedAt = &now
 	}
 	tx.mustInsert(tableInstances, inst)
 }
 
-func (f *FSM) scheduleReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Time) {
+// decideReady runs or skips every waiting step whose dependencies have all
+// ended. It reports whether any step changed.
+func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Time) bool {
+	changed := false
 	for _, s := range wf.Steps {
 		st := inst.Steps[s.Name]
-		if st.Status != StepWaiting || !depsSucceeded(inst, s) {
+		if st.Status != StepWaiting || !depsEnded(inst, s) {
 			continue
 		}
-		input, err := hcl.Eval(s.Input, scopeOf(inst))
-		if err != nil {
-			st.Status = StepFailed
-			st.Error = &TaskError{Type: "input_error", Message: err.Error()}
-			st.EndedAt = &now
-			f.failInstance(tx, inst, s.Name, st.Error, now)
-			return
+		changed = true
+		run := ruleAllows(inst, s)
+		if run && s.When != nil {
+			ok, err := hcl.EvalBool(s.When, scopeOf(inst, now))
+			if err != nil {
+				endStep(st, StepFailed, &TaskError{Type: "when_error", Message: err.Error()}, now)
+				continue
+			}
+			run = ok
 		}
-		task := newTask(tx, inst, s, input, now)
-		st.Status = StepScheduled
-		st.TaskID = task.ID
-		st.ScheduledAt = &now
+		if !run {
+			endStep(st, StepSkipped, nil, now)
+			continue
+		}
+		switch s.Kind {
+		case hcl.KindFail:
+			msg := "step " + s.Name + " failed the instance on purpose"
+			if s.FailMessage != nil {
+				raw, err := hcl.Eval(s.FailMessage, scopeOf(inst, now))
+				if err != nil {
+					endStep(st, StepFailed, &TaskError{Type: "input_error", Message: err.Error()}, now)
+					continue
+				}
+				msg = jsonText(raw)
+			}
+			endStep(st, StepFailed, &TaskError{Type: s.FailError, Message: msg}, now)
+		default:
+			input, err := hcl.Eval(s.Input, scopeOf(inst, now))
+			if err != nil {
+				endStep(st, StepFailed, &TaskError{Type: "input_error", Message: err.Error()}, now)
+				continue
+			}
+			task := newTask(tx, inst, s, input, now)
+			st.Status = StepScheduled
+			st.TaskID = task.ID
+			st.ScheduledAt = &now
+		}
 	}
+	return changed
 }
 
 // failInstance ends the instance as failed because of one step, and cancels
-// what had not run yet so no worker is handed work for a dead instance.
+// what had not ended so no worker is handed work for a dead instance.
 func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskError, now time.Time) {
 	inst.Status = InstanceFailed
 	inst.Error = &InstanceError{Step: step, Type: "step_failed", Message: "step " + step + " failed"}
@@ -253,39 +291,131 @@ func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskErro
 			if st.TaskID != "" {
 				tx.cancelTask(st.TaskID, now)
 			}
-			st.Status = StepCancelled
-			st.EndedAt = &now
-			inst.Steps[name] = st
+			endStep(st, StepCancelled, nil, now)
 		}
 	}
 }
 
-func depsSucceeded(inst *Instance, s *hcl.Step) bool {
+func endStep(st *StepState, status string, err *TaskError, now time.Time) {
+	st.Status = status
+	st.Error = err
+	st.EndedAt = &now
+}
+
+// ruleAllows applies a step's trigger rule to its (ended) dependencies.
+func ruleAllows(inst *Instance, s *hcl.Step) bool {
+	succeeded, failed, skipped := 0, 0, 0
 	for _, d := range s.Deps {
-		if inst.Steps[d].Status != StepSucceeded {
+		switch inst.Steps[d].Status {
+		case StepSucceeded:
+			succeeded++
+		case StepFailed:
+			failed++
+		default:
+			skipped++
+		}
+	}
+	switch s.TriggerRule {
+	case hcl.RuleAllSucceeded:
+		return succeeded == len(s.Deps)
+	case hcl.RuleAnyFailed:
+		return failed > 0
+	case hcl.RuleAllDone:
+		return true
+	default: // none_failed
+		return failed == 0 && (len(s.Deps) == 0 || skipped < len(s.Deps))
+	}
+}
+
+// unhandledFailure names a failed step that no error path or finally waits
+// for: such a failure ends the instance at once.
+func unhandledFailure(inst *Instance, wf *hcl.Workflow) string {
+	for _, s := range wf.Steps {
+		if inst.Steps[s.Name].Status == StepFailed && !wf.FailureHandled(s.Name) {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+// uncaughtFailure names, once every step has ended, the first failed step
+// that no error path (any_failed) which ran has handled.
+func uncaughtFailure(inst *Instance, wf *hcl.Workflow) string {
+	caught := map[string]bool{}
+	for _, s := range wf.Steps {
+		if s.TriggerRule != hcl.RuleAnyFailed {
+			continue
+		}
+		if st := inst.Steps[s.Name].Status; st == StepSucceeded || st == StepFailed {
+			for _, d := range s.Deps {
+				caught[d] = true
+			}
+		}
+	}
+	for _, s := range wf.Steps {
+		if inst.Steps[s.Name].Status == StepFailed && !caught[s.Name] {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+// jsonText turns an evaluated message into text: strings without quotes,
+// anything else as JSON.
+func jsonText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
+func stepEnded(status string) bool {
+	switch status {
+	case StepSucceeded, StepFailed, StepSkipped, StepCancelled:
+		return true
+	}
+	return false
+}
+
+func depsEnded(inst *Instance, s *hcl.Step) bool {
+	for _, d := range s.Deps {
+		if !stepEnded(inst.Steps[d].Status) {
 			return false
 		}
 	}
 	return true
 }
 
-func allSucceeded(inst *Instance) bool {
+func allEnded(inst *Instance) bool {
 	for _, st := range inst.Steps {
-		if st.Status != StepSucceeded {
+		if !stepEnded(st.Status) {
 			return false
 		}
 	}
 	return true
 }
 
-func scopeOf(inst *Instance) hcl.Scope {
+// scopeOf is what the instance's expressions see: its input, every step's
+// status, output, error and attempts, the instance itself, and now.
+func scopeOf(inst *Instance, now time.Time) hcl.Scope {
 	steps := make(map[string]hcl.StepResult, len(inst.Steps))
 	for name, st := range inst.Steps {
+		r := hcl.StepResult{Status: st.Status, Attempts: st.Attempts}
 		if st.Status == StepSucceeded {
-			steps[name] = hcl.StepResult{Status: st.Status, Output: st.Output}
+			r.Output = st.Output
 		}
+		if st.Error != nil {
+			r.ErrorType, r.ErrorMsg = st.Error.Type, st.Error.Message
+		}
+		steps[name] = r
 	}
-	return hcl.Scope{Input: inst.Input, Steps: steps}
+	return hcl.Scope{
+		Input:    inst.Input,
+		Steps:    steps,
+		Instance: hcl.InstanceInfo{ID: inst.ID, Workflow: inst.Workflow, Version: inst.Version, StartedAt: inst.CreatedAt},
+		Now:      now,
+	}
 }
 
 // normalizeJSON compacts a JSON document so that equal documents compare

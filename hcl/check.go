@@ -8,6 +8,7 @@ import (
 	hhcl "github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 )
 
 // precheck rejects sources that are too large or too deeply nested before
@@ -146,4 +147,30 @@ func appendUnique(list []string, s string) []string {
 		}
 	}
 	return append(list, s)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBool reports a when expression whose value is known at validation
+// time (it uses no variable) and is not a bool.
+func checkBool(attr *hhcl.Attribute) hhcl.Diagnostics {
+	if len(attr.Expr.Variables()) > 0 {
+		return nil
+	}
+	v, diags := attr.Expr.Value(&hhcl.EvalContext{Functions: functions})
+	if diags.HasErrors() || !v.IsKnown() {
+		return nil
+	}
+	if _, err := convert.Convert(v, cty.Bool); err != nil || v.IsNull() {
+		return hhcl.Diagnostics{attrError(attr, "Incorrect condition type",
+			fmt.Sprintf("%s must be a bool, such as input.amount > 1000; this is %s.", attr.Name, v.Type().FriendlyName()))}
+	}
+	return nil
 }

@@ -1,12 +1,17 @@
 package hcl
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"sort"
+	"time"
+	"unicode/utf8"
 
 	hhcl "github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
@@ -47,6 +52,43 @@ var functions = map[string]function.Function{
 	"trimspace":  stdlib.TrimSpaceFunc,
 	"upper":      stdlib.UpperFunc,
 	"values":     stdlib.ValuesFunc,
+	"try":        tryfunc.TryFunc,
+	"can":        tryfunc.CanFunc,
+	"base64encode": function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "str", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			return cty.StringVal(base64.StdEncoding.EncodeToString([]byte(args[0].AsString()))), nil
+		},
+	}),
+	"base64decode": function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "str", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			b, err := base64.StdEncoding.DecodeString(args[0].AsString())
+			if err != nil {
+				return cty.NilVal, function.NewArgErrorf(0, "not valid base64: %v", err)
+			}
+			if !utf8.Valid(b) {
+				return cty.NilVal, function.NewArgErrorf(0, "the decoded bytes are not UTF-8 text")
+			}
+			return cty.StringVal(string(b)), nil
+		},
+	}),
+	// now is replaced in every evaluation by the time of the command being
+	// applied (nowFunc); this entry only makes the name known to validation.
+	"now": nowFunc(time.Time{}),
+}
+
+// nowFunc returns the time of the event being applied, as RFC 3339: never
+// the clock, so every node computes the same value.
+func nowFunc(t time.Time) function.Function {
+	return function.New(&function.Spec{
+		Type: function.StaticReturnType(cty.String),
+		Impl: func([]cty.Value, cty.Type) (cty.Value, error) {
+			return cty.StringVal(t.UTC().Format(time.RFC3339Nano)), nil
+		},
+	})
 }
 
 // FunctionNames lists the functions expressions may call, sorted.
@@ -59,17 +101,32 @@ func FunctionNames() []string {
 	return names
 }
 
-// StepResult is what an expression sees of a step as step.NAME.
+// StepResult is what an expression sees of a step as step.NAME: its
+// status, output (null until it succeeded), error (null unless it failed)
+// and attempts.
 type StepResult struct {
-	Status string
-	Output json.RawMessage
+	Status    string
+	Output    json.RawMessage
+	ErrorType string
+	ErrorMsg  string
+	Attempts  int
+}
+
+// InstanceInfo is what an expression sees as instance.
+type InstanceInfo struct {
+	ID        string
+	Workflow  string
+	Version   uint64
+	StartedAt time.Time
 }
 
 // Scope is everything an expression may read. It is built by the caller
-// from replicated state only.
+// from replicated state only; Now is the time of the command being applied.
 type Scope struct {
-	Input json.RawMessage
-	Steps map[string]StepResult
+	Input    json.RawMessage
+	Steps    map[string]StepResult
+	Instance InstanceInfo
+	Now      time.Time
 }
 
 func (s Scope) evalContext() (*hhcl.EvalContext, error) {
@@ -78,19 +135,37 @@ func (s Scope) evalContext() (*hhcl.EvalContext, error) {
 		return nil, fmt.Errorf("instance input: %w", err)
 	}
 	steps := make(map[string]cty.Value, len(s.Steps))
+	errType := cty.Object(map[string]cty.Type{"type": cty.String, "message": cty.String})
 	for name, r := range s.Steps {
 		out, err := FromJSON(r.Output)
 		if err != nil {
 			return nil, fmt.Errorf("output of step %q: %w", name, err)
 		}
+		stepErr := cty.NullVal(errType)
+		if r.ErrorType != "" {
+			stepErr = cty.ObjectVal(map[string]cty.Value{"type": cty.StringVal(r.ErrorType), "message": cty.StringVal(r.ErrorMsg)})
+		}
 		steps[name] = cty.ObjectVal(map[string]cty.Value{
-			"status": cty.StringVal(r.Status),
-			"output": out,
+			"status":   cty.StringVal(r.Status),
+			"output":   out,
+			"error":    stepErr,
+			"attempts": cty.NumberIntVal(int64(r.Attempts)),
 		})
 	}
+	inst := cty.ObjectVal(map[string]cty.Value{
+		"id":         cty.StringVal(s.Instance.ID),
+		"workflow":   cty.StringVal(s.Instance.Workflow),
+		"version":    cty.NumberUIntVal(s.Instance.Version),
+		"started_at": cty.StringVal(s.Instance.StartedAt.UTC().Format(time.RFC3339Nano)),
+	})
+	funcs := make(map[string]function.Function, len(functions))
+	for k, v := range functions {
+		funcs[k] = v
+	}
+	funcs["now"] = nowFunc(s.Now)
 	return &hhcl.EvalContext{
-		Variables: map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps)},
-		Functions: functions,
+		Variables: map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps), "instance": inst},
+		Functions: funcs,
 	}, nil
 }
 
@@ -109,6 +184,27 @@ func Eval(expr hhcl.Expression, scope Scope) (json.RawMessage, error) {
 		return nil, diagError(diags)
 	}
 	return ToJSON(v)
+}
+
+// EvalBool evaluates a condition (a when). Null is false.
+func EvalBool(expr hhcl.Expression, scope Scope) (bool, error) {
+	ctx, err := scope.evalContext()
+	if err != nil {
+		return false, err
+	}
+	v, diags := expr.Value(ctx)
+	if diags.HasErrors() {
+		return false, diagError(diags)
+	}
+	if v.IsNull() {
+		return false, nil
+	}
+	b, err := convert.Convert(v, cty.Bool)
+	if err != nil || !b.IsKnown() {
+		r := expr.Range()
+		return false, fmt.Errorf("%s:%d,%d: the condition must be a bool, not %s", r.Filename, r.Start.Line, r.Start.Column, v.Type().FriendlyName())
+	}
+	return b.True(), nil
 }
 
 // FromJSON converts a JSON document to a cty value of its implied type.

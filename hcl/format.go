@@ -33,15 +33,24 @@ const (
 )
 
 // Graph renders the step graph: one node per step, labelled with what it
-// runs, and an edge from each dependency to its dependent.
+// runs, and an edge from each dependency to its dependent. Edges into an
+// error path (any_failed) are dashed and red, edges into a finally
+// (all_done) dotted, and other non-default rules labelled; fail steps are
+// drawn as octagons.
 func Graph(wf *Workflow, format GraphFormat) (string, error) {
 	var b strings.Builder
-	edges := func(fn func(from, to string)) {
+	label := func(s *Step) string {
+		if s.Kind == KindFail {
+			return "fail: " + s.FailError
+		}
+		return s.Activity
+	}
+	edges := func(fn func(from string, to *Step)) {
 		for _, s := range wf.Steps {
 			deps := append([]string(nil), s.Deps...)
 			sort.Strings(deps)
 			for _, d := range deps {
-				fn(d, s.Name)
+				fn(d, s)
 			}
 		}
 	}
@@ -49,16 +58,46 @@ func Graph(wf *Workflow, format GraphFormat) (string, error) {
 	case GraphDOT, "":
 		fmt.Fprintf(&b, "digraph %q {\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n", wf.Name)
 		for _, s := range wf.Steps {
-			fmt.Fprintf(&b, "  %q [label=%q];\n", s.Name, s.Name+"\n"+s.Activity)
+			attrs := fmt.Sprintf("label=%q", s.Name+"\n"+label(s))
+			if s.Kind == KindFail {
+				attrs += ", shape=octagon, color=red"
+			}
+			if s.When != nil {
+				attrs += ", style=\"rounded,dashed\""
+			}
+			fmt.Fprintf(&b, "  %q [%s];\n", s.Name, attrs)
 		}
-		edges(func(from, to string) { fmt.Fprintf(&b, "  %q -> %q;\n", from, to) })
+		edges(func(from string, to *Step) {
+			switch to.TriggerRule {
+			case RuleAnyFailed:
+				fmt.Fprintf(&b, "  %q -> %q [label=\"any_failed\", style=dashed, color=red];\n", from, to.Name)
+			case RuleAllDone:
+				fmt.Fprintf(&b, "  %q -> %q [label=\"all_done\", style=dotted];\n", from, to.Name)
+			case RuleAllSucceeded:
+				fmt.Fprintf(&b, "  %q -> %q [label=\"all_succeeded\"];\n", from, to.Name)
+			default:
+				fmt.Fprintf(&b, "  %q -> %q;\n", from, to.Name)
+			}
+		})
 		b.WriteString("}\n")
 	case GraphMermaid:
 		b.WriteString("flowchart LR\n")
 		for _, s := range wf.Steps {
-			fmt.Fprintf(&b, "  %s[\"%s<br/><small>%s</small>\"]\n", mermaidID(s.Name), s.Name, s.Activity)
+			text := fmt.Sprintf("\"%s<br/><small>%s</small>\"", s.Name, label(s))
+			if s.Kind == KindFail {
+				fmt.Fprintf(&b, "  %s{{%s}}\n", mermaidID(s.Name), text)
+			} else {
+				fmt.Fprintf(&b, "  %s[%s]\n", mermaidID(s.Name), text)
+			}
 		}
-		edges(func(from, to string) { fmt.Fprintf(&b, "  %s --> %s\n", mermaidID(from), mermaidID(to)) })
+		edges(func(from string, to *Step) {
+			switch to.TriggerRule {
+			case RuleAnyFailed, RuleAllDone, RuleAllSucceeded:
+				fmt.Fprintf(&b, "  %s -. %s .-> %s\n", mermaidID(from), to.TriggerRule, mermaidID(to.Name))
+			default:
+				fmt.Fprintf(&b, "  %s --> %s\n", mermaidID(from), mermaidID(to.Name))
+			}
+		})
 	default:
 		return "", fmt.Errorf("unknown graph format %q (use dot or mermaid)", format)
 	}

@@ -55,3 +55,42 @@ func TestGraph(t *testing.T) {
 		t.Fatal("unknown format accepted")
 	}
 }
+
+func TestGraphShowsRulesAndFailSteps(t *testing.T) {
+	wf := mustParse(t, `workflow "g" {
+  step "charge" {
+    activity = "payments.charge"
+  }
+  step "notify" {
+    depends_on   = [step.charge]
+    trigger_rule = "any_failed"
+    activity     = "email.send"
+  }
+  step "release" {
+    depends_on   = [step.charge]
+    trigger_rule = "all_done"
+    activity     = "locks.release"
+  }
+  step "stop" {
+    depends_on = [step.notify]
+    fail {
+      error = "declined"
+    }
+  }
+}`)
+	dot, _ := Graph(wf, GraphDOT)
+	for _, want := range []string{
+		`"charge" -> "notify" [label="any_failed", style=dashed, color=red];`,
+		`"charge" -> "release" [label="all_done", style=dotted];`,
+		`"stop" [label="stop\nfail: declined", shape=octagon, color=red];`,
+		`"notify" -> "stop";`,
+	} {
+		if !strings.Contains(dot, want) {
+			t.Errorf("dot lacks %s:\n%s", want, dot)
+		}
+	}
+	mer, _ := Graph(wf, GraphMermaid)
+	if !strings.Contains(mer, "s_charge -. any_failed .-> s_notify") || !strings.Contains(mer, "s_stop{{") {
+		t.Errorf("mermaid:\n%s", mer)
+	}
+}

@@ -9,6 +9,7 @@ package hcl
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	hhcl "github.com/hashicorp/hcl/v2"
@@ -44,14 +45,55 @@ type Workflow struct {
 	Output hhcl.Expression
 
 	steps map[string]*Step
+	// handled records, per step, whether a dependent is an error path
+	// (any_failed) or a finally (all_done): a failure of such a step does
+	// not end the instance at once.
+	handled map[string]bool
 }
+
+// FailureHandled reports whether a failure of the named step is waited out
+// rather than ending the instance at once: some step that depends on it has
+// trigger_rule any_failed or all_done.
+func (w *Workflow) FailureHandled(step string) bool { return w.handled[step] }
+
+// Step kinds.
+const (
+	KindActivity = "activity"
+	KindFail     = "fail"
+)
+
+// Trigger rules: when a step whose dependencies are all done runs.
+const (
+	// RuleNoneFailed (the default) runs when no dependency failed; the step
+	// is skipped when a dependency failed or every dependency was skipped.
+	RuleNoneFailed = "none_failed"
+	// RuleAllSucceeded runs only when every dependency succeeded.
+	RuleAllSucceeded = "all_succeeded"
+	// RuleAnyFailed runs only when a dependency failed: an error path, which
+	// handles that failure.
+	RuleAnyFailed = "any_failed"
+	// RuleAllDone always runs once the dependencies are done: a finally.
+	RuleAllDone = "all_done"
+)
+
+var triggerRules = []string{RuleNoneFailed, RuleAllSucceeded, RuleAnyFailed, RuleAllDone}
 
 // Step is one node of the workflow graph.
 type Step struct {
-	Name     string
+	Name string
+	// Kind is what the step does: KindActivity (a task for a worker) or
+	// KindFail (ends the instance as failed on purpose).
+	Kind     string
 	Activity string
 	Queue    string
 	Timeout  time.Duration
+	// When, if set, is evaluated once the trigger rule lets the step run;
+	// false skips it.
+	When        hhcl.Expression
+	TriggerRule string
+	// FailError and FailMessage are the error of a fail step.
+	FailError   string
+	FailMessage hhcl.Expression
 	// Input is the expression evaluated, when the step becomes ready, into
 	// the task's input. Nil means the task has a null input.
 	Input hhcl.Expression
@@ -93,11 +135,21 @@ var workflowSchema = &hhcl.BodySchema{
 
 var stepSchema = &hhcl.BodySchema{
 	Attributes: []hhcl.AttributeSchema{
-		{Name: "activity", Required: true},
+		{Name: "activity"},
 		{Name: "input"},
 		{Name: "depends_on"},
 		{Name: "queue"},
 		{Name: "timeout"},
+		{Name: "when"},
+		{Name: "trigger_rule"},
+	},
+	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}},
+}
+
+var failSchema = &hhcl.BodySchema{
+	Attributes: []hhcl.AttributeSchema{
+		{Name: "error", Required: true},
+		{Name: "message"},
 	},
 }
 
@@ -237,7 +289,7 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 	if wf.Input != nil {
 		exprs := []hhcl.Expression{wf.Output}
 		for _, s := range wf.Steps {
-			exprs = append(exprs, s.Input)
+			exprs = append(exprs, s.Input, s.When, s.FailMessage)
 		}
 		for _, e := range exprs {
 			if e == nil {
@@ -252,8 +304,19 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 			}
 		}
 	}
+	wf.handled = map[string]bool{}
 	for _, s := range wf.Steps {
 		sort.Strings(s.Deps)
+		if s.TriggerRule == RuleAnyFailed || s.TriggerRule == RuleAllDone {
+			for _, d := range s.Deps {
+				wf.handled[d] = true
+			}
+		}
+		if s.TriggerRule == RuleAnyFailed && len(s.Deps) == 0 {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Error path without dependencies",
+				Detail:  fmt.Sprintf("Step %q has trigger_rule = \"any_failed\" but depends on no step, so it could never run. Name the steps it handles in depends_on.", s.Name),
+				Subject: s.DeclRange.Ptr()})
+		}
 	}
 	if !diags.HasErrors() {
 		diags = append(diags, findCycles(wf)...)
@@ -280,14 +343,42 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 			Subject:  block.LabelRanges[0].Ptr(),
 		})
 	}
-	step := &Step{Name: name, Queue: DefaultQueue, Timeout: DefaultStepTimeout, DeclRange: block.DefRange}
+	step := &Step{Name: name, Queue: DefaultQueue, Timeout: DefaultStepTimeout, TriggerRule: RuleNoneFailed, DeclRange: block.DefRange}
 	content, d := block.Body.Content(stepSchema)
 	diags = append(diags, d...)
+	var kinds []string
 	if attr, ok := content.Attributes["activity"]; ok {
+		kinds = append(kinds, "activity")
+		step.Kind = KindActivity
 		diags = append(diags, decodeString(attr, &step.Activity)...)
 		if step.Activity == "" && !diags.HasErrors() {
 			diags = append(diags, attrError(attr, "Empty activity", "Name the activity the step runs, for example activity = \"noop\"."))
 		}
+	}
+	var refExprs []hhcl.Expression
+	for _, fb := range content.Blocks {
+		if fb.Type != "fail" {
+			continue
+		}
+		kinds = append(kinds, "fail")
+		step.Kind = KindFail
+		fc, d := fb.Body.Content(failSchema)
+		diags = append(diags, d...)
+		if attr, ok := fc.Attributes["error"]; ok {
+			diags = append(diags, decodeString(attr, &step.FailError)...)
+		}
+		if attr, ok := fc.Attributes["message"]; ok {
+			step.FailMessage = attr.Expr
+			refExprs = append(refExprs, attr.Expr)
+		}
+	}
+	switch {
+	case len(kinds) == 0:
+		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has no kind",
+			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\" or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
+	case len(kinds) > 1:
+		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has more than one kind",
+			Detail: fmt.Sprintf("Step %q declares %s; a step does exactly one thing. Split it into steps.", name, strings.Join(kinds, " and ")), Subject: block.DefRange.Ptr()})
 	}
 	if attr, ok := content.Attributes["queue"]; ok {
 		diags = append(diags, decodeString(attr, &step.Queue)...)
@@ -305,11 +396,30 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 			step.Timeout = dur
 		}
 	}
+	if attr, ok := content.Attributes["trigger_rule"]; ok {
+		if d := decodeString(attr, &step.TriggerRule); d.HasErrors() {
+			diags = append(diags, d...)
+		} else if !contains(triggerRules, step.TriggerRule) {
+			detail := fmt.Sprintf("%q is not a trigger rule; use one of %s.", step.TriggerRule, strings.Join(triggerRules, ", "))
+			if s := suggest(step.TriggerRule, triggerRules); s != "" {
+				detail += fmt.Sprintf(" Did you mean %q?", s)
+			}
+			diags = append(diags, attrError(attr, "Unknown trigger rule", detail))
+		}
+	}
+	if attr, ok := content.Attributes["when"]; ok {
+		step.When = attr.Expr
+		refExprs = append(refExprs, attr.Expr)
+		diags = append(diags, checkBool(attr)...)
+	}
 	var refs []pendingRef
 	if attr, ok := content.Attributes["input"]; ok {
 		step.Input = attr.Expr
-		diags = append(diags, checkExpr(attr.Expr, name, nil, true)...)
-		for _, t := range attr.Expr.Variables() {
+		refExprs = append(refExprs, attr.Expr)
+	}
+	for _, e := range refExprs {
+		diags = append(diags, checkExpr(e, name, nil, true)...)
+		for _, t := range e.Variables() {
 			if target, rng, ok := stepRef(t); ok {
 				refs = append(refs, pendingRef{from: name, target: target, rng: rng, what: "reference"})
 			}
@@ -382,6 +492,14 @@ func checkExpr(expr hhcl.Expression, from string, wf *Workflow, inStep bool) hhc
 	for _, t := range expr.Variables() {
 		switch t.RootName() {
 		case "input":
+		case "instance":
+			if len(t) < 2 {
+				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Incomplete instance reference",
+					Detail: "Refer to one of " + instanceAttrList + ", for example instance.id.", Subject: t.SourceRange().Ptr()})
+			} else if a, ok := t[1].(hhcl.TraverseAttr); !ok || !instanceAttrs[a.Name] {
+				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Unsupported instance attribute",
+					Detail: "An instance exposes " + instanceAttrList + ".", Subject: t.SourceRange().Ptr()})
+			}
 		case "step":
 			if len(t) < 2 {
 				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Incomplete step reference",
@@ -406,8 +524,8 @@ func checkExpr(expr hhcl.Expression, from string, wf *Workflow, inStep bool) hhc
 				}
 			}
 		default:
-			detail := fmt.Sprintf("There is no variable named %q. Expressions may use input and step.", t.RootName())
-			if s := suggest(t.RootName(), []string{"input", "step"}); s != "" {
+			detail := fmt.Sprintf("There is no variable named %q. Expressions may use input, step and instance.", t.RootName())
+			if s := suggest(t.RootName(), []string{"input", "step", "instance"}); s != "" {
 				detail += fmt.Sprintf(" Did you mean %q?", s)
 			}
 			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Unknown variable", Detail: detail, Subject: t.SourceRange().Ptr()})
@@ -417,9 +535,13 @@ func checkExpr(expr hhcl.Expression, from string, wf *Workflow, inStep bool) hhc
 	return diags
 }
 
-var stepAttrs = map[string]bool{"output": true, "status": true}
+var stepAttrs = map[string]bool{"output": true, "status": true, "error": true, "attempts": true}
 
-const stepAttrList = "output and status"
+const stepAttrList = "output, status, error and attempts"
+
+var instanceAttrs = map[string]bool{"id": true, "workflow": true, "version": true, "started_at": true}
+
+const instanceAttrList = "id, workflow, version and started_at"
 
 func findCycles(wf *Workflow) hhcl.Diagnostics {
 	const (

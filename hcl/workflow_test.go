@@ -97,7 +97,7 @@ func TestParseErrors(t *testing.T) {
 }`, []string{"test.hcl:3:8", "Duplicate step name"}},
 		{"missing activity", `workflow "w" {
   step "a" { input = 1 }
-}`, []string{"test.hcl:2", `"activity" is required`}},
+}`, []string{"test.hcl:2", "Step has no kind", "fail { error"}},
 		{"bad duration", `workflow "w" {
   step "a" {
     activity = "noop"
@@ -249,4 +249,78 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = RenderDiagnostics(diags, []byte(s))
 	})
+}
+
+func TestControlFlowDiagnostics(t *testing.T) {
+	cases := map[string][]string{
+		`workflow "w" {
+  step "a" {
+    activity     = "noop"
+    trigger_rule = "any_fail"
+    depends_on   = [step.b]
+  }
+  step "b" {
+    activity = "noop"
+  }
+}`: {"test.hcl:4:20", "Unknown trigger rule", `Did you mean "any_failed"?`},
+		`workflow "w" {
+  step "a" {
+    activity     = "noop"
+    trigger_rule = "any_failed"
+  }
+}`: {"test.hcl:2:3", "Error path without dependencies"},
+		`workflow "w" {
+  step "a" {
+    activity = "noop"
+    fail {
+      error = "x"
+    }
+  }
+}`: {"test.hcl:2:3", "Step has more than one kind", "activity and fail"},
+		`workflow "w" {
+  step "a" {
+    activity = "noop"
+    when     = "yes please"
+  }
+}`: {"test.hcl:4:16", "Incorrect condition type", "must be a bool"},
+		`workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = instance.name
+  }
+}`: {"test.hcl:4:16", "Unsupported instance attribute", "id, workflow, version and started_at"},
+		`workflow "w" {
+  step "a" {
+    fail {
+      message = "no error type"
+    }
+  }
+}`: {"test.hcl:3:10", `"error" is required`},
+		`workflow "w" {
+  step "a" {
+    activity = "noop"
+  }
+  step "b" {
+    activity = "noop"
+    when     = step.a.status == "succeeded"
+  }
+}`: nil,
+	}
+	for src, wants := range cases {
+		wf, diags := Parse("test.hcl", []byte(src))
+		out := RenderDiagnostics(diags, []byte(src))
+		if wants == nil {
+			if diags.HasErrors() {
+				t.Errorf("unexpected errors:\n%s", out)
+			} else if deps := wf.Step("b").Deps; len(deps) != 1 || deps[0] != "a" {
+				t.Errorf("a reference in when did not create a dependency: %v", deps)
+			}
+			continue
+		}
+		for _, w := range wants {
+			if !strings.Contains(out, w) {
+				t.Errorf("diagnostics lack %q:\n%s", w, out)
+			}
+		}
+	}
 }

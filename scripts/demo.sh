@@ -70,6 +70,8 @@ ids+=("$("$BIN" instance start -address "$n2" diamond -input '{"n": 21}' -id dem
 ids+=("$("$BIN" instance start -address "$n3" hello -input '{"name": "Lockstep"}' -id demo-hello)")
 ids+=("$("$BIN" instance start pipeline -input '{"rows": 1000, "source": "orders"}' -id demo-pipeline)")
 ids+=("$("$BIN" instance start -address "$n2" http-check -input "{\"base_url\": \"$n3\"}" -id demo-http)")
+ids+=("$("$BIN" instance start spend-guard -input '{"account": "acme", "amount": 120}' -id demo-spend-ok)")
+ids+=("$("$BIN" instance start -address "$n3" spend-guard -input '{"account": "acme", "amount": 5000}' -id demo-spend-refused)")
 for k in 1 2 3 4 5; do
   ids+=("$("$BIN" instance start diamond -input "{\"n\": $k}")")
 done
@@ -86,6 +88,9 @@ done
 
 bold "One instance in detail, read from node3"
 run "$BIN" instance status -address "$n3" demo-pipeline
+
+bold "An error path: the refused spend was handled, the audit ran either way"
+run "$BIN" instance status demo-spend-refused
 
 cat <<TRY
 
