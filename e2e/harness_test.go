@@ -110,12 +110,14 @@ func readExample(t *testing.T, name string) []byte {
 	return src
 }
 
-// waitInstance waits for an instance to end, reading from the given node.
-func waitInstance(t *testing.T, cl *api.Client, id string, timeout time.Duration) *api.Instance {
+// waitInstance waits for an instance started at raft index since (the
+// start's Started.Index) to end, reading from the given node, which may be
+// another than the one that took the start.
+func waitInstance(t *testing.T, cl *api.Client, id string, since uint64, timeout time.Duration) *api.Instance {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	inst, err := cl.WaitInstance(ctx, id)
+	inst, err := cl.WaitInstanceSince(ctx, id, since)
 	if err != nil {
 		last, _ := cl.Instance(context.Background(), id)
 		t.Fatalf("instance %s did not end: %v (last seen: %+v)", id, err, last)

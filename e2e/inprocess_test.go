@@ -53,6 +53,7 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 
 	// Run several diamonds, started on different nodes, read from a follower.
 	var ids []string
+	since := map[string]uint64{}
 	for i := 0; i < 6; i++ {
 		cl := c.client(c.agents[i%3])
 		s, err := cl.StartInstance(ctx, "diamond", api.StartRequest{Input: json.RawMessage(fmt.Sprintf(`{"n": %d}`, i))})
@@ -60,9 +61,10 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 			t.Fatalf("start %d = %+v, %v", i, s, err)
 		}
 		ids = append(ids, s.ID)
+		since[s.ID] = s.Index
 	}
 	for i, id := range ids {
-		inst := waitInstance(t, fc, id, 20*time.Second)
+		inst := waitInstance(t, fc, id, since[id], 20*time.Second)
 		if inst.Status != "completed" {
 			t.Fatalf("instance %s: %s %+v", id, inst.Status, inst.Error)
 		}
@@ -83,20 +85,34 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id, amount := range map[string]int{"spend-ok": 10, "spend-refused": 5000} {
-		if _, err := c.client(c.agents[2]).StartInstance(ctx, "spend-guard", api.StartRequest{ID: id, Input: json.RawMessage(fmt.Sprintf(`{"account":"a","amount":%d}`, amount))}); err != nil {
+		s, err := c.client(c.agents[2]).StartInstance(ctx, "spend-guard", api.StartRequest{ID: id, Input: json.RawMessage(fmt.Sprintf(`{"account":"a","amount":%d}`, amount))})
+		if err != nil {
 			t.Fatal(err)
 		}
+		since[id] = s.Index
 	}
 	for id, want := range map[string]string{
 		"spend-ok":      "charge=succeeded refuse=skipped report_refusal=skipped audit=succeeded",
 		"spend-refused": "charge=skipped refuse=failed report_refusal=succeeded audit=succeeded",
 	} {
-		inst := waitInstance(t, fc, id, 20*time.Second)
+		inst := waitInstance(t, fc, id, since[id], 20*time.Second)
 		got := fmt.Sprintf("charge=%s refuse=%s report_refusal=%s audit=%s", inst.Steps["charge"].Status,
 			inst.Steps["refuse"].Status, inst.Steps["report_refusal"].Status, inst.Steps["audit"].Status)
 		if inst.Status != "completed" || got != want {
 			t.Fatalf("%s: %s %s, want %s", id, inst.Status, got, want)
 		}
+	}
+
+	// A bounded fan-out over a map, joined.
+	if _, err := fc.RegisterWorkflow(ctx, "backfill.hcl", readExample(t, "backfill.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	bf, err := fc.StartInstance(ctx, "backfill", api.StartRequest{ID: "bf", Input: json.RawMessage(`{"tables":{"a":{"days":2},"b":{"days":3},"c":{"days":1,"ms_per_day":5}}}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst := waitInstance(t, fc, "bf", bf.Index, 20*time.Second); inst.Status != "completed" || string(inst.Output) != `{"days":6,"tables":["a","b","c"]}` {
+		t.Fatalf("backfill: %s %s %+v", inst.Status, inst.Output, inst.Error)
 	}
 
 	// Start one slow instance and stop the leader while it is in flight.
@@ -132,8 +148,9 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{inflight.ID, after.ID} {
-		inst := waitInstance(t, other, id, 30*time.Second)
+	for _, s := range []*api.Started{inflight, after} {
+		id := s.ID
+		inst := waitInstance(t, other, id, s.Index, 30*time.Second)
 		if inst.Status != "completed" {
 			t.Fatalf("instance %s after failover: %s %+v", id, inst.Status, inst.Error)
 		}

@@ -296,8 +296,10 @@ func snapshotBytes(t *testing.T, f *FSM) []byte {
 func buildBusyLog(t *testing.T) *harness {
 	h := newHarness(t)
 	h.register(diamondSource(t))
+	h.register(fanout)
 	for i := 0; i < 20; i++ {
 		h.start(fmt.Sprintf("i%02d", i), "diamond", fmt.Sprintf(`{"n": %d, "tags": {"z": 1, "a": [1, 2.5]}}`, i))
+		h.start(fmt.Sprintf("f%02d", i), "fan", fmt.Sprintf(`{"items": ["x", "y", "z%d"], "tags": {"b": %d, "a": 1}}`, i, i))
 	}
 	tasks := h.leaseAll("w1")
 	for i, task := range tasks {

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"time"
 
@@ -66,6 +67,22 @@ type StepState struct {
 	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
 	StartedAt   *time.Time `json:"started_at,omitempty"`
 	EndedAt     *time.Time `json:"ended_at,omitempty"`
+	// Elements are the for_each elements of the step, in order; the step's
+	// output is then the list (or, with ForEachMap, the map) of theirs.
+	Elements   []*ElementState `json:"elements,omitempty"`
+	ForEachMap bool            `json:"for_each_map,omitempty"`
+}
+
+// ElementState is the progress of one for_each element: one task.
+type ElementState struct {
+	Key      string          `json:"key"`
+	Index    bool            `json:"index,omitempty"`
+	Value    json.RawMessage `json:"value"`
+	Status   string          `json:"status"`
+	Output   json.RawMessage `json:"output,omitempty"`
+	Error    *TaskError      `json:"error,omitempty"`
+	Attempts int             `json:"attempts"`
+	TaskID   string          `json:"task_id,omitempty"`
 }
 
 // Terminal reports whether the instance has ended.
@@ -76,6 +93,13 @@ func (i *Instance) clone() *Instance {
 	c.Steps = make(map[string]*StepState, len(i.Steps))
 	for k, v := range i.Steps {
 		s := *v
+		if v.Elements != nil {
+			s.Elements = make([]*ElementState, len(v.Elements))
+			for j, e := range v.Elements {
+				ec := *e
+				s.Elements[j] = &ec
+			}
+		}
 		c.Steps[k] = &s
 	}
 	return &c
@@ -256,12 +280,16 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 			}
 			endStep(st, StepFailed, &TaskError{Type: s.FailError, Message: msg}, now)
 		default:
+			if s.ForEach != nil {
+				f.startForEach(tx, inst, s, st, now)
+				continue
+			}
 			input, err := hcl.Eval(s.Input, scopeOf(inst, now))
 			if err != nil {
 				endStep(st, StepFailed, &TaskError{Type: "input_error", Message: err.Error()}, now)
 				continue
 			}
-			task := newTask(tx, inst, s, input, now)
+			task := newTask(tx, inst, s, input, now, nil)
 			st.Status = StepScheduled
 			st.TaskID = task.ID
 			st.ScheduledAt = &now
@@ -291,6 +319,7 @@ func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskErro
 			if st.TaskID != "" {
 				tx.cancelTask(st.TaskID, now)
 			}
+			cancelElements(tx, st, now)
 			endStep(st, StepCancelled, nil, now)
 		}
 	}
@@ -465,4 +494,144 @@ func (t *Txn) Instances(workflow, after string, limit int) []*Instance {
 		}
 	}
 	return out
+}
+
+// startForEach evaluates a step's for_each into elements and schedules the
+// first of them. An empty collection succeeds at once.
+func (f *FSM) startForEach(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, now time.Time) {
+	elems, isMap, err := hcl.EvalForEach(s.ForEach, scopeOf(inst, now))
+	if err != nil {
+		endStep(st, StepFailed, &TaskError{Type: "for_each_error", Message: err.Error()}, now)
+		return
+	}
+	st.ForEachMap = isMap
+	st.ScheduledAt = &now
+	st.Elements = make([]*ElementState, len(elems))
+	for i, e := range elems {
+		st.Elements[i] = &ElementState{Key: e.Key, Index: e.Index, Value: e.Value, Status: StepWaiting}
+	}
+	if len(elems) == 0 {
+		st.Output = aggregate(st)
+		endStep(st, StepSucceeded, nil, now)
+		return
+	}
+	st.Status = StepScheduled
+	if err := f.fillElements(tx, inst, s, st, now); err != nil {
+		failElements(tx, st, &TaskError{Type: "input_error", Message: err.Error()}, now)
+	}
+}
+
+// fillElements schedules waiting elements, in order, while fewer than
+// max_concurrency are in flight.
+func (f *FSM) fillElements(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, now time.Time) error {
+	inFlight := 0
+	for _, e := range st.Elements {
+		if e.Status == StepScheduled || e.Status == StepRunning {
+			inFlight++
+		}
+	}
+	scope := scopeOf(inst, now)
+	for i, e := range st.Elements {
+		if e.Status != StepWaiting {
+			continue
+		}
+		if s.MaxConcurrency > 0 && inFlight >= s.MaxConcurrency {
+			break
+		}
+		scope.Each = &hcl.Element{Key: e.Key, Value: e.Value, Index: e.Index}
+		input, err := hcl.Eval(s.Input, scope)
+		if err != nil {
+			return fmt.Errorf("element %s: %v", e.Key, err)
+		}
+		idx := i
+		task := newTask(tx, inst, s, input, now, &idx)
+		e.Status = StepScheduled
+		e.TaskID = task.ID
+		inFlight++
+	}
+	return nil
+}
+
+// finishElement records one element's result and moves its step: a failed
+// element fails the step (cancelling its siblings); when every element has
+// succeeded the step succeeds with their outputs; otherwise the next
+// elements are scheduled.
+func (f *FSM) finishElement(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, idx int, output json.RawMessage, taskErr *TaskError, now time.Time) {
+	e := st.Elements[idx]
+	if taskErr != nil {
+		e.Status, e.Error = StepFailed, taskErr
+		failElements(tx, st, &TaskError{Type: taskErr.Type, Message: "element " + e.Key + ": " + taskErr.Message}, now)
+		return
+	}
+	e.Status, e.Output = StepSucceeded, output
+	done := true
+	for _, x := range st.Elements {
+		if x.Status != StepSucceeded {
+			done = false
+			break
+		}
+	}
+	if done {
+		st.Output = aggregate(st)
+		endStep(st, StepSucceeded, nil, now)
+		return
+	}
+	if err := f.fillElements(tx, inst, s, st, now); err != nil {
+		failElements(tx, st, &TaskError{Type: "input_error", Message: err.Error()}, now)
+		return
+	}
+	st.Status = elementsStatus(st)
+}
+
+// failElements fails a for_each step and cancels its unfinished elements.
+func failElements(tx *Txn, st *StepState, err *TaskError, now time.Time) {
+	cancelElements(tx, st, now)
+	endStep(st, StepFailed, err, now)
+}
+
+func cancelElements(tx *Txn, st *StepState, now time.Time) {
+	for _, e := range st.Elements {
+		switch e.Status {
+		case StepWaiting, StepScheduled, StepRunning:
+			if e.TaskID != "" {
+				tx.cancelTask(e.TaskID, now)
+			}
+			e.Status = StepCancelled
+		}
+	}
+}
+
+// elementsStatus is running while any element's task is leased, else
+// scheduled.
+func elementsStatus(st *StepState) string {
+	for _, e := range st.Elements {
+		if e.Status == StepRunning {
+			return StepRunning
+		}
+	}
+	return StepScheduled
+}
+
+// aggregate builds a for_each step's output: a list in element order, or a
+// map by key (keys are already in sorted order).
+func aggregate(st *StepState) json.RawMessage {
+	var b bytes.Buffer
+	open, close := byte('['), byte(']')
+	if st.ForEachMap {
+		open, close = '{', '}'
+	}
+	b.WriteByte(open)
+	for i, e := range st.Elements {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if st.ForEachMap {
+			k, _ := json.Marshal(e.Key)
+			b.Write(k)
+			b.WriteByte(':')
+		}
+		b.Write(normalizeJSON(e.Output))
+	}
+	b.WriteByte(close)
+	return b.Bytes()
 }

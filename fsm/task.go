@@ -29,8 +29,11 @@ type Task struct {
 	Step       string `json:"step"`
 	Activity   string `json:"activity"`
 	Queue      string `json:"queue"`
-	// IdempotencyKey is stable across attempts (instance/step) so that a
-	// worker can make its side effects idempotent.
+	// Element is the for_each element the task runs, if any.
+	Element *int `json:"element,omitempty"`
+	// IdempotencyKey is stable across attempts (instance/step, or
+	// instance/step/key for a for_each element) so that a worker can make
+	// its side effects idempotent.
 	IdempotencyKey string          `json:"idempotency_key"`
 	Input          json.RawMessage `json:"input"`
 	Status         string          `json:"status"`
@@ -79,8 +82,12 @@ func init() {
 	registerCommand(ExpireLeasesType, (*FSM).applyExpireLeases)
 }
 
-func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now time.Time) *Task {
+func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now time.Time, element *int) *Task {
 	seq := tx.nextSeq("task")
+	key := inst.ID + "/" + s.Name
+	if element != nil {
+		key += "/" + inst.Steps[s.Name].Elements[*element].Key
+	}
 	t := &Task{
 		ID:             fmt.Sprintf("t%d", seq),
 		Seq:            seq,
@@ -88,7 +95,8 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		Step:           s.Name,
 		Activity:       s.Activity,
 		Queue:          s.Queue,
-		IdempotencyKey: inst.ID + "/" + s.Name,
+		Element:        element,
+		IdempotencyKey: key,
 		Input:          input,
 		Status:         TaskPending,
 		Timeout:        s.Timeout,
@@ -159,9 +167,18 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 		ic := inst.clone()
 		st := ic.Steps[c.Step]
 		st.Status = StepRunning
-		st.Attempts = c.Attempt
 		now := req.Time
-		st.StartedAt = &now
+		if c.Element != nil {
+			e := st.Elements[*c.Element]
+			e.Status, e.Attempts = StepRunning, c.Attempt
+			st.Attempts = max(st.Attempts, c.Attempt)
+			if st.StartedAt == nil {
+				st.StartedAt = &now
+			}
+		} else {
+			st.Attempts = c.Attempt
+			st.StartedAt = &now
+		}
 		ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
 		tx.mustInsert(tableInstances, ic)
 		resp.Granted = append(resp.Granted, &c)
@@ -241,6 +258,17 @@ func (f *FSM) finishTask(tx *Txn, id, token string, now time.Time, output json.R
 	c.ModifyIndex = tx.Index
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
+	if c.Element != nil {
+		if taskErr != nil {
+			c.Status = TaskFailed
+		} else {
+			c.Status = TaskCompleted
+		}
+		tx.mustInsert(tableTasks, &c)
+		f.finishElement(tx, ic, wf.Step(c.Step), st, *c.Element, output, taskErr, now)
+		f.advance(tx, ic, wf, now)
+		return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}
+	}
 	st.EndedAt = &now
 	if taskErr != nil {
 		c.Status = TaskFailed
@@ -292,7 +320,13 @@ func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
 		tx.mustInsert(tableTasks, &c)
 		if inst := tx.Instance(c.InstanceID); inst != nil && !inst.Terminal() {
 			ic := inst.clone()
-			ic.Steps[c.Step].Status = StepScheduled
+			st := ic.Steps[c.Step]
+			if c.Element != nil {
+				st.Elements[*c.Element].Status = StepScheduled
+				st.Status = elementsStatus(st)
+			} else {
+				st.Status = StepScheduled
+			}
 			ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
 			tx.mustInsert(tableInstances, ic)
 		}

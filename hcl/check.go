@@ -174,3 +174,48 @@ func checkBool(attr *hhcl.Attribute) hhcl.Diagnostics {
 	}
 	return nil
 }
+
+// checkEach reports each.* references where no element is in scope, and
+// attributes of each other than key and value.
+func checkEach(expr hhcl.Expression, allowed bool) hhcl.Diagnostics {
+	var diags hhcl.Diagnostics
+	for _, t := range expr.Variables() {
+		if t.RootName() != "each" {
+			continue
+		}
+		if !allowed {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "each outside for_each",
+				Detail: "each.key and each.value exist only in the input of a step with for_each.", Subject: t.SourceRange().Ptr()})
+			continue
+		}
+		if len(t) < 2 {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Incomplete each reference",
+				Detail: "Use each.key or each.value.", Subject: t.SourceRange().Ptr()})
+		} else if a, ok := t[1].(hhcl.TraverseAttr); !ok || (a.Name != "key" && a.Name != "value") {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Unsupported each attribute",
+				Detail: "each has two attributes: key (the index or map key) and value.", Subject: t.SourceRange().Ptr()})
+		}
+	}
+	return diags
+}
+
+// checkCollection reports a constant for_each that is not a list, set or map.
+func checkCollection(attr *hhcl.Attribute) hhcl.Diagnostics {
+	if len(attr.Expr.Variables()) > 0 {
+		return nil
+	}
+	v, diags := attr.Expr.Value(&hhcl.EvalContext{Functions: functions})
+	if diags.HasErrors() || !v.IsKnown() {
+		return nil
+	}
+	if v.IsNull() || !IsCollection(v.Type()) {
+		return hhcl.Diagnostics{attrError(attr, "Incorrect for_each type",
+			fmt.Sprintf("for_each must be a list, set or map, such as input.items; this is %s.", v.Type().FriendlyName()))}
+	}
+	return nil
+}
+
+// IsCollection reports whether a for_each value of this type has elements.
+func IsCollection(ty cty.Type) bool {
+	return ty.IsListType() || ty.IsSetType() || ty.IsTupleType() || ty.IsMapType() || ty.IsObjectType()
+}

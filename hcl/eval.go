@@ -54,6 +54,25 @@ var functions = map[string]function.Function{
 	"values":     stdlib.ValuesFunc,
 	"try":        tryfunc.TryFunc,
 	"can":        tryfunc.CanFunc,
+	"chunklist":  stdlib.ChunklistFunc,
+	"compact":    stdlib.CompactFunc,
+	"element":    stdlib.ElementFunc,
+	"formatdate": stdlib.FormatDateFunc,
+	"formatlist": stdlib.FormatListFunc,
+	"index":      stdlib.IndexFunc,
+	"parseint":   stdlib.ParseIntFunc,
+	"pow":        stdlib.PowFunc,
+	"regexall":   stdlib.RegexAllFunc,
+	"setunion":   stdlib.SetUnionFunc,
+	"slice":      stdlib.SliceFunc,
+	"strlen":     stdlib.StrlenFunc,
+	"timeadd":    stdlib.TimeAddFunc,
+	"title":      stdlib.TitleFunc,
+	"trim":       stdlib.TrimFunc,
+	"trimprefix": stdlib.TrimPrefixFunc,
+	"trimsuffix": stdlib.TrimSuffixFunc,
+	"zipmap":     stdlib.ZipmapFunc,
+	"sum":        sumFunc,
 	"base64encode": function.New(&function.Spec{
 		Params: []function.Parameter{{Name: "str", Type: cty.String}},
 		Type:   function.StaticReturnType(cty.String),
@@ -79,6 +98,28 @@ var functions = map[string]function.Function{
 	// applied (nowFunc); this entry only makes the name known to validation.
 	"now": nowFunc(time.Time{}),
 }
+
+// sumFunc adds up a list, set or tuple of numbers.
+var sumFunc = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "list", Type: cty.DynamicPseudoType}},
+	Type:   function.StaticReturnType(cty.Number),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		v := args[0]
+		if !v.Type().IsListType() && !v.Type().IsSetType() && !v.Type().IsTupleType() {
+			return cty.NilVal, function.NewArgErrorf(0, "sum takes a list of numbers, not %s", v.Type().FriendlyName())
+		}
+		total := cty.Zero
+		for it := v.ElementIterator(); it.Next(); {
+			_, ev := it.Element()
+			n, err := convert.Convert(ev, cty.Number)
+			if err != nil || n.IsNull() {
+				return cty.NilVal, function.NewArgErrorf(0, "sum takes a list of numbers; an element is %s", ev.Type().FriendlyName())
+			}
+			total = total.Add(n)
+		}
+		return total, nil
+	},
+})
 
 // nowFunc returns the time of the event being applied, as RFC 3339: never
 // the clock, so every node computes the same value.
@@ -127,6 +168,17 @@ type Scope struct {
 	Steps    map[string]StepResult
 	Instance InstanceInfo
 	Now      time.Time
+	// Each is the for_each element being evaluated, if any.
+	Each *Element
+}
+
+// Element is one element of a for_each: its key (the index of a list or
+// set, the key of a map) and its value.
+type Element struct {
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+	// Index says the key is a list position (each.key is then a number).
+	Index bool `json:"index,omitempty"`
 }
 
 func (s Scope) evalContext() (*hhcl.EvalContext, error) {
@@ -163,10 +215,21 @@ func (s Scope) evalContext() (*hhcl.EvalContext, error) {
 		funcs[k] = v
 	}
 	funcs["now"] = nowFunc(s.Now)
-	return &hhcl.EvalContext{
-		Variables: map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps), "instance": inst},
-		Functions: funcs,
-	}, nil
+	vars := map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps), "instance": inst}
+	if s.Each != nil {
+		val, err := FromJSON(s.Each.Value)
+		if err != nil {
+			return nil, fmt.Errorf("for_each element %s: %w", s.Each.Key, err)
+		}
+		key := cty.StringVal(s.Each.Key)
+		if s.Each.Index {
+			if key, err = convert.Convert(key, cty.Number); err != nil {
+				return nil, err
+			}
+		}
+		vars["each"] = cty.ObjectVal(map[string]cty.Value{"key": key, "value": val})
+	}
+	return &hhcl.EvalContext{Variables: vars, Functions: funcs}, nil
 }
 
 // Eval evaluates expr in scope and returns the result as JSON. A nil
@@ -205,6 +268,39 @@ func EvalBool(expr hhcl.Expression, scope Scope) (bool, error) {
 		return false, fmt.Errorf("%s:%d,%d: the condition must be a bool, not %s", r.Filename, r.Start.Line, r.Start.Column, v.Type().FriendlyName())
 	}
 	return b.True(), nil
+}
+
+// EvalForEach evaluates a for_each into its elements, in a fixed order:
+// list, tuple and set elements by position (sets in cty's own order), map
+// and object elements by key. isMap says the step's output is a map.
+func EvalForEach(expr hhcl.Expression, scope Scope) (elems []Element, isMap bool, err error) {
+	ctx, err := scope.evalContext()
+	if err != nil {
+		return nil, false, err
+	}
+	v, diags := expr.Value(ctx)
+	if diags.HasErrors() {
+		return nil, false, diagError(diags)
+	}
+	if v.IsNull() || !v.IsWhollyKnown() || !IsCollection(v.Type()) {
+		r := expr.Range()
+		return nil, false, fmt.Errorf("%s:%d,%d: for_each must be a list, set or map, not %s", r.Filename, r.Start.Line, r.Start.Column, v.Type().FriendlyName())
+	}
+	isMap = v.Type().IsMapType() || v.Type().IsObjectType()
+	i := 0
+	for it := v.ElementIterator(); it.Next(); i++ {
+		k, ev := it.Element()
+		raw, err := ToJSON(ev)
+		if err != nil {
+			return nil, false, err
+		}
+		if isMap {
+			elems = append(elems, Element{Key: k.AsString(), Value: raw})
+		} else {
+			elems = append(elems, Element{Key: fmt.Sprint(i), Value: raw, Index: true})
+		}
+	}
+	return elems, isMap, nil
 }
 
 // FromJSON converts a JSON document to a cty value of its implied type.

@@ -40,8 +40,13 @@ const (
 func Graph(wf *Workflow, format GraphFormat) (string, error) {
 	var b strings.Builder
 	label := func(s *Step) string {
-		if s.Kind == KindFail {
+		switch {
+		case s.Kind == KindFail:
 			return "fail: " + s.FailError
+		case s.ForEach != nil && s.MaxConcurrency > 0:
+			return fmt.Sprintf("%s (for_each, %d at a time)", s.Activity, s.MaxConcurrency)
+		case s.ForEach != nil:
+			return s.Activity + " (for_each)"
 		}
 		return s.Activity
 	}

@@ -14,6 +14,7 @@ import (
 
 	hhcl "github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // MaxSourceBytes bounds a workflow file. Larger sources are rejected before
@@ -94,6 +95,11 @@ type Step struct {
 	// FailError and FailMessage are the error of a fail step.
 	FailError   string
 	FailMessage hhcl.Expression
+	// ForEach, if set, makes the step run one task per element of the list,
+	// set or map it evaluates to; Input then sees each.key and each.value.
+	// MaxConcurrency bounds the elements in flight (0: no bound).
+	ForEach        hhcl.Expression
+	MaxConcurrency int
 	// Input is the expression evaluated, when the step becomes ready, into
 	// the task's input. Nil means the task has a null input.
 	Input hhcl.Expression
@@ -142,6 +148,8 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "timeout"},
 		{Name: "when"},
 		{Name: "trigger_rule"},
+		{Name: "for_each"},
+		{Name: "max_concurrency"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}},
 }
@@ -282,6 +290,7 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 		s.Deps = appendUnique(s.Deps, r.target)
 	}
 	if wf.Output != nil {
+		diags = append(diags, checkEach(wf.Output, false)...)
 		diags = append(diags, checkExpr(wf.Output, "", wf, false)...)
 	}
 	// input.NAME references are checked once the input block is known,
@@ -412,10 +421,43 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 		refExprs = append(refExprs, attr.Expr)
 		diags = append(diags, checkBool(attr)...)
 	}
+	if attr, ok := content.Attributes["for_each"]; ok {
+		step.ForEach = attr.Expr
+		refExprs = append(refExprs, attr.Expr)
+		diags = append(diags, checkCollection(attr)...)
+		if step.Kind == KindFail {
+			diags = append(diags, attrError(attr, "for_each on a fail step", "A fail step fails once; for_each only applies to activity steps."))
+		}
+	}
+	if attr, ok := content.Attributes["max_concurrency"]; ok {
+		v, d := attr.Expr.Value(nil)
+		n, accuracy := 0, false
+		if !d.HasErrors() && v.Type() == cty.Number && !v.IsNull() {
+			bf := v.AsBigFloat()
+			if bf.IsInt() {
+				i, _ := bf.Int64()
+				n, accuracy = int(i), true
+			}
+		}
+		switch {
+		case !accuracy || n < 1:
+			diags = append(diags, attrError(attr, "Invalid max_concurrency", "max_concurrency is a whole number of at least 1: how many elements run at once."))
+		case step.ForEach == nil:
+			diags = append(diags, attrError(attr, "max_concurrency without for_each", "max_concurrency bounds the elements of a for_each; add for_each or remove it."))
+		default:
+			step.MaxConcurrency = n
+		}
+	}
 	var refs []pendingRef
 	if attr, ok := content.Attributes["input"]; ok {
 		step.Input = attr.Expr
-		refExprs = append(refExprs, attr.Expr)
+		diags = append(diags, checkEach(attr.Expr, step.ForEach != nil)...)
+	}
+	for _, e := range refExprs {
+		diags = append(diags, checkEach(e, false)...)
+	}
+	if step.Input != nil {
+		refExprs = append(refExprs, step.Input)
 	}
 	for _, e := range refExprs {
 		diags = append(diags, checkExpr(e, name, nil, true)...)
@@ -491,7 +533,7 @@ func checkExpr(expr hhcl.Expression, from string, wf *Workflow, inStep bool) hhc
 	var diags hhcl.Diagnostics
 	for _, t := range expr.Variables() {
 		switch t.RootName() {
-		case "input":
+		case "input", "each": // each is checked by checkEach
 		case "instance":
 			if len(t) < 2 {
 				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Incomplete instance reference",

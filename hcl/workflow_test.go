@@ -306,6 +306,31 @@ func TestControlFlowDiagnostics(t *testing.T) {
   }
 }`: nil,
 	}
+	cases[`workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = each.value
+  }
+}`] = []string{"test.hcl:4:16", "each outside for_each"}
+	cases[`workflow "w" {
+  step "a" {
+    for_each = [1, 2]
+    activity = "noop"
+    input    = each.item
+    when     = each.key > 0
+  }
+}`] = []string{"test.hcl:5:16", "Unsupported each attribute", "test.hcl:6:16", "each outside for_each"}
+	cases[`workflow "w" {
+  step "a" {
+    for_each        = "abc"
+    max_concurrency = 0
+    activity        = "noop"
+  }
+  step "b" {
+    activity        = "noop"
+    max_concurrency = 2
+  }
+}`] = []string{"test.hcl:3:23", "Incorrect for_each type", "test.hcl:4:23", "Invalid max_concurrency", "test.hcl:9:23", "max_concurrency without for_each"}
 	for src, wants := range cases {
 		wf, diags := Parse("test.hcl", []byte(src))
 		out := RenderDiagnostics(diags, []byte(src))
@@ -322,5 +347,27 @@ func TestControlFlowDiagnostics(t *testing.T) {
 				t.Errorf("diagnostics lack %q:\n%s", w, out)
 			}
 		}
+	}
+}
+
+func TestSumAndTimeFunctions(t *testing.T) {
+	wf := mustParse(t, `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = { total = sum([1, 2.5, "3"]), later = timeadd("2026-01-01T00:00:00Z", "90m") }
+  }
+}`)
+	out, err := Eval(wf.Step("a").Input, Scope{})
+	if err != nil || string(out) != `{"later":"2026-01-01T01:30:00Z","total":6.5}` {
+		t.Fatalf("got %s %v", out, err)
+	}
+	bad := mustParse(t, `workflow "w" {
+  step "a" {
+    activity = "noop"
+    input    = sum(["x"])
+  }
+}`)
+	if _, err := Eval(bad.Step("a").Input, Scope{}); err == nil || !strings.Contains(err.Error(), "list of numbers") {
+		t.Fatalf("sum of strings: %v", err)
 	}
 }

@@ -72,6 +72,7 @@ ids+=("$("$BIN" instance start pipeline -input '{"rows": 1000, "source": "orders
 ids+=("$("$BIN" instance start -address "$n2" http-check -input "{\"base_url\": \"$n3\"}" -id demo-http)")
 ids+=("$("$BIN" instance start spend-guard -input '{"account": "acme", "amount": 120}' -id demo-spend-ok)")
 ids+=("$("$BIN" instance start -address "$n3" spend-guard -input '{"account": "acme", "amount": 5000}' -id demo-spend-refused)")
+ids+=("$("$BIN" instance start backfill -input '{"tables": {"orders": {"days": 30}, "users": {"days": 12}, "events": {"days": 20}, "refunds": {"days": 5}}}' -id demo-backfill)")
 for k in 1 2 3 4 5; do
   ids+=("$("$BIN" instance start diamond -input "{\"n\": $k}")")
 done
@@ -91,6 +92,9 @@ run "$BIN" instance status -address "$n3" demo-pipeline
 
 bold "An error path: the refused spend was handled, the audit ran either way"
 run "$BIN" instance status demo-spend-refused
+
+bold "A bounded fan-out over a map: one task per table, two at a time"
+run "$BIN" instance status demo-backfill
 
 cat <<TRY
 

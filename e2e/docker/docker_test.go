@@ -288,13 +288,21 @@ func TestClusterSurvivesLeaderKillAndPause(t *testing.T) {
 	sort.Strings(acked)
 	t.Logf("acknowledged starts: %d; retried errors by kind: %v", len(acked), errs)
 
+	// A fence: one more start after the load. Any node that has applied it
+	// holds every start acknowledged before it, so reads wait past its index.
+	var fence *api.Started
+	waitFor(t, 30*time.Second, "the fence start", func() (err error) {
+		fence, err = client(t, "node1").StartInstance(ctx, "diamond", api.StartRequest{ID: "fence", Input: json.RawMessage(`{"n": 0}`)})
+		return err
+	})
+
 	// Every acknowledged start exists and completes, as seen from every node,
 	// and the nodes agree on the set of instances.
 	for _, n := range all {
 		c := client(t, n)
 		for _, id := range acked {
 			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			inst, err := c.WaitInstance(wctx, id)
+			inst, err := c.WaitInstanceSince(wctx, id, fence.Index)
 			cancel()
 			if err != nil {
 				t.Fatalf("%s: acknowledged instance %s: %v", n, id, err)
@@ -306,6 +314,11 @@ func TestClusterSurvivesLeaderKillAndPause(t *testing.T) {
 	}
 	var lists []string
 	for _, n := range all {
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		if _, err := client(t, n).WaitInstanceSince(wctx, "fence", fence.Index); err != nil {
+			t.Fatalf("%s: fence: %v", n, err)
+		}
+		cancel()
 		var ids []string
 		next := ""
 		for {
