@@ -2,6 +2,7 @@ package hcl
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/agext/levenshtein"
@@ -121,15 +122,37 @@ func validName(s string) bool {
 func ValidName(s string) bool { return validName(s) }
 
 // suggest returns the candidate closest to given, if any is close enough to
-// be a plausible typo.
+// be a plausible typo (longer names tolerate more edits).
 func suggest(given string, candidates []string) string {
-	best, bestDist := "", 3
+	best, bestDist := "", 3+len(given)/6
 	for _, c := range candidates {
 		if d := levenshtein.Distance(given, c, nil); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
 	return best
+}
+
+// pos renders a range's start as file:line:col, the form every
+// diagnostic uses.
+func pos(r hhcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// sortDiagnostics orders diagnostics by where they point, so a file's
+// problems read top to bottom.
+func sortDiagnostics(diags hhcl.Diagnostics) {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a != nil && b == nil
+		case a.Start.Line != b.Start.Line:
+			return a.Start.Line < b.Start.Line
+		default:
+			return a.Start.Column < b.Start.Column
+		}
+	})
 }
 
 func joinArrow(names []string) string {

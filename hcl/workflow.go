@@ -192,7 +192,7 @@ func Parse(filename string, src []byte) (*Workflow, hhcl.Diagnostics) {
 		diags = append(diags, &hhcl.Diagnostic{
 			Severity: hhcl.DiagError,
 			Summary:  "More than one workflow block",
-			Detail:   fmt.Sprintf("This file already declares workflow %q at %s; put each workflow in its own file.", blocks[0].Labels[0], blocks[0].DefRange),
+			Detail:   fmt.Sprintf("This file already declares workflow %q at %s; put each workflow in its own file.", blocks[0].Labels[0], pos(blocks[0].DefRange)),
 			Subject:  blocks[1].DefRange.Ptr(),
 		})
 	}
@@ -201,6 +201,7 @@ func Parse(filename string, src []byte) (*Workflow, hhcl.Diagnostics) {
 	}
 	wf, d := decodeWorkflow(blocks[0])
 	diags = append(diags, d...)
+	sortDiagnostics(diags)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -234,7 +235,7 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 		if b.Type == "input" {
 			if wf.Input != nil {
 				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate input block",
-					Detail: fmt.Sprintf("The input was already declared at %s; declare every input attribute in one block.", wf.Input.Range), Subject: b.DefRange.Ptr()})
+					Detail: fmt.Sprintf("The input was already declared at %s; declare every input attribute in one block.", pos(wf.Input.Range)), Subject: b.DefRange.Ptr()})
 				continue
 			}
 			spec, d := decodeInput(b)
@@ -253,7 +254,7 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 			diags = append(diags, &hhcl.Diagnostic{
 				Severity: hhcl.DiagError,
 				Summary:  "Duplicate step name",
-				Detail:   fmt.Sprintf("A step named %q was already declared at %s. Step names must be unique within a workflow.", step.Name, prev.DeclRange),
+				Detail:   fmt.Sprintf("A step named %q was already declared at %s. Step names must be unique within a workflow.", step.Name, pos(prev.DeclRange)),
 				Subject:  b.LabelRanges[0].Ptr(),
 			})
 			continue
@@ -511,7 +512,8 @@ func stepRef(t hhcl.Traversal) (string, hhcl.Range, bool) {
 	if !ok {
 		return "", hhcl.Range{}, false
 	}
-	return attr.Name, t.SourceRange(), true
+	// The range covers step.NAME only: that is the part a typo is in.
+	return attr.Name, hhcl.RangeBetween(t[0].SourceRange(), t[1].SourceRange()), true
 }
 
 func unknownStep(r pendingRef, wf *Workflow) *hhcl.Diagnostic {

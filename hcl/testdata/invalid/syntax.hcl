@@ -1,0 +1,6 @@
+workflow "broken" {
+  step "a" {
+    activity = "noop"
+    input    = { x = 1
+  }
+}
