@@ -45,10 +45,11 @@ func (c *Client) ValidateWorkflow(ctx context.Context, filename string, src []by
 
 // WorkflowSummary is one workflow version in a listing.
 type WorkflowSummary struct {
-	Name        string    `json:"name"`
-	Version     uint64    `json:"version"`
-	Description string    `json:"description"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string            `json:"name"`
+	Version     uint64            `json:"version"`
+	Description string            `json:"description"`
+	Labels      map[string]string `json:"labels"`
+	CreatedAt   time.Time         `json:"created_at"`
 }
 
 // Workflows lists the latest version of every workflow.

@@ -4,6 +4,7 @@
 # cases; `charged` in the output says which way it went.
 workflow "spend-guard" {
   description = "Charge within the limit, refuse and report above it, audit always."
+  labels      = { team = "payments", example = "control-flow" }
 
   input {
     account = string

@@ -11,12 +11,13 @@ import (
 
 // WorkflowVersion is one immutable registration of a workflow's source.
 type WorkflowVersion struct {
-	Name        string    `json:"name"`
-	Version     uint64    `json:"version"`
-	Description string    `json:"description,omitempty"`
-	Source      string    `json:"source"`
-	CreatedAt   time.Time `json:"created_at"`
-	CreateIndex uint64    `json:"create_index"`
+	Name        string            `json:"name"`
+	Version     uint64            `json:"version"`
+	Description string            `json:"description,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Source      string            `json:"source"`
+	CreatedAt   time.Time         `json:"created_at"`
+	CreateIndex uint64            `json:"create_index"`
 }
 
 func (w *WorkflowVersion) key() string { return fmt.Sprintf("%s@%d", w.Name, w.Version) }
@@ -68,6 +69,7 @@ func (f *FSM) applyRegisterWorkflow(tx *Txn, body []byte) any {
 		Name:        wf.Name,
 		Version:     tx.nextSeq("workflow_version/" + wf.Name),
 		Description: wf.Description,
+		Labels:      wf.Labels,
 		Source:      req.Source,
 		CreatedAt:   req.Time,
 		CreateIndex: tx.Index,

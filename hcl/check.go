@@ -242,3 +242,23 @@ func checkCollection(attr *hhcl.Attribute) hhcl.Diagnostics {
 func IsCollection(ty cty.Type) bool {
 	return ty.IsListType() || ty.IsSetType() || ty.IsTupleType() || ty.IsMapType() || ty.IsObjectType()
 }
+
+// decodeLabels reads labels = { key = "value", ... }: constant strings.
+func decodeLabels(attr *hhcl.Attribute) (map[string]string, hhcl.Diagnostics) {
+	v, diags := attr.Expr.Value(nil)
+	bad := hhcl.Diagnostics{attrError(attr, "Invalid labels",
+		`labels is an object of constant strings, such as labels = { team = "payments", tier = "1" }.`)}
+	if diags.HasErrors() || v.IsNull() || !(v.Type().IsObjectType() || v.Type().IsMapType()) {
+		return nil, bad
+	}
+	out := map[string]string{}
+	for it := v.ElementIterator(); it.Next(); {
+		k, ev := it.Element()
+		s, err := convert.Convert(ev, cty.String)
+		if err != nil || s.IsNull() {
+			return nil, bad
+		}
+		out[k.AsString()] = s.AsString()
+	}
+	return out, nil
+}

@@ -38,6 +38,9 @@ const DefaultStepTimeout = 5 * time.Minute
 type Workflow struct {
 	Name        string
 	Description string
+	// Labels are free-form key/value pairs for people and tools (owner,
+	// team, tier); they do not change how the workflow runs.
+	Labels map[string]string
 	// Input is the declared input type; nil means any JSON is accepted.
 	Input *InputSpec
 	// Steps in declaration order.
@@ -131,6 +134,7 @@ var rootSchema = &hhcl.BodySchema{
 var workflowSchema = &hhcl.BodySchema{
 	Attributes: []hhcl.AttributeSchema{
 		{Name: "description"},
+		{Name: "labels"},
 		{Name: "output"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{
@@ -228,6 +232,11 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 	}
 	if attr, ok := content.Attributes["output"]; ok {
 		wf.Output = attr.Expr
+	}
+	if attr, ok := content.Attributes["labels"]; ok {
+		labels, d := decodeLabels(attr)
+		diags = append(diags, d...)
+		wf.Labels = labels
 	}
 
 	var refs []pendingRef

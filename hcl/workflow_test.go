@@ -371,3 +371,14 @@ func TestSumAndTimeFunctions(t *testing.T) {
 		t.Fatalf("sum of strings: %v", err)
 	}
 }
+
+func TestLabels(t *testing.T) {
+	wf := mustParse(t, "workflow \"w\" {\n  labels = { team = \"payments\", tier = 1 }\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n")
+	if wf.Labels["team"] != "payments" || wf.Labels["tier"] != "1" {
+		t.Fatalf("labels = %v", wf.Labels)
+	}
+	_, diags := Parse("test.hcl", []byte("workflow \"w\" {\n  labels = { team = input.team }\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"))
+	if out := RenderDiagnostics(diags, nil); !strings.Contains(out, "test.hcl:2:12: Error: Invalid labels") {
+		t.Fatalf("diagnostics = %s", out)
+	}
+}

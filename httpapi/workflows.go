@@ -65,14 +65,15 @@ func (s *Server) postWorkflowAction(r *http.Request, ps httprouter.Params, body 
 }
 
 type workflowSummary struct {
-	Name        string `json:"name"`
-	Version     uint64 `json:"version"`
-	Description string `json:"description,omitempty"`
-	CreatedAt   string `json:"created_at"`
+	Name        string            `json:"name"`
+	Version     uint64            `json:"version"`
+	Description string            `json:"description,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	CreatedAt   string            `json:"created_at"`
 }
 
 func summarize(wv *fsm.WorkflowVersion) workflowSummary {
-	return workflowSummary{Name: wv.Name, Version: wv.Version, Description: wv.Description, CreatedAt: wv.CreatedAt.Format("2006-01-02T15:04:05.000Z07:00")}
+	return workflowSummary{Name: wv.Name, Version: wv.Version, Description: wv.Description, Labels: wv.Labels, CreatedAt: wv.CreatedAt.Format("2006-01-02T15:04:05.000Z07:00")}
 }
 
 // GET /v1/workflows

@@ -216,9 +216,9 @@ func workflowList(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tREGISTERED\tDESCRIPTION")
+	fmt.Fprintln(tw, "NAME\tVERSION\tREGISTERED\tLABELS\tDESCRIPTION")
 	for _, w := range wfs {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", w.Name, w.Version, w.CreatedAt.Local().Format(time.DateTime), w.Description)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", w.Name, w.Version, w.CreatedAt.Local().Format(time.DateTime), formatLabels(w.Labels), w.Description)
 	}
 	tw.Flush()
 	return 0
@@ -468,4 +468,20 @@ func runLeader(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s (http://%s)\n", l.Node, l.HTTPAddr)
 	}
 	return 0
+}
+
+func formatLabels(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
 }
