@@ -146,12 +146,14 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 	for queue, ws := range e.waiters {
 		want := 0
 		for _, w := range ws {
-			want += w.req.MaxTasks
-		}
-		for _, task := range tx.PendingTasks(queue, want*4+16) {
-			if len(leases) >= e.cfg.MaxLeasesPerRound {
-				break
+			if !w.done {
+				want += w.req.MaxTasks
 			}
+		}
+		// Walk the queue in order until every waiter has what it asked
+		// for: tasks no waiter accepts (their workers are elsewhere or
+		// down) must not hide the ones behind them.
+		tx.EachPendingTask(queue, func(task *fsm.Task) bool {
 			for _, w := range ws {
 				if w.done || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
 					continue
@@ -159,10 +161,12 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 				w.claimed = true
 				owner[task.ID] = w
 				owned[w]++
+				want--
 				leases = append(leases, fsm.Lease{TaskID: task.ID, WorkerID: w.req.WorkerID})
 				break
 			}
-		}
+			return want > 0 && len(leases) < e.cfg.MaxLeasesPerRound
+		})
 	}
 	e.mu.Unlock()
 	if len(leases) == 0 {

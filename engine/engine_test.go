@@ -101,3 +101,37 @@ func TestFollowerEngineRefusesPolls(t *testing.T) {
 		t.Fatalf("follower poll = %v", err)
 	}
 }
+
+// Tasks no poller accepts must not hide the ones behind them: a built-in
+// worker (noop only) still gets its task behind a long run of tasks for an
+// activity whose workers are all down.
+func TestFilteredPollSeesPastUnservedTasks(t *testing.T) {
+	a := node(t, "dev", t.TempDir(), true, 0, nil)
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !a.Engine.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	ctx := context.Background()
+	src := "workflow \"ext\" {\n  step \"a\" {\n    activity = \"payments.charge\"\n  }\n}\n"
+	if _, err := cl.RegisterWorkflow(ctx, "ext.hcl", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.RegisterWorkflow(ctx, "w.hcl", []byte(shortLease)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		if _, err := cl.StartInstance(ctx, "ext", api.StartRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cl.StartInstance(ctx, "w", api.StartRequest{ID: "behind", Input: []byte(`{"v":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	task, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "builtin", WaitMS: 3000, Activities: []string{"noop"}})
+	if err != nil || task == nil || task.InstanceID != "behind" {
+		t.Fatalf("filtered poll = %+v %v", task, err)
+	}
+}

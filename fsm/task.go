@@ -361,6 +361,21 @@ func (t *Txn) PendingTasks(queue string, limit int) []*Task {
 	return out
 }
 
+// EachPendingTask calls fn with the pending tasks of a queue, oldest first,
+// until fn returns false.
+func (t *Txn) EachPendingTask(queue string, fn func(*Task) bool) {
+	it, err := t.Get(tableTasks, "queue_prefix", queue, TaskPending)
+	if err != nil {
+		return
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		task := raw.(*Task)
+		if task.Queue != queue || task.Status != TaskPending || !fn(task) {
+			return
+		}
+	}
+}
+
 // LeasedTasks returns leased tasks ordered by lease deadline, earliest
 // first, at most limit of them.
 func (t *Txn) LeasedTasks(limit int) []*Task {
