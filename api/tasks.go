@@ -41,10 +41,13 @@ func (c *Client) Poll(ctx context.Context, queue string, req PollRequest) (*Task
 	return &out, nil
 }
 
-// TaskError is an activity's error.
+// TaskError is an activity's error. NonRetryable says that trying again
+// cannot help (bad input, a refused card): the step fails at once, whatever
+// its retry policy.
 type TaskError struct {
-	Type    string `json:"type"`
-	Message string `json:"message"`
+	Type         string `json:"type"`
+	Message      string `json:"message"`
+	NonRetryable bool   `json:"non_retryable,omitempty"`
 }
 
 // TaskResult is the answer to a completion or failure.

@@ -114,8 +114,8 @@ func (e *Engine) dispatchLoop(ctx context.Context) {
 		state := e.cfg.State.State()
 		changed := state.Changed()
 		progressed := e.dispatchRound(ctx, state)
-		next, expired := e.expireRound(ctx, state)
-		if progressed || expired {
+		next, timed := e.timeRound(ctx, state)
+		if progressed || timed {
 			continue
 		}
 		if !timer.Stop() {
@@ -201,32 +201,57 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 	return len(granted) > 0
 }
 
-// expireRound re-queues leases past their deadline by the leader's clock.
-// It returns how long until the next deadline, and whether it expired any.
-func (e *Engine) expireRound(ctx context.Context, state *fsm.StateStore) (time.Duration, bool) {
+// timeRound proposes what the leader's clock says is due: leases past
+// their deadline (ExpireLeases) and timers whose time has come
+// (FireTimers). It returns how long until the next deadline, and whether it
+// changed anything. The FSM checks every deadline against the command's
+// time, so nothing fires early, whatever this node believed.
+func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Duration, bool) {
 	now := e.cfg.Now().UTC()
-	var expired []fsm.ExpiredLease
 	next := time.Minute
-	for _, t := range state.Read().LeasedTasks(e.cfg.MaxLeasesPerRound) {
+	acted := false
+	tx := state.Read()
+
+	var expired []fsm.ExpiredLease
+	for _, t := range tx.LeasedTasks(e.cfg.MaxLeasesPerRound) {
 		if t.LeaseDeadline.After(now) {
-			next = t.LeaseDeadline.Sub(now)
+			next = min(next, t.LeaseDeadline.Sub(now))
 			break
 		}
 		expired = append(expired, fsm.ExpiredLease{TaskID: t.ID, Token: t.Token})
 	}
-	if len(expired) == 0 {
-		return next, false
+	if len(expired) > 0 {
+		res, err := e.propose(ctx, fsm.ExpireLeasesType, &fsm.ExpireLeasesRequest{Header: fsm.Header{Time: now}, Leases: expired})
+		if err != nil {
+			e.logger.Warn("lease expiry failed", "error", err)
+			return 100 * time.Millisecond, false
+		}
+		if r, ok := res.(*fsm.ExpireLeasesResponse); ok && len(r.Expired) > 0 {
+			e.logger.Info("leases ran out", "tasks", r.Expired)
+			acted = true
+		}
 	}
-	res, err := e.propose(ctx, fsm.ExpireLeasesType, &fsm.ExpireLeasesRequest{Header: fsm.Header{Time: now}, Leases: expired})
-	if err != nil {
-		e.logger.Warn("lease expiry failed", "error", err)
-		return 100 * time.Millisecond, false
+
+	var due []string
+	for _, t := range tx.DueTimers(e.cfg.MaxLeasesPerRound) {
+		if t.Due.After(now) {
+			next = min(next, t.Due.Sub(now))
+			break
+		}
+		due = append(due, t.ID)
 	}
-	if r, ok := res.(*fsm.ExpireLeasesResponse); ok && len(r.Requeued) > 0 {
-		e.logger.Info("leases expired; tasks re-queued", "tasks", r.Requeued)
-		return next, true
+	if len(due) > 0 {
+		res, err := e.propose(ctx, fsm.FireTimersType, &fsm.FireTimersRequest{Header: fsm.Header{Time: now}, Timers: due})
+		if err != nil {
+			e.logger.Warn("firing timers failed", "error", err)
+			return 100 * time.Millisecond, acted
+		}
+		if r, ok := res.(*fsm.FireTimersResponse); ok && len(r.Fired) > 0 {
+			e.logger.Debug("timers fired", "timers", r.Fired)
+			acted = true
+		}
 	}
-	return next, false
+	return next, acted
 }
 
 func (e *Engine) propose(ctx context.Context, t fsm.MessageType, msg any) (any, error) {

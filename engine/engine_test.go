@@ -135,3 +135,55 @@ func TestFilteredPollSeesPastUnservedTasks(t *testing.T) {
 		t.Fatalf("filtered poll = %+v %v", task, err)
 	}
 }
+
+// The leader's clock drives sleeps and retry backoffs through FireTimers.
+func TestLeaderFiresSleepAndRetryTimers(t *testing.T) {
+	a := node(t, "dev", t.TempDir(), true, 0, nil)
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !a.Engine.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	ctx := context.Background()
+	src := `workflow "timed" {
+  step "nap" {
+    sleep = "200ms"
+  }
+  step "call" {
+    depends_on = [step.nap]
+    activity   = "flaky"
+    retry {
+      max_attempts     = 2
+      initial_interval = "100ms"
+    }
+  }
+}
+`
+	if _, err := cl.RegisterWorkflow(ctx, "timed.hcl", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := cl.StartInstance(ctx, "timed", api.StartRequest{ID: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 5000})
+	if err != nil || first == nil || first.Step != "call" {
+		t.Fatalf("after the nap: %+v %v", first, err)
+	}
+	if _, err := cl.Fail(ctx, first.TaskID, first.Token, api.TaskError{Type: "flaky", Message: "try again"}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 5000})
+	if err != nil || second == nil || second.Attempt != 2 {
+		t.Fatalf("after the backoff: %+v %v", second, err)
+	}
+	if _, err := cl.Complete(ctx, second.TaskID, second.Token, []byte(`{"ok":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := cl.WaitInstanceSince(ctx, "t", s.Index)
+	if err != nil || inst.Status != "completed" || inst.Steps["call"].Attempts != 2 || inst.Steps["nap"].Status != "succeeded" {
+		t.Fatalf("instance = %+v %v", inst, err)
+	}
+}

@@ -4,6 +4,14 @@
 workflow "pipeline" {
   description = "Extract, transform in parallel, load."
 
+  defaults {
+    timeout = "30s"
+    retry {
+      max_attempts     = 2
+      initial_interval = "200ms"
+    }
+  }
+
   input {
     rows   = number
     source = string
@@ -25,8 +33,14 @@ workflow "pipeline" {
     input    = { ms = 250, rows = step.extract.output.rows, fields = ["region", "tier"] }
   }
 
+  step "settle" {
+    depends_on = [step.clean, step.enrich]
+    sleep      = "200ms"
+  }
+
   step "load" {
-    activity = "log"
+    depends_on = [step.settle]
+    activity   = "log"
     input = {
       table  = "warehouse.${input.source}"
       rows   = min(step.clean.output.rows, step.enrich.output.rows)

@@ -18,6 +18,7 @@ const (
 	CompleteTaskType     MessageType = 4
 	FailTaskType         MessageType = 5
 	ExpireLeasesType     MessageType = 6
+	FireTimersType       MessageType = 7
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -66,6 +67,7 @@ var typeNames = map[MessageType]string{
 	CompleteTaskType:     "CompleteTask",
 	FailTaskType:         "FailTask",
 	ExpireLeasesType:     "ExpireLeases",
+	FireTimersType:       "FireTimers",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

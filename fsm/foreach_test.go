@@ -104,7 +104,7 @@ func TestForEachEmptyFailingAndRuntimeErrors(t *testing.T) {
 			second = task
 		}
 	}
-	h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: second.ID, Token: second.Token, Error: TaskError{Type: "bad_item", Message: "no"}})
+	h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: second.ID, Token: second.Token, Error: TaskError{Type: "bad_item", Message: "no", NonRetryable: true}})
 	inst := h.instance("broken")
 	if inst.Status != InstanceFailed || inst.Error.Type != "bad_item" || !strings.Contains(inst.Error.Message, "element 1: no") {
 		t.Fatalf("broken: %s %+v", inst.Status, inst.Error)
@@ -139,8 +139,12 @@ func TestForEachElementLeaseExpiry(t *testing.T) {
 	h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline.Add(time.Second)},
 		Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}})
 	st := h.instance("i").Steps["each_item"]
-	if st.Status != StepScheduled || st.Elements[0].Status != StepScheduled {
+	if st.Status != StepRetryWait || st.Elements[0].Status != StepRetryWait || st.Elements[0].Error.Type != "timeout" {
 		t.Fatalf("after expiry: %s %s", st.Status, st.Elements[0].Status)
+	}
+	h.fireDue(task.LeaseDeadline.Add(time.Minute))
+	if st := h.instance("i").Steps["each_item"]; st.Status != StepScheduled || st.Elements[0].Status != StepScheduled {
+		t.Fatalf("after backoff: %s %s", st.Status, st.Elements[0].Status)
 	}
 	again := h.leaseAll("w")
 	if len(again) != 1 || again[0].Attempt != 2 || again[0].IdempotencyKey != "i/each_item/0" {

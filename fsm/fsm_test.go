@@ -95,6 +95,21 @@ func (h *harness) complete(task *Task) any {
 	return h.apply(CompleteTaskType, &CompleteTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Output: task.Input})
 }
 
+// fireDue fires every timer due at or before at.
+func (h *harness) fireDue(at time.Time) []string {
+	h.t.Helper()
+	var ids []string
+	for _, tm := range h.fsm.State().Read().DueTimers(0) {
+		if !tm.Due.After(at) {
+			ids = append(ids, tm.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return h.apply(FireTimersType, &FireTimersRequest{Header: Header{Time: at}, Timers: ids}).(*FireTimersResponse).Fired
+}
+
 // runToEnd plays a noop worker until no task is left.
 func (h *harness) runToEnd() {
 	h.t.Helper()
@@ -223,17 +238,35 @@ func TestLeaseExpiryRequeuesNeverEarly(t *testing.T) {
 
 	early := h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline.Add(-time.Nanosecond)},
 		Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}}).(*ExpireLeasesResponse)
-	if len(early.Requeued) != 0 {
+	if len(early.Expired) != 0 {
 		t.Fatal("lease expired before its deadline")
 	}
 	res := h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline},
 		Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}}).(*ExpireLeasesResponse)
-	if len(res.Requeued) != 1 {
+	if len(res.Expired) != 1 {
 		t.Fatal("lease not expired at its deadline")
 	}
-	// The zombie worker's completion is fenced off; the next lease works.
+	// The zombie worker's completion is fenced off.
 	if e, ok := h.complete(task).(*Error); !ok || e.Code != CodeStaleToken {
 		t.Fatalf("zombie completion = %v", e)
+	}
+	// The timeout is a failed attempt: the step waits out its backoff (the
+	// default policy: 1s plus up to 10% jitter), then the task is pending.
+	st := h.fsm.State().Read().Instance("i1").Steps["a"]
+	if st.Status != StepRetryWait || st.Error == nil || st.Error.Type != "timeout" {
+		t.Fatalf("after expiry: %+v", st)
+	}
+	if len(h.leaseAll("w2")) != 0 {
+		t.Fatal("a task was leased during its backoff")
+	}
+	if fired := h.fireDue(task.LeaseDeadline.Add(999 * time.Millisecond)); len(fired) != 0 {
+		t.Fatalf("backoff timer fired early: %v", fired)
+	}
+	if fired := h.fireDue(task.LeaseDeadline.Add(1100 * time.Millisecond)); len(fired) != 1 {
+		t.Fatal("backoff timer did not fire")
+	}
+	if fired := h.fireDue(task.LeaseDeadline.Add(time.Hour)); len(fired) != 0 {
+		t.Fatal("a timer fired twice")
 	}
 	again := h.leaseAll("w2")
 	if len(again) != 1 || again[0].ID != task.ID || again[0].Attempt != 2 || again[0].Token == task.Token {
@@ -253,7 +286,7 @@ func TestFailedTaskFailsInstance(t *testing.T) {
 	h.complete(h.leaseAll("w1")[0])
 	tasks := h.leaseAll("w1") // b and c
 	res := h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: tasks[0].ID, Token: tasks[0].Token,
-		Error: TaskError{Type: "boom", Message: "it broke"}}).(*TaskResultResponse)
+		Error: TaskError{Type: "boom", Message: "it broke", NonRetryable: true}}).(*TaskResultResponse)
 	if res.InstanceStatus != InstanceFailed {
 		t.Fatalf("status = %s", res.InstanceStatus)
 	}
@@ -310,8 +343,12 @@ func buildBusyLog(t *testing.T) *harness {
 			h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Error: TaskError{Type: "x", Message: "y"}})
 		case 2:
 			h.apply(ExpireLeasesType, &ExpireLeasesRequest{Header: Header{Time: task.LeaseDeadline}, Leases: []ExpiredLease{{TaskID: task.ID, Token: task.Token}}})
+		case 3:
+			h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Error: TaskError{Type: "x", Message: "final", NonRetryable: true}})
 		}
 	}
+	h.runToEnd()
+	h.fireDue(h.now.Add(10 * time.Minute)) // the retries' backoffs end
 	h.runToEnd()
 	return h
 }

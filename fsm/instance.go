@@ -21,9 +21,11 @@ const (
 
 // Step states.
 const (
-	StepWaiting   = "waiting"   // dependencies not done yet
-	StepScheduled = "scheduled" // task waiting in its queue
-	StepRunning   = "running"   // task leased to a worker
+	StepWaiting   = "waiting"    // dependencies not done yet
+	StepScheduled = "scheduled"  // task waiting in its queue
+	StepRunning   = "running"    // task leased to a worker
+	StepRetryWait = "retry_wait" // an attempt failed; the next waits for its backoff
+	StepSleeping  = "sleeping"   // a sleep step waits for its time
 	StepSucceeded = "succeeded"
 	StepFailed    = "failed"
 	StepSkipped   = "skipped"   // its trigger rule or when said not to run
@@ -268,6 +270,24 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 			continue
 		}
 		switch s.Kind {
+		case hcl.KindSleep:
+			due := now.Add(s.Sleep)
+			if s.SleepUntil != nil {
+				t, err := hcl.EvalTime(s.SleepUntil, scopeOf(inst, now))
+				if err != nil {
+					endStep(st, StepFailed, &TaskError{Type: "input_error", Message: err.Error()}, now)
+					continue
+				}
+				due = t
+			}
+			if !due.After(now) {
+				st.Output = sleptUntil(due)
+				endStep(st, StepSucceeded, nil, now)
+				continue
+			}
+			st.Status = StepSleeping
+			st.ScheduledAt = &now
+			newTimer(tx, TimerSleep, inst.ID, s.Name, "", due)
 		case hcl.KindFail:
 			msg := "step " + s.Name + " failed the instance on purpose"
 			if s.FailMessage != nil {
@@ -315,7 +335,7 @@ func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskErro
 	for _, name := range names {
 		st := inst.Steps[name]
 		switch st.Status {
-		case StepWaiting, StepScheduled, StepRunning:
+		case StepWaiting, StepScheduled, StepRunning, StepRetryWait, StepSleeping:
 			if st.TaskID != "" {
 				tx.cancelTask(st.TaskID, now)
 			}
@@ -526,7 +546,7 @@ func (f *FSM) startForEach(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, 
 func (f *FSM) fillElements(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, now time.Time) error {
 	inFlight := 0
 	for _, e := range st.Elements {
-		if e.Status == StepScheduled || e.Status == StepRunning {
+		if e.Status == StepScheduled || e.Status == StepRunning || e.Status == StepRetryWait {
 			inFlight++
 		}
 	}
@@ -563,7 +583,7 @@ func (f *FSM) finishElement(tx *Txn, inst *Instance, s *hcl.Step, st *StepState,
 		failElements(tx, st, &TaskError{Type: taskErr.Type, Message: "element " + e.Key + ": " + taskErr.Message}, now)
 		return
 	}
-	e.Status, e.Output = StepSucceeded, output
+	e.Status, e.Output, e.Error = StepSucceeded, output, nil
 	done := true
 	for _, x := range st.Elements {
 		if x.Status != StepSucceeded {
@@ -592,7 +612,7 @@ func failElements(tx *Txn, st *StepState, err *TaskError, now time.Time) {
 func cancelElements(tx *Txn, st *StepState, now time.Time) {
 	for _, e := range st.Elements {
 		switch e.Status {
-		case StepWaiting, StepScheduled, StepRunning:
+		case StepWaiting, StepScheduled, StepRunning, StepRetryWait:
 			if e.TaskID != "" {
 				tx.cancelTask(e.TaskID, now)
 			}
@@ -601,15 +621,20 @@ func cancelElements(tx *Txn, st *StepState, now time.Time) {
 	}
 }
 
-// elementsStatus is running while any element's task is leased, else
-// scheduled.
+// elementsStatus sums up a for_each step in flight: running while any
+// element's task is leased, scheduled while any waits in its queue, else
+// retry_wait.
 func elementsStatus(st *StepState) string {
+	status := StepRetryWait
 	for _, e := range st.Elements {
-		if e.Status == StepRunning {
+		switch e.Status {
+		case StepRunning:
 			return StepRunning
+		case StepScheduled, StepWaiting:
+			status = StepScheduled
 		}
 	}
-	return StepScheduled
+	return status
 }
 
 // aggregate builds a for_each step's output: a list in element order, or a

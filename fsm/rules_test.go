@@ -22,7 +22,7 @@ func (h *harness) play(failing ...string) {
 		for _, task := range tasks {
 			if fail[task.Step] {
 				h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token,
-					Error: TaskError{Type: "boom", Message: task.Step + " broke"}})
+					Error: TaskError{Type: "boom", Message: task.Step + " broke", NonRetryable: true}})
 			} else {
 				h.complete(task)
 			}

@@ -12,8 +12,9 @@ import (
 
 // Task states.
 const (
-	TaskPending   = "pending" // waiting in its queue for a worker
-	TaskLeased    = "leased"  // handed to one worker until its deadline
+	TaskPending   = "pending"    // waiting in its queue for a worker
+	TaskLeased    = "leased"     // handed to one worker until its deadline
+	TaskRetryWait = "retry_wait" // an attempt failed; pending again when its backoff timer fires
 	TaskCompleted = "completed"
 	TaskFailed    = "failed"
 	TaskCancelled = "cancelled"
@@ -50,10 +51,12 @@ type Task struct {
 	ModifyIndex uint64    `json:"modify_index"`
 }
 
-// TaskError is the error a worker reports for an attempt.
+// TaskError is the error a worker reports for an attempt. NonRetryable
+// tells the engine not to try again, whatever the step's retry policy.
 type TaskError struct {
-	Type    string `json:"type"`
-	Message string `json:"message"`
+	Type         string `json:"type"`
+	Message      string `json:"message"`
+	NonRetryable bool   `json:"non_retryable,omitempty"`
 }
 
 const tableTasks = "tasks"
@@ -248,40 +251,61 @@ func (f *FSM) finishTask(tx *Txn, id, token string, now time.Time, output json.R
 	if e != nil {
 		return e
 	}
-	wv := tx.WorkflowVersion(inst.Workflow, inst.Version)
-	wf, err := f.workflow(wv)
+	res, err := f.settleTask(tx, t, inst, now, output, taskErr)
 	if err != nil {
 		return errorf(CodeInvalid, "%v", err)
 	}
+	return res
+}
+
+// settleTask ends one attempt of a leased task. A failed attempt that the
+// step's retry policy allows again waits in retry_wait for a backoff timer;
+// otherwise the result moves the step (or its for_each element) and the
+// instance. Failures the worker reports and leases that run out both come
+// here, so they follow one policy.
+func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output json.RawMessage, taskErr *TaskError) (*TaskResultResponse, error) {
+	wf, err := f.workflow(tx.WorkflowVersion(inst.Workflow, inst.Version))
+	if err != nil {
+		return nil, err
+	}
+	s := wf.Step(t.Step)
 	c := *t
 	c.Token, c.DeadlineKey = "", 0
+	c.LeaseDeadline = time.Time{}
 	c.ModifyIndex = tx.Index
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
-	if c.Element != nil {
-		if taskErr != nil {
-			c.Status = TaskFailed
-		} else {
-			c.Status = TaskCompleted
-		}
+	if taskErr != nil && !taskErr.NonRetryable && s.Retry.Retryable(c.Attempt, taskErr.Type) {
+		c.Status = TaskRetryWait
 		tx.mustInsert(tableTasks, &c)
-		f.finishElement(tx, ic, wf.Step(c.Step), st, *c.Element, output, taskErr, now)
-		f.advance(tx, ic, wf, now)
-		return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}
+		newTimer(tx, TimerRetry, ic.ID, c.Step, c.ID, now.Add(s.Retry.Delay(c.Attempt, c.ID)))
+		if c.Element != nil {
+			e := st.Elements[*c.Element]
+			e.Status, e.Error = StepRetryWait, taskErr
+			st.Status = elementsStatus(st)
+		} else {
+			st.Status, st.Error = StepRetryWait, taskErr
+		}
+		ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
+		tx.mustInsert(tableInstances, ic)
+		return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}, nil
 	}
-	st.EndedAt = &now
 	if taskErr != nil {
 		c.Status = TaskFailed
-		st.Status = StepFailed
-		st.Error = taskErr
 	} else {
 		c.Status = TaskCompleted
-		st.Status = StepSucceeded
-		st.Output = output
 	}
 	tx.mustInsert(tableTasks, &c)
+	if c.Element != nil {
+		f.finishElement(tx, ic, s, st, *c.Element, output, taskErr, now)
+	} else if taskErr != nil {
+		endStep(st, StepFailed, taskErr, now)
+	} else {
+		st.Output = output
+		endStep(st, StepSucceeded, nil, now)
+	}
 	f.advance(tx, ic, wf, now)
-	return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}
+	return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}, nil
 }
 
 // ExpiredLease names a lease the leader saw pass its deadline.
@@ -290,47 +314,39 @@ type ExpiredLease struct {
 	Token  string `json:"token"`
 }
 
-// ExpireLeasesRequest re-queues tasks whose leases ran out. Time is when the
-// leader's timer fired; a lease whose deadline is after it is left alone,
-// so a lease never expires early whatever the proposer believed.
+// ExpireLeasesRequest ends the attempts whose leases ran out, as failures
+// of type "timeout": retried after a backoff when the step's policy allows,
+// else failing the step. Time is when the leader's timer fired; a lease
+// whose deadline is after it is left alone, so a lease never expires early
+// whatever the proposer believed.
 type ExpireLeasesRequest struct {
 	Header
 	Leases []ExpiredLease `json:"leases"`
 }
 
-// ExpireLeasesResponse lists the tasks put back in their queues.
+// ExpireLeasesResponse lists the tasks whose leases ended.
 type ExpireLeasesResponse struct {
-	Requeued []string `json:"requeued"`
+	Expired []string `json:"expired"`
 }
 
 func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
 	var req ExpireLeasesRequest
 	mustDecode(ExpireLeasesType, body, &req)
-	resp := &ExpireLeasesResponse{Requeued: []string{}}
+	resp := &ExpireLeasesResponse{Expired: []string{}}
 	for _, l := range req.Leases {
 		t := tx.Task(l.TaskID)
 		if t == nil || t.Status != TaskLeased || t.Token != l.Token || t.LeaseDeadline.After(req.Time) {
 			continue
 		}
-		c := *t
-		c.Status = TaskPending
-		c.Token, c.WorkerID, c.DeadlineKey = "", "", 0
-		c.LeaseDeadline = time.Time{}
-		c.ModifyIndex = tx.Index
-		tx.mustInsert(tableTasks, &c)
-		if inst := tx.Instance(c.InstanceID); inst != nil && !inst.Terminal() {
-			ic := inst.clone()
-			st := ic.Steps[c.Step]
-			if c.Element != nil {
-				st.Elements[*c.Element].Status = StepScheduled
-				st.Status = elementsStatus(st)
-			} else {
-				st.Status = StepScheduled
-			}
-			ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
-			tx.mustInsert(tableInstances, ic)
+		inst := tx.Instance(t.InstanceID)
+		if inst == nil || inst.Terminal() {
+			continue
 		}
-		resp.Requeued = append(resp.Requeued, c.ID)
+		timeout := &TaskError{Type: "timeout", Message: fmt.Sprintf("no result within %s: the lease of worker %s ran out (attempt %d)", t.Timeout, t.WorkerID, t.Attempt)}
+		if _, err := f.settleTask(tx, t, inst, req.Time, nil, timeout); err != nil {
+			continue
+		}
+		resp.Expired = append(resp.Expired, t.ID)
 	}
 	return resp
 }

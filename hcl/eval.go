@@ -270,6 +270,25 @@ func EvalBool(expr hhcl.Expression, scope Scope) (bool, error) {
 	return b.True(), nil
 }
 
+// EvalTime evaluates a time expression (a sleep_until): an RFC 3339
+// string.
+func EvalTime(expr hhcl.Expression, scope Scope) (time.Time, error) {
+	raw, err := Eval(expr, scope)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var s string
+	r := expr.Range()
+	if json.Unmarshal(raw, &s) != nil {
+		return time.Time{}, fmt.Errorf("%s:%d,%d: expected an RFC 3339 time such as \"2026-12-01T09:00:00Z\", got %s", r.Filename, r.Start.Line, r.Start.Column, raw)
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s:%d,%d: %q is not an RFC 3339 time such as \"2026-12-01T09:00:00Z\"", r.Filename, r.Start.Line, r.Start.Column, s)
+	}
+	return t.UTC(), nil
+}
+
 // EvalForEach evaluates a for_each into its elements, in a fixed order:
 // list, tuple and set elements by position (sets in cty's own order), map
 // and object elements by key. isMap says the step's output is a map.

@@ -43,6 +43,10 @@ func Graph(wf *Workflow, format GraphFormat) (string, error) {
 		switch {
 		case s.Kind == KindFail:
 			return "fail: " + s.FailError
+		case s.Kind == KindSleep && s.SleepUntil != nil:
+			return "sleep until"
+		case s.Kind == KindSleep:
+			return "sleep " + s.Sleep.String()
 		case s.ForEach != nil && s.MaxConcurrency > 0:
 			return fmt.Sprintf("%s (for_each, %d at a time)", s.Activity, s.MaxConcurrency)
 		case s.ForEach != nil:

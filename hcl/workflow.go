@@ -64,6 +64,7 @@ func (w *Workflow) FailureHandled(step string) bool { return w.handled[step] }
 const (
 	KindActivity = "activity"
 	KindFail     = "fail"
+	KindSleep    = "sleep"
 )
 
 // Trigger rules: when a step whose dependencies are all done runs.
@@ -98,6 +99,12 @@ type Step struct {
 	// FailError and FailMessage are the error of a fail step.
 	FailError   string
 	FailMessage hhcl.Expression
+	// Retry is the policy of an activity step's task.
+	Retry RetryPolicy
+	// Sleep (a duration) or SleepUntil (an RFC 3339 time expression) make
+	// a sleep step: it succeeds once that time has come.
+	Sleep      time.Duration
+	SleepUntil hhcl.Expression
 	// ForEach, if set, makes the step run one task per element of the list,
 	// set or map it evaluates to; Input then sees each.key and each.value.
 	// MaxConcurrency bounds the elements in flight (0: no bound).
@@ -139,6 +146,7 @@ var workflowSchema = &hhcl.BodySchema{
 	},
 	Blocks: []hhcl.BlockHeaderSchema{
 		{Type: "input"},
+		{Type: "defaults"},
 		{Type: "step", LabelNames: []string{"name"}},
 	},
 }
@@ -154,8 +162,10 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "trigger_rule"},
 		{Name: "for_each"},
 		{Name: "max_concurrency"},
+		{Name: "sleep"},
+		{Name: "sleep_until"},
 	},
-	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}},
+	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}},
 }
 
 var failSchema = &hhcl.BodySchema{
@@ -239,8 +249,28 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 		wf.Labels = labels
 	}
 
+	// defaults apply to every step, wherever the block stands in the file.
+	def := stepDefaults{Queue: DefaultQueue, Timeout: DefaultStepTimeout, Retry: DefaultRetry}
+	seenDefaults := false
+	for _, b := range content.Blocks {
+		if b.Type != "defaults" {
+			continue
+		}
+		if seenDefaults {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate defaults block",
+				Detail: "Declare every default in one defaults block.", Subject: b.DefRange.Ptr()})
+			continue
+		}
+		seenDefaults = true
+		d, dd := decodeDefaults(b)
+		diags = append(diags, dd...)
+		def = d
+	}
 	var refs []pendingRef
 	for _, b := range content.Blocks {
+		if b.Type == "defaults" {
+			continue
+		}
 		if b.Type == "input" {
 			if wf.Input != nil {
 				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate input block",
@@ -254,7 +284,7 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 			}
 			continue
 		}
-		step, r, d := decodeStep(b)
+		step, r, d := decodeStep(b, def)
 		diags = append(diags, d...)
 		if step == nil {
 			continue
@@ -351,7 +381,7 @@ type pendingRef struct {
 	what         string
 }
 
-func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
+func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.Diagnostics) {
 	name := block.Labels[0]
 	var diags hhcl.Diagnostics
 	if !validName(name) {
@@ -362,7 +392,7 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 			Subject:  block.LabelRanges[0].Ptr(),
 		})
 	}
-	step := &Step{Name: name, Queue: DefaultQueue, Timeout: DefaultStepTimeout, TriggerRule: RuleNoneFailed, DeclRange: block.DefRange}
+	step := &Step{Name: name, Queue: def.Queue, Timeout: def.Timeout, Retry: def.Retry, TriggerRule: RuleNoneFailed, DeclRange: block.DefRange}
 	content, d := block.Body.Content(stepSchema)
 	diags = append(diags, d...)
 	var kinds []string
@@ -375,6 +405,35 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 		}
 	}
 	var refExprs []hhcl.Expression
+	if attr, ok := content.Attributes["sleep"]; ok {
+		kinds = append(kinds, "sleep")
+		step.Kind = KindSleep
+		diags = append(diags, decodeDuration(attr, &step.Sleep)...)
+	}
+	if attr, ok := content.Attributes["sleep_until"]; ok {
+		kinds = append(kinds, "sleep_until")
+		step.Kind = KindSleep
+		step.SleepUntil = attr.Expr
+		refExprs = append(refExprs, attr.Expr)
+	}
+	retries := 0
+	for _, rb := range content.Blocks {
+		if rb.Type != "retry" {
+			continue
+		}
+		if retries++; retries > 1 {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate retry block",
+				Detail: "Declare one retry block per step.", Subject: rb.DefRange.Ptr()})
+			continue
+		}
+		r, d := decodeRetry(rb, def.Retry)
+		diags = append(diags, d...)
+		step.Retry = r
+		if _, ok := content.Attributes["activity"]; !ok {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "retry on a step without an activity",
+				Detail: "Only activity steps run tasks that can be retried.", Subject: rb.DefRange.Ptr()})
+		}
+	}
 	for _, fb := range content.Blocks {
 		if fb.Type != "fail" {
 			continue
@@ -394,7 +453,7 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 	switch {
 	case len(kinds) == 0:
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has no kind",
-			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\" or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
+			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\", sleep = \"DURATION\", sleep_until = TIME, or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
 	case len(kinds) > 1:
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has more than one kind",
 			Detail: fmt.Sprintf("Step %q declares %s; a step does exactly one thing. Split it into steps.", name, strings.Join(kinds, " and ")), Subject: block.DefRange.Ptr()})
@@ -435,8 +494,8 @@ func decodeStep(block *hhcl.Block) (*Step, []pendingRef, hhcl.Diagnostics) {
 		step.ForEach = attr.Expr
 		refExprs = append(refExprs, attr.Expr)
 		diags = append(diags, checkCollection(attr)...)
-		if step.Kind == KindFail {
-			diags = append(diags, attrError(attr, "for_each on a fail step", "A fail step fails once; for_each only applies to activity steps."))
+		if step.Kind != KindActivity {
+			diags = append(diags, attrError(attr, "for_each on a step without an activity", "for_each runs one task per element; it applies only to activity steps."))
 		}
 	}
 	if attr, ok := content.Attributes["max_concurrency"]; ok {

@@ -212,7 +212,7 @@ func TestPollProtocol(t *testing.T) {
 	if r := call(t, "GET", base+"/v1/tasks/"+id, ""); r.status != 200 || r.body["token"] != nil || r.body["status"] != "leased" {
 		t.Fatalf("get task = %d %s", r.status, r.raw)
 	}
-	if r := call(t, "POST", base+"/v1/tasks/"+id+"/fail", fmt.Sprintf(`{"token":%q,"error":{"type":"boom","message":"no"}}`, token)); r.status != 200 || r.body["instance_status"] != "failed" {
+	if r := call(t, "POST", base+"/v1/tasks/"+id+"/fail", fmt.Sprintf(`{"token":%q,"error":{"type":"boom","message":"no","non_retryable":true}}`, token)); r.status != 200 || r.body["instance_status"] != "failed" {
 		t.Fatalf("fail = %d %s", r.status, r.raw)
 	}
 	if r := call(t, "POST", base+"/v1/tasks/"+id+"/complete", fmt.Sprintf(`{"token":%q}`, token)); r.status != 409 || r.errCode() != "stale_token" {

@@ -58,7 +58,7 @@ func delay(ctx context.Context, t *api.Task) (json.RawMessage, error) {
 		MS float64 `json:"ms"`
 	}
 	if err := json.Unmarshal(t.Input, &in); err != nil || in.MS < 0 {
-		return nil, &ActivityError{Type: "invalid_input", Message: `delay takes {"ms": N} with N >= 0`}
+		return nil, &ActivityError{Type: "invalid_input", NonRetryable: true, Message: `delay takes {"ms": N} with N >= 0`}
 	}
 	timer := time.NewTimer(time.Duration(in.MS * float64(time.Millisecond)))
 	defer timer.Stop()
@@ -108,7 +108,7 @@ type httpActivity struct {
 // network. Names are not resolved here, so a name only passes when listed.
 func (h *httpActivity) check(u *url.URL) error {
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return &ActivityError{Type: "http.forbidden", Message: fmt.Sprintf("scheme %q is not allowed", u.Scheme)}
+		return &ActivityError{Type: "http.forbidden", NonRetryable: true, Message: fmt.Sprintf("scheme %q is not allowed", u.Scheme)}
 	}
 	host := strings.ToLower(u.Hostname())
 	if h.allow.hosts[host] {
@@ -121,7 +121,7 @@ func (h *httpActivity) check(u *url.URL) error {
 			}
 		}
 	}
-	return &ActivityError{Type: "http.forbidden", Message: fmt.Sprintf("host %q is not in this agent's http_allow list", host)}
+	return &ActivityError{Type: "http.forbidden", NonRetryable: true, Message: fmt.Sprintf("host %q is not in this agent's http_allow list", host)}
 }
 
 type httpInput struct {
@@ -143,14 +143,14 @@ const maxHTTPBody = 1 << 20
 func (h *httpActivity) run(ctx context.Context, t *api.Task) (json.RawMessage, error) {
 	var in httpInput
 	if err := json.Unmarshal(t.Input, &in); err != nil || in.URL == "" {
-		return nil, &ActivityError{Type: "invalid_input", Message: `http takes {"method", "url", "headers", "body"}; url is required`}
+		return nil, &ActivityError{Type: "invalid_input", NonRetryable: true, Message: `http takes {"method", "url", "headers", "body"}; url is required`}
 	}
 	if in.Method == "" {
 		in.Method = "GET"
 	}
 	u, err := url.Parse(in.URL)
 	if err != nil {
-		return nil, &ActivityError{Type: "invalid_input", Message: "invalid url: " + err.Error()}
+		return nil, &ActivityError{Type: "invalid_input", NonRetryable: true, Message: "invalid url: " + err.Error()}
 	}
 	if err := h.check(u); err != nil {
 		return nil, err
@@ -161,7 +161,7 @@ func (h *httpActivity) run(ctx context.Context, t *api.Task) (json.RawMessage, e
 	}
 	req, err := http.NewRequestWithContext(ctx, strings.ToUpper(in.Method), u.String(), body)
 	if err != nil {
-		return nil, &ActivityError{Type: "invalid_input", Message: err.Error()}
+		return nil, &ActivityError{Type: "invalid_input", NonRetryable: true, Message: err.Error()}
 	}
 	for k, v := range in.Headers {
 		req.Header.Set(k, v)

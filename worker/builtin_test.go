@@ -44,7 +44,7 @@ func TestNoopLogDelay(t *testing.T) {
 	if err != nil || string(out) != `{"ms": 5, "x": 1}` {
 		t.Fatalf("delay = %s, %v", out, err)
 	}
-	if _, err := acts["delay"](context.Background(), task("delay", `{"ms": -1}`)); activityErr(t, err).Type != "invalid_input" {
+	if _, err := acts["delay"](context.Background(), task("delay", `{"ms": -1}`)); activityErr(t, err).Type != "invalid_input" || !activityErr(t, err).NonRetryable {
 		t.Fatalf("negative delay = %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -217,6 +217,9 @@ func TestPoolReportsResults(t *testing.T) {
 		if fc.failed[id].Type != want {
 			t.Errorf("%s failed as %q, want %q", id, fc.failed[id].Type, want)
 		}
+	}
+	if !fc.failed["t3"].NonRetryable || fc.failed["t4"].NonRetryable {
+		t.Errorf("non_retryable: unknown activity %v, typed error %v", fc.failed["t3"].NonRetryable, fc.failed["t4"].NonRetryable)
 	}
 	if !strings.Contains(fc.failed["t3"].Message, "mystery") {
 		t.Errorf("unknown activity message = %q", fc.failed["t3"].Message)

@@ -23,9 +23,11 @@ import (
 type Activity func(ctx context.Context, task *api.Task) (json.RawMessage, error)
 
 // ActivityError is an activity failure with a type, e.g. "http.status".
+// NonRetryable failures are not tried again.
 type ActivityError struct {
-	Type    string
-	Message string
+	Type         string
+	Message      string
+	NonRetryable bool
 }
 
 func (e *ActivityError) Error() string { return e.Type + ": " + e.Message }
@@ -138,7 +140,7 @@ func (p *Pool) run(ctx context.Context, task *api.Task) {
 	var out json.RawMessage
 	var err error
 	if act == nil {
-		err = &ActivityError{Type: "unknown_activity", Message: fmt.Sprintf("this worker does not run activity %q", task.Activity)}
+		err = &ActivityError{Type: "unknown_activity", Message: fmt.Sprintf("this worker does not run activity %q", task.Activity), NonRetryable: true}
 	} else {
 		actx, cancel := context.WithDeadline(ctx, task.Deadline)
 		out, err = safeRun(actx, act, task)
@@ -157,7 +159,7 @@ func (p *Pool) run(ctx context.Context, task *api.Task) {
 		te := api.TaskError{Type: "error", Message: err.Error()}
 		var ae *ActivityError
 		if errors.As(err, &ae) {
-			te = api.TaskError{Type: ae.Type, Message: ae.Message}
+			te = api.TaskError{Type: ae.Type, Message: ae.Message, NonRetryable: ae.NonRetryable}
 		}
 		_, err = p.cfg.Client.Fail(rctx, task.TaskID, task.Token, te)
 	} else {
