@@ -123,3 +123,13 @@ func (c *Client) Instances(ctx context.Context, workflow, nextToken string, page
 	_, err := c.doJSON(ctx, "GET", "/v1/instances?"+q.Encode(), nil, &out)
 	return out.Instances, out.NextToken, err
 }
+
+// Terminate ends an instance at once, without compensation. An instance
+// that has already ended answers 409.
+func (c *Client) Terminate(ctx context.Context, id, reason string) (string, error) {
+	var out struct {
+		Status string `json:"status"`
+	}
+	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/terminate", map[string]string{"reason": reason}, &out)
+	return out.Status, err
+}

@@ -228,4 +228,19 @@ func TestWorkerProtocolThroughFollower(t *testing.T) {
 			}
 		}
 	}
+
+	// Terminate through the follower: the leased task's result is refused.
+	if _, err := fc.StartInstance(ctx, "diamond", api.StartRequest{ID: "order-2", Input: json.RawMessage(`{"n": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	task, err = fc.Poll(ctx, "default", api.PollRequest{WorkerID: "w1", WaitMS: 5000})
+	if err != nil || task == nil {
+		t.Fatalf("poll = %+v %v", task, err)
+	}
+	if status, err := fc.Terminate(ctx, "order-2", "operator test"); err != nil || status != "terminated" {
+		t.Fatalf("terminate = %q %v", status, err)
+	}
+	if _, err := fc.Complete(ctx, task.TaskID, task.Token, task.Input); !api.IsStatus(err, 409) {
+		t.Fatalf("result after terminate = %v", err)
+	}
 }

@@ -12,13 +12,14 @@ import (
 type MessageType uint8
 
 const (
-	RegisterWorkflowType MessageType = 1
-	StartInstanceType    MessageType = 2
-	LeaseTasksType       MessageType = 3
-	CompleteTaskType     MessageType = 4
-	FailTaskType         MessageType = 5
-	ExpireLeasesType     MessageType = 6
-	FireTimersType       MessageType = 7
+	RegisterWorkflowType  MessageType = 1
+	StartInstanceType     MessageType = 2
+	LeaseTasksType        MessageType = 3
+	CompleteTaskType      MessageType = 4
+	FailTaskType          MessageType = 5
+	ExpireLeasesType      MessageType = 6
+	FireTimersType        MessageType = 7
+	TerminateInstanceType MessageType = 8
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -61,13 +62,14 @@ func (t MessageType) String() string {
 }
 
 var typeNames = map[MessageType]string{
-	RegisterWorkflowType: "RegisterWorkflow",
-	StartInstanceType:    "StartInstance",
-	LeaseTasksType:       "LeaseTasks",
-	CompleteTaskType:     "CompleteTask",
-	FailTaskType:         "FailTask",
-	ExpireLeasesType:     "ExpireLeases",
-	FireTimersType:       "FireTimers",
+	RegisterWorkflowType:  "RegisterWorkflow",
+	StartInstanceType:     "StartInstance",
+	LeaseTasksType:        "LeaseTasks",
+	CompleteTaskType:      "CompleteTask",
+	FailTaskType:          "FailTask",
+	ExpireLeasesType:      "ExpireLeases",
+	FireTimersType:        "FireTimers",
+	TerminateInstanceType: "TerminateInstance",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -14,9 +13,11 @@ import (
 
 // Instance states.
 const (
-	InstanceRunning   = "running"
-	InstanceCompleted = "completed"
-	InstanceFailed    = "failed"
+	InstanceRunning    = "running"
+	InstanceCompleted  = "completed"
+	InstanceFailed     = "failed"
+	InstanceTimedOut   = "timed_out"  // outlived the workflow's timeout
+	InstanceTerminated = "terminated" // ended by an operator, without compensation
 )
 
 // Step states.
@@ -178,6 +179,9 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	for _, s := range wf.Steps {
 		inst.Steps[s.Name] = &StepState{Status: StepWaiting}
 	}
+	if wf.Timeout > 0 {
+		newTimer(tx, TimerInstanceTimeout, inst.ID, "", "", req.Time.Add(wf.Timeout))
+	}
 	f.advance(tx, inst, wf, req.Time)
 	return &StartInstanceResponse{ID: inst.ID, Version: inst.Version, Created: true}
 }
@@ -316,33 +320,6 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 		}
 	}
 	return changed
-}
-
-// failInstance ends the instance as failed because of one step, and cancels
-// what had not ended so no worker is handed work for a dead instance.
-func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskError, now time.Time) {
-	inst.Status = InstanceFailed
-	inst.Error = &InstanceError{Step: step, Type: "step_failed", Message: "step " + step + " failed"}
-	if cause != nil {
-		inst.Error.Type, inst.Error.Message = cause.Type, "step "+step+" failed: "+cause.Message
-	}
-	inst.EndedAt = &now
-	names := make([]string, 0, len(inst.Steps))
-	for name := range inst.Steps {
-		names = append(names, name)
-	}
-	sort.Strings(names) // cancel in a fixed order: Apply never depends on map order
-	for _, name := range names {
-		st := inst.Steps[name]
-		switch st.Status {
-		case StepWaiting, StepScheduled, StepRunning, StepRetryWait, StepSleeping:
-			if st.TaskID != "" {
-				tx.cancelTask(st.TaskID, now)
-			}
-			cancelElements(tx, st, now)
-			endStep(st, StepCancelled, nil, now)
-		}
-	}
 }
 
 func endStep(st *StepState, status string, err *TaskError, now time.Time) {

@@ -11,6 +11,8 @@ import (
 const (
 	TimerRetry = "retry" // a task's backoff ends: back to its queue
 	TimerSleep = "sleep" // a sleep step's time has come
+	// TimerInstanceTimeout ends an instance still running at its deadline.
+	TimerInstanceTimeout = "instance_timeout"
 )
 
 // Timer is a point in time at which the state must change. Timers live in
@@ -97,6 +99,8 @@ func (f *FSM) applyFireTimers(tx *Txn, body []byte) any {
 			f.endBackoff(tx, inst, tm, req.Time)
 		case TimerSleep:
 			f.wake(tx, inst, tm, req.Time)
+		case TimerInstanceTimeout:
+			f.timeOut(tx, inst, tm, req.Time)
 		}
 	}
 	return resp

@@ -38,6 +38,9 @@ const DefaultStepTimeout = 5 * time.Minute
 type Workflow struct {
 	Name        string
 	Description string
+	// Timeout, if set, bounds the whole instance: one still running that
+	// long after it started ends as timed_out.
+	Timeout time.Duration
 	// Labels are free-form key/value pairs for people and tools (owner,
 	// team, tier); they do not change how the workflow runs.
 	Labels map[string]string
@@ -142,6 +145,7 @@ var workflowSchema = &hhcl.BodySchema{
 	Attributes: []hhcl.AttributeSchema{
 		{Name: "description"},
 		{Name: "labels"},
+		{Name: "timeout"},
 		{Name: "output"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{
@@ -242,6 +246,9 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 	}
 	if attr, ok := content.Attributes["output"]; ok {
 		wf.Output = attr.Expr
+	}
+	if attr, ok := content.Attributes["timeout"]; ok {
+		diags = append(diags, decodeDuration(attr, &wf.Timeout)...)
 	}
 	if attr, ok := content.Attributes["labels"]; ok {
 		labels, d := decodeLabels(attr)

@@ -280,3 +280,23 @@ func TestStartRejectsInputOfTheWrongType(t *testing.T) {
 		t.Fatalf("refused start created an instance: %d", r.status)
 	}
 }
+
+func TestTerminateOverHTTP(t *testing.T) {
+	base := devAgent(t, false)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"x","input":{"n":1}}`)
+	r := call(t, "POST", base+"/v1/instances/x/terminate", `{"reason":"testing"}`)
+	if r.status != 200 || r.body["status"] != "terminated" {
+		t.Fatalf("terminate = %d %s", r.status, r.raw)
+	}
+	r = call(t, "POST", base+"/v1/instances/x/terminate", ``)
+	if r.status != 409 || r.errCode() != "conflict" || !strings.Contains(r.raw, "terminated and cannot become terminated") {
+		t.Fatalf("again = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/instances/nope/terminate", `{}`); r.status != 404 {
+		t.Fatalf("unknown = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/instances/x", ""); r.body["status"] != "terminated" || r.body["steps"].(map[string]any)["a"].(map[string]any)["status"] != "cancelled" {
+		t.Fatalf("instance = %s", r.raw)
+	}
+}

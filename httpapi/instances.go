@@ -113,3 +113,20 @@ func (s *Server) listInstances(r *http.Request, _ httprouter.Params, _ []byte) (
 	}
 	return map[string]any{"instances": out, "next_token": next}, nil
 }
+
+// TerminateRequest is the body of POST /v1/instances/:id/terminate.
+type TerminateRequest struct {
+	Reason string `json:"reason"`
+}
+
+// POST /v1/instances/:id/terminate — end at once, no compensation.
+func (s *Server) terminateInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req TerminateRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Reason) > 4096 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "reason is limited to 4096 bytes"}
+	}
+	return s.apply(r, fsm.TerminateInstanceType, &fsm.TerminateInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Reason: req.Reason})
+}

@@ -226,9 +226,10 @@ func workflowList(args []string, stdout, stderr io.Writer) int {
 
 func runInstance(args []string, stdout, stderr io.Writer) int {
 	return subcommands("instance", map[string]command{
-		"start":  {"Start an instance of a workflow", instanceStart},
-		"status": {"Show an instance and its steps", instanceStatus},
-		"list":   {"List instances", instanceList},
+		"start":     {"Start an instance of a workflow", instanceStart},
+		"status":    {"Show an instance and its steps", instanceStatus},
+		"list":      {"List instances", instanceList},
+		"terminate": {"End an instance at once, without compensation", instanceTerminate},
 	}, args, stdout, stderr)
 }
 
@@ -484,4 +485,32 @@ func formatLabels(labels map[string]string) string {
 		return "-"
 	}
 	return strings.Join(parts, ",")
+}
+
+func instanceTerminate(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance terminate", "instance terminate [-reason TEXT] ID", stderr)
+	reason := fs.String("reason", "", "why, recorded as the instance's error")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance terminate", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	status, err := cl.Terminate(c, fs.Arg(0), *reason)
+	if err != nil {
+		return fail(stderr, "instance terminate", err)
+	}
+	if cf.json {
+		printJSON(stdout, map[string]string{"id": fs.Arg(0), "status": status})
+	} else {
+		fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
+	}
+	return 0
 }
