@@ -133,3 +133,22 @@ func (c *Client) Terminate(ctx context.Context, id, reason string) (string, erro
 	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/terminate", map[string]string{"reason": reason}, &out)
 	return out.Status, err
 }
+
+// SignalResult says what became of a signal: taken by a waiting step, or
+// buffered until one waits; Duplicate when its request id was seen before.
+type SignalResult struct {
+	SignalID    string `json:"signal_id"`
+	DeliveredTo string `json:"delivered_to"`
+	Duplicate   bool   `json:"duplicate"`
+}
+
+// Signal sends a named signal with a JSON payload to an instance. A
+// non-empty requestID makes retries of the same send safe.
+func (c *Client) Signal(ctx context.Context, id, name string, payload json.RawMessage, requestID string) (*SignalResult, error) {
+	var out SignalResult
+	body := map[string]any{"payload": payload, "request_id": requestID}
+	if _, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/signals/"+url.PathEscape(name), body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -115,6 +115,34 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 		t.Fatalf("backfill: %s %s %+v", inst.Status, inst.Output, inst.Error)
 	}
 
+	// A human approval answered through a follower; the repeat is accepted once.
+	if _, err := fc.RegisterWorkflow(ctx, "approval.hcl", readExample(t, "approval.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	ap, err := c.client(c.agents[0]).StartInstance(ctx, "approval", api.StartRequest{ID: "ap", Input: json.RawMessage(`{"request":"r","amount":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the approval to wait for its signal", func() error {
+		inst, err := fc.Instance(ctx, "ap")
+		if err != nil {
+			return err
+		}
+		if st := inst.Steps["decision"].Status; st != "waiting_signal" {
+			return fmt.Errorf("decision is %s", st)
+		}
+		return nil
+	})
+	for i := 0; i < 2; i++ {
+		res, err := fc.Signal(ctx, "ap", "approve", json.RawMessage(`{"approved": true, "by": "ada"}`), "req-ap")
+		if err != nil || res.DeliveredTo != "decision" || res.Duplicate != (i == 1) {
+			t.Fatalf("signal %d = %+v %v", i, res, err)
+		}
+	}
+	if inst := waitInstance(t, fc, "ap", ap.Index, 20*time.Second); inst.Status != "completed" || string(inst.Output) != `{"approved":true,"by":"ada"}` {
+		t.Fatalf("approval: %s %s %+v", inst.Status, inst.Output, inst.Error)
+	}
+
 	// Start one slow instance and stop the leader while it is in flight.
 	inflight, err := fc.StartInstance(ctx, "slow", api.StartRequest{ID: "inflight-1"})
 	if err != nil {

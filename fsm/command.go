@@ -20,6 +20,7 @@ const (
 	ExpireLeasesType      MessageType = 6
 	FireTimersType        MessageType = 7
 	TerminateInstanceType MessageType = 8
+	SignalInstanceType    MessageType = 9
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -70,6 +71,7 @@ var typeNames = map[MessageType]string{
 	ExpireLeasesType:      "ExpireLeases",
 	FireTimersType:        "FireTimers",
 	TerminateInstanceType: "TerminateInstance",
+	SignalInstanceType:    "SignalInstance",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

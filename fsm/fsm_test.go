@@ -330,7 +330,12 @@ func buildBusyLog(t *testing.T) *harness {
 	h := newHarness(t)
 	h.register(diamondSource(t))
 	h.register(fanout)
+	h.register(approval)
 	for i := 0; i < 20; i++ {
+		h.start(fmt.Sprintf("a%02d", i), "approval", `{}`)
+		if i%2 == 0 {
+			h.signal(fmt.Sprintf("a%02d", i), "approve", fmt.Sprintf(`{"by": "u%d"}`, i), fmt.Sprintf("r%d", i))
+		}
 		h.start(fmt.Sprintf("i%02d", i), "diamond", fmt.Sprintf(`{"n": %d, "tags": {"z": 1, "a": [1, 2.5]}}`, i))
 		h.start(fmt.Sprintf("f%02d", i), "fan", fmt.Sprintf(`{"items": ["x", "y", "z%d"], "tags": {"b": %d, "a": 1}}`, i, i))
 	}
@@ -349,6 +354,11 @@ func buildBusyLog(t *testing.T) *harness {
 	}
 	h.runToEnd()
 	h.fireDue(h.now.Add(10 * time.Minute)) // the retries' backoffs end
+	h.runToEnd()
+	for i := 1; i < 20; i += 2 {
+		h.signal(fmt.Sprintf("a%02d", i), "approve", `{"by": "late"}`, "")
+	}
+	h.fireDue(h.now.Add(48 * time.Hour)) // the signal waits that got none time out
 	h.runToEnd()
 	return h
 }

@@ -22,15 +22,16 @@ const (
 
 // Step states.
 const (
-	StepWaiting   = "waiting"    // dependencies not done yet
-	StepScheduled = "scheduled"  // task waiting in its queue
-	StepRunning   = "running"    // task leased to a worker
-	StepRetryWait = "retry_wait" // an attempt failed; the next waits for its backoff
-	StepSleeping  = "sleeping"   // a sleep step waits for its time
-	StepSucceeded = "succeeded"
-	StepFailed    = "failed"
-	StepSkipped   = "skipped"   // its trigger rule or when said not to run
-	StepCancelled = "cancelled" // the instance ended before the step ran
+	StepWaiting       = "waiting"        // dependencies not done yet
+	StepScheduled     = "scheduled"      // task waiting in its queue
+	StepRunning       = "running"        // task leased to a worker
+	StepRetryWait     = "retry_wait"     // an attempt failed; the next waits for its backoff
+	StepSleeping      = "sleeping"       // a sleep step waits for its time
+	StepWaitingSignal = "waiting_signal" // a wait_signal step waits for its signal
+	StepSucceeded     = "succeeded"
+	StepFailed        = "failed"
+	StepSkipped       = "skipped"   // its trigger rule or when said not to run
+	StepCancelled     = "cancelled" // the instance ended before the step ran
 )
 
 // Instance is one execution of one workflow version. Records are immutable
@@ -274,6 +275,8 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 			continue
 		}
 		switch s.Kind {
+		case hcl.KindSignal:
+			f.waitForSignal(tx, inst, s, st, now)
 		case hcl.KindSleep:
 			due := now.Add(s.Sleep)
 			if s.SleepUntil != nil {

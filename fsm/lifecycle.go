@@ -45,7 +45,7 @@ func endInstance(tx *Txn, inst *Instance, status string, cause *InstanceError, n
 	for _, name := range names {
 		st := inst.Steps[name]
 		switch st.Status {
-		case StepWaiting, StepScheduled, StepRunning, StepRetryWait, StepSleeping:
+		case StepWaiting, StepScheduled, StepRunning, StepRetryWait, StepSleeping, StepWaitingSignal:
 			if st.TaskID != "" {
 				tx.cancelTask(st.TaskID, now)
 			}

@@ -101,6 +101,8 @@ func (f *FSM) applyFireTimers(tx *Txn, body []byte) any {
 			f.wake(tx, inst, tm, req.Time)
 		case TimerInstanceTimeout:
 			f.timeOut(tx, inst, tm, req.Time)
+		case TimerSignalTimeout:
+			f.signalTimedOut(tx, inst, tm, req.Time)
 		}
 	}
 	return resp

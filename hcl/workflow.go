@@ -68,6 +68,7 @@ const (
 	KindActivity = "activity"
 	KindFail     = "fail"
 	KindSleep    = "sleep"
+	KindSignal   = "wait_signal"
 )
 
 // Trigger rules: when a step whose dependencies are all done runs.
@@ -104,6 +105,11 @@ type Step struct {
 	FailMessage hhcl.Expression
 	// Retry is the policy of an activity step's task.
 	Retry RetryPolicy
+	// SignalName and SignalTimeout make a wait_signal step: it succeeds
+	// with the payload of the first signal of that name sent to the
+	// instance, or fails with signal_timeout after SignalTimeout (if set).
+	SignalName    string
+	SignalTimeout time.Duration
 	// Sleep (a duration) or SleepUntil (an RFC 3339 time expression) make
 	// a sleep step: it succeeds once that time has come.
 	Sleep      time.Duration
@@ -169,7 +175,7 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "sleep"},
 		{Name: "sleep_until"},
 	},
-	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}},
+	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}, {Type: "wait_signal", LabelNames: []string{"name"}}},
 }
 
 var failSchema = &hhcl.BodySchema{
@@ -423,6 +429,23 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 		step.SleepUntil = attr.Expr
 		refExprs = append(refExprs, attr.Expr)
 	}
+	for _, sb := range content.Blocks {
+		if sb.Type != "wait_signal" {
+			continue
+		}
+		kinds = append(kinds, "wait_signal")
+		step.Kind = KindSignal
+		step.SignalName = sb.Labels[0]
+		if !validName(step.SignalName) {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Invalid signal name",
+				Detail: fmt.Sprintf("%q is not a valid signal name: use 1 to 64 letters, digits, '_' or '-', starting with a letter.", step.SignalName), Subject: sb.LabelRanges[0].Ptr()})
+		}
+		sc, d := sb.Body.Content(&hhcl.BodySchema{Attributes: []hhcl.AttributeSchema{{Name: "timeout"}}})
+		diags = append(diags, d...)
+		if attr, ok := sc.Attributes["timeout"]; ok {
+			diags = append(diags, decodeDuration(attr, &step.SignalTimeout)...)
+		}
+	}
 	retries := 0
 	for _, rb := range content.Blocks {
 		if rb.Type != "retry" {
@@ -460,7 +483,7 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 	switch {
 	case len(kinds) == 0:
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has no kind",
-			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\", sleep = \"DURATION\", sleep_until = TIME, or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
+			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\", sleep = \"DURATION\", sleep_until = TIME, a wait_signal \"NAME\" {} block, or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
 	case len(kinds) > 1:
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has more than one kind",
 			Detail: fmt.Sprintf("Step %q declares %s; a step does exactly one thing. Split it into steps.", name, strings.Join(kinds, " and ")), Subject: block.DefRange.Ptr()})

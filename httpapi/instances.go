@@ -11,6 +11,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/hcl"
 )
 
 // StartRequest is the body of POST /v1/workflows/:name/instances.
@@ -129,4 +130,30 @@ func (s *Server) terminateInstance(r *http.Request, ps httprouter.Params, body [
 		return nil, &Error{Status: 400, Code: "bad_request", Message: "reason is limited to 4096 bytes"}
 	}
 	return s.apply(r, fsm.TerminateInstanceType, &fsm.TerminateInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Reason: req.Reason})
+}
+
+// SignalRequest is the body of POST /v1/instances/:id/signals/:name.
+type SignalRequest struct {
+	Payload   json.RawMessage `json:"payload"`
+	RequestID string          `json:"request_id"`
+}
+
+// POST /v1/instances/:id/signals/:name — deliver to a waiting step, or
+// buffer until one waits. A repeated request_id is accepted once.
+func (s *Server) signalInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req SignalRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	name := ps.ByName("name")
+	if !hcl.ValidName(name) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "invalid signal name " + strconv.Quote(name) + ": use letters, digits, '_' or '-', starting with a letter"}
+	}
+	if len(req.RequestID) > 128 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "request_id is limited to 128 characters"}
+	}
+	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "payload is not valid JSON"}
+	}
+	return s.apply(r, fsm.SignalInstanceType, &fsm.SignalInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Name: name, Payload: req.Payload, RequestID: req.RequestID})
 }

@@ -140,6 +140,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/instances", read, 0, s.listInstances},
 		{"GET", "/v1/instances/:id", read, 0, s.getInstance},
 		{"POST", "/v1/instances/:id/terminate", write, maxJSONBody, s.terminateInstance},
+		{"POST", "/v1/instances/:id/signals/:name", write, maxJSONBody, s.signalInstance},
 
 		{"POST", "/v1/queues/:queue/poll", write, maxJSONBody, s.poll},
 		{"GET", "/v1/queues", read, 0, s.listQueues},

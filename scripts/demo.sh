@@ -96,6 +96,17 @@ run "$BIN" instance status demo-spend-refused
 bold "A bounded fan-out over a map: one task per table, two at a time"
 run "$BIN" instance status demo-backfill
 
+bold "A human approval: the instance waits for a signal, sent here through node2"
+"$BIN" instance start approval -input '{"request": "new laptop", "amount": 1800}' -id demo-approval >/dev/null
+for _ in $(seq 1 50); do
+  "$BIN" instance status demo-approval | grep -q waiting_signal && break
+  sleep 0.1
+done
+run "$BIN" instance signal -address "$n2" demo-approval approve -payload '{"approved": true, "by": "ada"}' -request-id demo-1
+run "$BIN" instance start approval -input '{"request": "second laptop", "amount": 1800}' -id demo-approval-2
+sleep 0.5
+run "$BIN" instance status demo-approval
+
 cat <<TRY
 
 $(printf '\033[1m')Lockstep is running. Try next (in another terminal):$(printf '\033[0m')
@@ -107,6 +118,8 @@ $(printf '\033[1m')Lockstep is running. Try next (in another terminal):$(printf 
   $BIN instance status demo-http -address $n2    # read from any node
   $BIN instance list -workflow pipeline
   $BIN workflow validate examples/diamond.hcl    # checks a file locally
+  $BIN instance signal demo-approval-2 approve -payload '{"approved": false, "by": "you"}'
+  $BIN instance terminate -reason "changed my mind" <ID of a running instance>
 
   # kill -9 the leader and watch the other two carry on
   # (then point -address at a node that is still up):

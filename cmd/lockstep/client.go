@@ -230,6 +230,7 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"status":    {"Show an instance and its steps", instanceStatus},
 		"list":      {"List instances", instanceList},
 		"terminate": {"End an instance at once, without compensation", instanceTerminate},
+		"signal":    {"Send a signal to an instance", instanceSignal},
 	}, args, stdout, stderr)
 }
 
@@ -511,6 +512,44 @@ func instanceTerminate(args []string, stdout, stderr io.Writer) int {
 		printJSON(stdout, map[string]string{"id": fs.Arg(0), "status": status})
 	} else {
 		fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
+	}
+	return 0
+}
+
+func instanceSignal(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance signal", "instance signal [-payload JSON|@FILE] [-request-id ID] INSTANCE SIGNAL", stderr)
+	payload := fs.String("payload", "", "signal payload as JSON, or @file")
+	requestID := fs.String("request-id", "", "makes retries of this send safe: a repeat is accepted once")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return 1
+	}
+	body, err := readInput(*payload)
+	if err != nil {
+		return fail(stderr, "instance signal", err)
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance signal", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	res, err := cl.Signal(c, fs.Arg(0), fs.Arg(1), body, *requestID)
+	if err != nil {
+		return fail(stderr, "instance signal", err)
+	}
+	switch {
+	case cf.json:
+		printJSON(stdout, res)
+	case res.Duplicate:
+		fmt.Fprintf(stdout, "already received as %s\n", res.SignalID)
+	case res.DeliveredTo != "":
+		fmt.Fprintf(stdout, "delivered to step %s\n", res.DeliveredTo)
+	default:
+		fmt.Fprintln(stdout, "buffered: no step waits for it yet")
 	}
 	return 0
 }
