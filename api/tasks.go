@@ -18,6 +18,9 @@ type Task struct {
 	Attempt        int             `json:"attempt"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Deadline       time.Time       `json:"deadline"`
+	// HeartbeatTimeoutMS, when set, is how long the attempt may go
+	// without a heartbeat before it is given up.
+	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms"`
 }
 
 // PollRequest asks for work from a queue.
@@ -72,6 +75,22 @@ func (c *Client) Fail(ctx context.Context, taskID, token string, taskErr TaskErr
 	var out TaskResult
 	_, err := c.doJSON(ctx, "POST", "/v1/tasks/"+url.PathEscape(taskID)+"/fail", map[string]any{"token": token, "error": taskErr}, &out)
 	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// HeartbeatResult answers a heartbeat.
+type HeartbeatResult struct {
+	CancelRequested bool      `json:"cancel_requested"`
+	Deadline        time.Time `json:"deadline"`
+}
+
+// Heartbeat reports that an attempt is alive, with optional progress
+// details. A 409 means the lease was lost: stop the activity.
+func (c *Client) Heartbeat(ctx context.Context, taskID, token string, details json.RawMessage) (*HeartbeatResult, error) {
+	var out HeartbeatResult
+	if _, err := c.doJSON(ctx, "POST", "/v1/tasks/"+url.PathEscape(taskID)+"/heartbeat", map[string]any{"token": token, "details": details}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -214,8 +214,8 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 
 	var expired []fsm.ExpiredLease
 	for _, t := range tx.LeasedTasks(e.cfg.MaxLeasesPerRound) {
-		if t.LeaseDeadline.After(now) {
-			next = min(next, t.LeaseDeadline.Sub(now))
+		if d := t.Deadline(); d.After(now) {
+			next = min(next, d.Sub(now))
 			break
 		}
 		expired = append(expired, fsm.ExpiredLease{TaskID: t.ID, Token: t.Token})

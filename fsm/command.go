@@ -21,6 +21,7 @@ const (
 	FireTimersType        MessageType = 7
 	TerminateInstanceType MessageType = 8
 	SignalInstanceType    MessageType = 9
+	HeartbeatTaskType     MessageType = 10
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -72,6 +73,7 @@ var typeNames = map[MessageType]string{
 	FireTimersType:        "FireTimers",
 	TerminateInstanceType: "TerminateInstance",
 	SignalInstanceType:    "SignalInstance",
+	HeartbeatTaskType:     "HeartbeatTask",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

@@ -40,11 +40,19 @@ type Task struct {
 	Status         string          `json:"status"`
 	Attempt        int             `json:"attempt"`
 	Timeout        time.Duration   `json:"timeout"`
-	Token          string          `json:"token,omitempty"`
-	WorkerID       string          `json:"worker_id,omitempty"`
-	LeaseDeadline  time.Time       `json:"lease_deadline,omitzero"`
-	// DeadlineKey is LeaseDeadline in Unix nanoseconds, indexed so the leader
-	// finds the next lease to expire without a scan.
+	// HeartbeatTimeout and ScheduleTimeout come from the step (0: none).
+	HeartbeatTimeout time.Duration `json:"heartbeat_timeout,omitempty"`
+	ScheduleTimeout  time.Duration `json:"schedule_timeout,omitempty"`
+	Token            string        `json:"token,omitempty"`
+	WorkerID         string        `json:"worker_id,omitempty"`
+	LeaseDeadline    time.Time     `json:"lease_deadline,omitzero"`
+	// HeartbeatDeadline is when the current attempt ends unless it
+	// heartbeats again; Details are the last heartbeat's.
+	HeartbeatDeadline time.Time       `json:"heartbeat_deadline,omitzero"`
+	Details           json.RawMessage `json:"details,omitempty"`
+	// DeadlineKey is the effective deadline (the earlier of the lease's and
+	// the heartbeat's) in Unix nanoseconds, indexed so the leader finds the
+	// next lease to expire without a scan.
 	DeadlineKey uint64    `json:"deadline_key,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	CreateIndex uint64    `json:"create_index"`
@@ -92,24 +100,54 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		key += "/" + inst.Steps[s.Name].Elements[*element].Key
 	}
 	t := &Task{
-		ID:             fmt.Sprintf("t%d", seq),
-		Seq:            seq,
-		InstanceID:     inst.ID,
-		Step:           s.Name,
-		Activity:       s.Activity,
-		Queue:          s.Queue,
-		Element:        element,
-		IdempotencyKey: key,
-		Input:          input,
-		Status:         TaskPending,
-		Timeout:        s.Timeout,
-		CreatedAt:      now,
-		CreateIndex:    tx.Index,
-		ModifyIndex:    tx.Index,
+		ID:               fmt.Sprintf("t%d", seq),
+		Seq:              seq,
+		InstanceID:       inst.ID,
+		Step:             s.Name,
+		Activity:         s.Activity,
+		Queue:            s.Queue,
+		Element:          element,
+		IdempotencyKey:   key,
+		Input:            input,
+		Status:           TaskPending,
+		Timeout:          s.Timeout,
+		HeartbeatTimeout: s.HeartbeatTimeout,
+		ScheduleTimeout:  s.ScheduleTimeout,
+		CreatedAt:        now,
+		CreateIndex:      tx.Index,
+		ModifyIndex:      tx.Index,
 	}
 	tx.mustInsert(tableTasks, t)
+	armScheduleTimeout(tx, t, now)
 	return t
 }
+
+// armScheduleTimeout starts the schedule-to-start clock of a task that just
+// entered its queue; the timer remembers the attempt it was armed for, so a
+// later lease makes it a no-op.
+func armScheduleTimeout(tx *Txn, t *Task, now time.Time) {
+	if t.ScheduleTimeout > 0 {
+		tm := newTimer(tx, TimerScheduleTimeout, t.InstanceID, t.Step, t.ID, now.Add(t.ScheduleTimeout))
+		if t.Attempt > 0 {
+			c := *tm
+			c.Attempt = t.Attempt
+			tx.mustInsert(tableTimers, &c)
+		}
+	}
+}
+
+// deadline is when a leased task's current attempt ends: the lease's end,
+// or earlier if it must heartbeat by then.
+func (t *Task) deadline() time.Time {
+	if !t.HeartbeatDeadline.IsZero() && t.HeartbeatDeadline.Before(t.LeaseDeadline) {
+		return t.HeartbeatDeadline
+	}
+	return t.LeaseDeadline
+}
+
+// Deadline is when the current attempt ends unless a result (or, with a
+// heartbeat timeout, a heartbeat) arrives.
+func (t *Task) Deadline() time.Time { return t.deadline() }
 
 func (tx *Txn) cancelTask(id string, now time.Time) {
 	t := tx.Task(id)
@@ -163,7 +201,12 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 		c.Token = fmt.Sprintf("%d.%d", tx.Index, i)
 		c.WorkerID = l.WorkerID
 		c.LeaseDeadline = req.Time.Add(c.Timeout)
-		c.DeadlineKey = uint64(c.LeaseDeadline.UnixNano())
+		c.HeartbeatDeadline = time.Time{}
+		if c.HeartbeatTimeout > 0 {
+			c.HeartbeatDeadline = req.Time.Add(c.HeartbeatTimeout)
+		}
+		c.Details = nil
+		c.DeadlineKey = uint64(c.deadline().UnixNano())
 		c.ModifyIndex = tx.Index
 		tx.mustInsert(tableTasks, &c)
 
@@ -271,7 +314,7 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 	s := wf.Step(t.Step)
 	c := *t
 	c.Token, c.DeadlineKey = "", 0
-	c.LeaseDeadline = time.Time{}
+	c.LeaseDeadline, c.HeartbeatDeadline = time.Time{}, time.Time{}
 	c.ModifyIndex = tx.Index
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
@@ -335,7 +378,7 @@ func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
 	resp := &ExpireLeasesResponse{Expired: []string{}}
 	for _, l := range req.Leases {
 		t := tx.Task(l.TaskID)
-		if t == nil || t.Status != TaskLeased || t.Token != l.Token || t.LeaseDeadline.After(req.Time) {
+		if t == nil || t.Status != TaskLeased || t.Token != l.Token || t.deadline().After(req.Time) {
 			continue
 		}
 		inst := tx.Instance(t.InstanceID)
@@ -343,12 +386,53 @@ func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
 			continue
 		}
 		timeout := &TaskError{Type: "timeout", Message: fmt.Sprintf("no result within %s: the lease of worker %s ran out (attempt %d)", t.Timeout, t.WorkerID, t.Attempt)}
+		if t.LeaseDeadline.After(req.Time) {
+			timeout = &TaskError{Type: "heartbeat_timeout", Message: fmt.Sprintf("no heartbeat within %s from worker %s (attempt %d)", t.HeartbeatTimeout, t.WorkerID, t.Attempt)}
+		}
 		if _, err := f.settleTask(tx, t, inst, req.Time, nil, timeout); err != nil {
 			continue
 		}
 		resp.Expired = append(resp.Expired, t.ID)
 	}
 	return resp
+}
+
+func init() { registerCommand(HeartbeatTaskType, (*FSM).applyHeartbeat) }
+
+// HeartbeatTaskRequest tells the engine a leased attempt is alive, with
+// optional progress details.
+type HeartbeatTaskRequest struct {
+	Header
+	TaskID  string          `json:"task_id"`
+	Token   string          `json:"token"`
+	Details json.RawMessage `json:"details,omitempty"`
+}
+
+// HeartbeatResponse answers a heartbeat. CancelRequested asks the worker to
+// stop; a lease that was lost is answered with a stale_token error instead.
+type HeartbeatResponse struct {
+	CancelRequested bool      `json:"cancel_requested"`
+	Deadline        time.Time `json:"deadline"`
+}
+
+func (f *FSM) applyHeartbeat(tx *Txn, body []byte) any {
+	var req HeartbeatTaskRequest
+	mustDecode(HeartbeatTaskType, body, &req)
+	t, _, e := checkLease(tx, req.TaskID, req.Token)
+	if e != nil {
+		return e
+	}
+	c := *t
+	if c.HeartbeatTimeout > 0 {
+		c.HeartbeatDeadline = req.Time.Add(c.HeartbeatTimeout)
+		c.DeadlineKey = uint64(c.deadline().UnixNano())
+	}
+	if len(req.Details) > 0 {
+		c.Details = normalizeJSON(req.Details)
+	}
+	c.ModifyIndex = tx.Index
+	tx.mustInsert(tableTasks, &c)
+	return &HeartbeatResponse{Deadline: c.deadline()}
 }
 
 // Task returns a task by id, or nil.

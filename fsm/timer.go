@@ -13,6 +13,8 @@ const (
 	TimerSleep = "sleep" // a sleep step's time has come
 	// TimerInstanceTimeout ends an instance still running at its deadline.
 	TimerInstanceTimeout = "instance_timeout"
+	// TimerScheduleTimeout fails a step whose task no worker took in time.
+	TimerScheduleTimeout = "schedule_timeout"
 )
 
 // Timer is a point in time at which the state must change. Timers live in
@@ -20,12 +22,14 @@ const (
 // FireTimers when one is due, so every node fires the same timers, and a new
 // leader finds them all after its barrier.
 type Timer struct {
-	ID         string    `json:"id"`
-	Kind       string    `json:"kind"`
-	InstanceID string    `json:"instance_id"`
-	Step       string    `json:"step"`
-	TaskID     string    `json:"task_id,omitempty"`
-	Due        time.Time `json:"due"`
+	ID         string `json:"id"`
+	Kind       string `json:"kind"`
+	InstanceID string `json:"instance_id"`
+	Step       string `json:"step"`
+	TaskID     string `json:"task_id,omitempty"`
+	// Attempt is the task's attempt count when a schedule timer was armed.
+	Attempt int       `json:"attempt,omitempty"`
+	Due     time.Time `json:"due"`
 	// DueKey is Due in Unix nanoseconds, indexed so the leader finds the
 	// next timer without a scan.
 	DueKey      uint64 `json:"due_key"`
@@ -103,6 +107,8 @@ func (f *FSM) applyFireTimers(tx *Txn, body []byte) any {
 			f.timeOut(tx, inst, tm, req.Time)
 		case TimerSignalTimeout:
 			f.signalTimedOut(tx, inst, tm, req.Time)
+		case TimerScheduleTimeout:
+			f.scheduleTimedOut(tx, inst, tm, req.Time)
 		}
 	}
 	return resp
@@ -118,6 +124,7 @@ func (f *FSM) endBackoff(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 	c.Status = TaskPending
 	c.ModifyIndex = tx.Index
 	tx.mustInsert(tableTasks, &c)
+	armScheduleTimeout(tx, &c, now)
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
 	if c.Element != nil {
@@ -128,6 +135,18 @@ func (f *FSM) endBackoff(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 	}
 	ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
 	tx.mustInsert(tableInstances, ic)
+}
+
+// scheduleTimedOut fails the step of a task that is still waiting in its
+// queue for the attempt the timer was armed for: no worker took it. It is
+// not retried; another attempt would wait for the same absent workers.
+func (f *FSM) scheduleTimedOut(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
+	task := tx.Task(tm.TaskID)
+	if task == nil || task.Status != TaskPending || task.Attempt != tm.Attempt {
+		return
+	}
+	_, _ = f.settleTask(tx, task, inst, now, nil, &TaskError{Type: "schedule_timeout", NonRetryable: true,
+		Message: fmt.Sprintf("no worker took the %s task from queue %s within %s", task.Activity, task.Queue, task.ScheduleTimeout)})
 }
 
 // wake ends a sleep step and moves the instance on.

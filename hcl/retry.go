@@ -154,13 +154,15 @@ func decodeDuration(attr *hhcl.Attribute, out *time.Duration) hhcl.Diagnostics {
 
 // stepDefaults are what a defaults block gives every activity step.
 type stepDefaults struct {
-	Queue   string
-	Timeout time.Duration
-	Retry   RetryPolicy
+	Queue            string
+	Timeout          time.Duration
+	HeartbeatTimeout time.Duration
+	ScheduleTimeout  time.Duration
+	Retry            RetryPolicy
 }
 
 var defaultsSchema = &hhcl.BodySchema{
-	Attributes: []hhcl.AttributeSchema{{Name: "queue"}, {Name: "timeout"}},
+	Attributes: []hhcl.AttributeSchema{{Name: "queue"}, {Name: "timeout"}, {Name: "heartbeat_timeout"}, {Name: "schedule_timeout"}},
 	Blocks:     []hhcl.BlockHeaderSchema{{Type: "retry"}},
 }
 
@@ -175,6 +177,12 @@ func decodeDefaults(block *hhcl.Block) (stepDefaults, hhcl.Diagnostics) {
 	}
 	if attr, ok := content.Attributes["timeout"]; ok {
 		diags = append(diags, decodeDuration(attr, &def.Timeout)...)
+	}
+	if attr, ok := content.Attributes["heartbeat_timeout"]; ok {
+		diags = append(diags, decodeDuration(attr, &def.HeartbeatTimeout)...)
+	}
+	if attr, ok := content.Attributes["schedule_timeout"]; ok {
+		diags = append(diags, decodeDuration(attr, &def.ScheduleTimeout)...)
 	}
 	for i, b := range content.Blocks {
 		if i > 0 {

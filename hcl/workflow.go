@@ -105,6 +105,11 @@ type Step struct {
 	FailMessage hhcl.Expression
 	// Retry is the policy of an activity step's task.
 	Retry RetryPolicy
+	// HeartbeatTimeout, if set, ends an attempt that has not heartbeated
+	// for that long. ScheduleTimeout, if set, fails the step when no
+	// worker takes its task within that long of it entering its queue.
+	HeartbeatTimeout time.Duration
+	ScheduleTimeout  time.Duration
 	// SignalName and SignalTimeout make a wait_signal step: it succeeds
 	// with the payload of the first signal of that name sent to the
 	// instance, or fails with signal_timeout after SignalTimeout (if set).
@@ -174,6 +179,8 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "max_concurrency"},
 		{Name: "sleep"},
 		{Name: "sleep_until"},
+		{Name: "heartbeat_timeout"},
+		{Name: "schedule_timeout"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}, {Type: "wait_signal", LabelNames: []string{"name"}}},
 }
@@ -405,7 +412,8 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 			Subject:  block.LabelRanges[0].Ptr(),
 		})
 	}
-	step := &Step{Name: name, Queue: def.Queue, Timeout: def.Timeout, Retry: def.Retry, TriggerRule: RuleNoneFailed, DeclRange: block.DefRange}
+	step := &Step{Name: name, Queue: def.Queue, Timeout: def.Timeout, Retry: def.Retry, HeartbeatTimeout: def.HeartbeatTimeout,
+		ScheduleTimeout: def.ScheduleTimeout, TriggerRule: RuleNoneFailed, DeclRange: block.DefRange}
 	content, d := block.Body.Content(stepSchema)
 	diags = append(diags, d...)
 	var kinds []string
@@ -502,6 +510,14 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 			diags = append(diags, attrError(attr, "Invalid duration", fmt.Sprintf("%q is not a positive duration; write it like \"30s\", \"5m\" or \"1h30m\".", s)))
 		} else {
 			step.Timeout = dur
+		}
+	}
+	for name, out := range map[string]*time.Duration{"heartbeat_timeout": &step.HeartbeatTimeout, "schedule_timeout": &step.ScheduleTimeout} {
+		if attr, ok := content.Attributes[name]; ok {
+			diags = append(diags, decodeDuration(attr, out)...)
+			if _, ok := content.Attributes["activity"]; !ok {
+				diags = append(diags, attrError(attr, name+" on a step without an activity", "Only activity steps run tasks that workers take and heartbeat."))
+			}
 		}
 	}
 	if attr, ok := content.Attributes["trigger_rule"]; ok {

@@ -146,6 +146,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/queues", read, 0, s.listQueues},
 		{"POST", "/v1/tasks/:id/complete", write, maxJSONBody, s.completeTask},
 		{"POST", "/v1/tasks/:id/fail", write, maxJSONBody, s.failTask},
+		{"POST", "/v1/tasks/:id/heartbeat", write, maxJSONBody, s.heartbeatTask},
 		{"GET", "/v1/tasks/:id", read, 0, s.getTask},
 
 		{"GET", "/v1/status/leader", read, 0, s.leader},

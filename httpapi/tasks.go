@@ -33,11 +33,15 @@ type LeasedTask struct {
 	Attempt        int             `json:"attempt"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Deadline       time.Time       `json:"deadline"`
+	// HeartbeatTimeoutMS, when set, is how long the attempt may go without
+	// a heartbeat.
+	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms,omitempty"`
 }
 
 func leasedTask(t *fsm.Task) LeasedTask {
 	return LeasedTask{TaskID: t.ID, Token: t.Token, InstanceID: t.InstanceID, Step: t.Step, Activity: t.Activity,
-		Input: t.Input, Attempt: t.Attempt, IdempotencyKey: t.IdempotencyKey, Deadline: t.LeaseDeadline}
+		Input: t.Input, Attempt: t.Attempt, IdempotencyKey: t.IdempotencyKey, Deadline: t.LeaseDeadline,
+		HeartbeatTimeoutMS: t.HeartbeatTimeout.Milliseconds()}
 }
 
 // POST /v1/queues/:queue/poll — answered by the leader's dispatcher.
@@ -116,6 +120,28 @@ func (s *Server) failTask(r *http.Request, ps httprouter.Params, body []byte) (a
 		return nil, &Error{Status: 400, Code: "bad_request", Message: "error type is limited to 256 bytes and message to 64 KiB"}
 	}
 	return s.apply(r, fsm.FailTaskType, &fsm.FailTaskRequest{Header: s.header(), TaskID: ps.ByName("id"), Token: req.Token, Error: req.Error})
+}
+
+// HeartbeatRequest is the body of POST /v1/tasks/:id/heartbeat.
+type HeartbeatRequest struct {
+	Token   string          `json:"token"`
+	Details json.RawMessage `json:"details"`
+}
+
+// POST /v1/tasks/:id/heartbeat — the attempt is alive; a lost lease
+// answers 409 stale_token, which is how a worker learns to stop.
+func (s *Server) heartbeatTask(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req HeartbeatRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if req.Token == "" {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "token is required"}
+	}
+	if len(req.Details) > 0 && !json.Valid(req.Details) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "details is not valid JSON"}
+	}
+	return s.apply(r, fsm.HeartbeatTaskType, &fsm.HeartbeatTaskRequest{Header: s.header(), TaskID: ps.ByName("id"), Token: req.Token, Details: req.Details})
 }
 
 // GET /v1/tasks/:id — the task as stored; its token is not shown.

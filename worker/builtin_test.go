@@ -141,10 +141,12 @@ func TestAllowListParsing(t *testing.T) {
 
 // fakeClient records what a pool reports and serves tasks from a slice.
 type fakeClient struct {
-	mu        sync.Mutex
-	tasks     []*api.Task
-	completed map[string]string
-	failed    map[string]api.TaskError
+	mu         sync.Mutex
+	tasks      []*api.Task
+	completed  map[string]string
+	failed     map[string]api.TaskError
+	heartbeats int
+	lose       bool
 }
 
 func (f *fakeClient) Poll(ctx context.Context, queue string, req api.PollRequest) (*api.Task, error) {
@@ -165,6 +167,16 @@ func (f *fakeClient) Complete(_ context.Context, id, _ string, out json.RawMessa
 	defer f.mu.Unlock()
 	f.completed[id] = string(out)
 	return &api.TaskResult{}, nil
+}
+
+func (f *fakeClient) Heartbeat(_ context.Context, id, _ string, _ json.RawMessage) (*api.HeartbeatResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.heartbeats++
+	if f.lose {
+		return nil, &api.Error{StatusCode: 409, Code: "stale_token", Message: "lost"}
+	}
+	return &api.HeartbeatResult{}, nil
 }
 
 func (f *fakeClient) Fail(_ context.Context, id, _ string, e api.TaskError) (*api.TaskResult, error) {
@@ -244,5 +256,52 @@ func TestPoolAbandonsOnShutdownInsteadOfFailing(t *testing.T) {
 	<-done
 	if len(fc.failed) != 0 || len(fc.completed) != 0 {
 		t.Fatalf("a task cut short by shutdown was reported: %v %v", fc.failed, fc.completed)
+	}
+}
+
+func TestPoolHeartbeatsAndStopsWhenTheLeaseIsLost(t *testing.T) {
+	for _, lose := range []bool{false, true} {
+		tk := task("slow", `{}`)
+		tk.HeartbeatTimeoutMS = 30
+		stopped := make(chan struct{})
+		fc := &fakeClient{completed: map[string]string{}, failed: map[string]api.TaskError{}, tasks: []*api.Task{tk}, lose: lose}
+		pool, _ := NewPool(Config{Client: fc, Concurrency: 1, Activities: map[string]Activity{
+			"slow": func(ctx context.Context, _ *api.Task) (json.RawMessage, error) {
+				defer close(stopped)
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(150 * time.Millisecond):
+					return json.RawMessage(`"done"`), nil
+				}
+			},
+		}})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { pool.Run(ctx); close(done) }()
+		<-stopped
+		deadline := time.Now().Add(5 * time.Second)
+		for !lose && time.Now().Before(deadline) {
+			fc.mu.Lock()
+			n := len(fc.completed)
+			fc.mu.Unlock()
+			if n == 1 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		fc.mu.Lock()
+		if fc.heartbeats == 0 {
+			t.Errorf("lose=%v: no heartbeats", lose)
+		}
+		if lose && (len(fc.completed) != 0 || len(fc.failed) != 0) {
+			t.Errorf("a result was reported after the lease was lost: %v %v", fc.completed, fc.failed)
+		}
+		if !lose && fc.completed["t1"] != `"done"` {
+			t.Errorf("completed = %v", fc.completed)
+		}
+		fc.mu.Unlock()
 	}
 }

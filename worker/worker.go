@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,6 +38,7 @@ type Client interface {
 	Poll(ctx context.Context, queue string, req api.PollRequest) (*api.Task, error)
 	Complete(ctx context.Context, taskID, token string, output json.RawMessage) (*api.TaskResult, error)
 	Fail(ctx context.Context, taskID, token string, taskErr api.TaskError) (*api.TaskResult, error)
+	Heartbeat(ctx context.Context, taskID, token string, details json.RawMessage) (*api.HeartbeatResult, error)
 }
 
 // Config configures a Pool.
@@ -143,8 +145,17 @@ func (p *Pool) run(ctx context.Context, task *api.Task) {
 		err = &ActivityError{Type: "unknown_activity", Message: fmt.Sprintf("this worker does not run activity %q", task.Activity), NonRetryable: true}
 	} else {
 		actx, cancel := context.WithDeadline(ctx, task.Deadline)
+		var lost atomic.Bool
+		stop := p.heartbeat(actx, cancel, task, &lost)
 		out, err = safeRun(actx, act, task)
+		stop()
 		cancel()
+		if lost.Load() {
+			// The engine gave the task to another worker: this result would
+			// be refused, and the activity was told to stop.
+			p.logger.Info("lease lost; result dropped", "task", task.TaskID)
+			return
+		}
 	}
 	if err != nil && ctx.Err() != nil {
 		// The pool is stopping and cut the activity short: that is not the
@@ -169,6 +180,41 @@ func (p *Pool) run(ctx context.Context, task *api.Task) {
 		// A 409 means the lease was lost (expired and re-queued): the result
 		// is dropped and the task runs again elsewhere.
 		p.logger.Warn("reporting task failed", "task", task.TaskID, "activity", task.Activity, "error", err)
+	}
+}
+
+// heartbeat keeps an attempt with a heartbeat timeout alive, heartbeating
+// at a third of the timeout, and cancels the activity (setting lost) when
+// the engine says the lease is gone or asks for cancellation. It returns a
+// stop function.
+func (p *Pool) heartbeat(ctx context.Context, cancel context.CancelFunc, task *api.Task, lost *atomic.Bool) func() {
+	if task.HeartbeatTimeoutMS <= 0 {
+		return func() {}
+	}
+	hctx, stop := context.WithCancel(ctx)
+	interval := time.Duration(task.HeartbeatTimeoutMS) * time.Millisecond / 3
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-tick.C:
+			}
+			res, err := p.cfg.Client.Heartbeat(hctx, task.TaskID, task.Token, nil)
+			if api.IsStatus(err, 409) || (err == nil && res.CancelRequested) {
+				lost.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() {
+		stop()
+		<-done
 	}
 }
 
