@@ -152,3 +152,28 @@ func (c *Client) Signal(ctx context.Context, id, name string, payload json.RawMe
 	}
 	return &out, nil
 }
+
+// Event is one entry of an instance's history.
+type Event struct {
+	Seq     uint64          `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Index   uint64          `json:"index"`
+	Type    string          `json:"type"`
+	Step    string          `json:"step,omitempty"`
+	Element string          `json:"element,omitempty"`
+	TaskID  string          `json:"task_id,omitempty"`
+	Attempt int             `json:"attempt,omitempty"`
+	Worker  string          `json:"worker,omitempty"`
+	Error   *TaskError      `json:"error,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Detail  string          `json:"detail,omitempty"`
+}
+
+// History reads an instance's events after seq (0: from the start).
+func (c *Client) History(ctx context.Context, id string, after uint64) ([]Event, error) {
+	var out struct {
+		Events []Event `json:"events"`
+	}
+	_, err := c.doJSON(ctx, "GET", fmt.Sprintf("/v1/instances/%s/history?after=%d", url.PathEscape(id), after), nil, &out)
+	return out.Events, err
+}

@@ -50,6 +50,10 @@ type Instance struct {
 	EndedAt     *time.Time            `json:"ended_at,omitempty"`
 	CreateIndex uint64                `json:"create_index"`
 	ModifyIndex uint64                `json:"modify_index"`
+	// EventSeq is the sequence number of the instance's last history event.
+	EventSeq uint64 `json:"event_seq"`
+
+	pending []Event // noted events, written by saveInstance
 }
 
 // InstanceError says why an instance failed.
@@ -248,7 +252,7 @@ func (f *FSM) advance(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Time) 
 			inst.EndedAt = &now
 		}
 	}
-	tx.mustInsert(tableInstances, inst)
+	f.saveInstance(tx, inst, now)
 }
 
 // decideReady runs or skips every waiting step whose dependencies have all

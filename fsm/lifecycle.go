@@ -67,9 +67,10 @@ func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskErro
 // timeOut ends an instance that outlived its workflow's timeout.
 func (f *FSM) timeOut(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 	ic := inst.clone()
+	ic.note(Event{Type: "timer_fired", Detail: tm.Kind})
 	endInstance(tx, ic, InstanceTimedOut, &InstanceError{Type: "timeout",
 		Message: fmt.Sprintf("the instance did not finish by %s (the workflow's timeout)", tm.Due.UTC().Format(time.RFC3339))}, now)
-	tx.mustInsert(tableInstances, ic)
+	f.saveInstance(tx, ic, now)
 }
 
 func init() {
@@ -104,7 +105,8 @@ func (f *FSM) applyTerminate(tx *Txn, body []byte) any {
 		reason = "terminated by an operator"
 	}
 	ic := inst.clone()
+	ic.note(Event{Type: "operator_terminate", Detail: reason})
 	endInstance(tx, ic, InstanceTerminated, &InstanceError{Type: "terminated", Message: reason}, req.Time)
-	tx.mustInsert(tableInstances, ic)
+	f.saveInstance(tx, ic, req.Time)
 	return &InstanceStatusResponse{ID: ic.ID, Status: ic.Status}
 }

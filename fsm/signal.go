@@ -90,6 +90,7 @@ func (f *FSM) applySignal(tx *Txn, body []byte) any {
 	sig := &Signal{ID: fmt.Sprintf("%s/%d", req.ID, seq), InstanceID: req.ID, Seq: seq, Name: req.Name,
 		Payload: normalizeJSON(req.Payload), RequestID: req.RequestID, ReceivedAt: req.Time, CreateIndex: tx.Index}
 	ic := inst.clone()
+	ic.note(Event{Type: "signal_received", Detail: req.Name, Data: sig.Payload})
 	for _, s := range wf.Steps {
 		if s.Kind == hcl.KindSignal && s.SignalName == req.Name && ic.Steps[s.Name].Status == StepWaitingSignal {
 			sig.ConsumedBy = s.Name
@@ -102,6 +103,8 @@ func (f *FSM) applySignal(tx *Txn, body []byte) any {
 	tx.mustInsert(tableSignals, sig)
 	if sig.ConsumedBy != "" {
 		f.advance(tx, ic, wf, req.Time)
+	} else {
+		f.saveInstance(tx, ic, req.Time)
 	}
 	return &SignalResponse{SignalID: sig.ID, DeliveredTo: sig.ConsumedBy}
 }
@@ -136,6 +139,7 @@ func (f *FSM) signalTimedOut(tx *Txn, inst *Instance, tm *Timer, now time.Time) 
 		return
 	}
 	ic := inst.clone()
+	ic.note(Event{Type: "timer_fired", Step: tm.Step, Detail: tm.Kind})
 	name := wf.Step(tm.Step).SignalName
 	endStep(ic.Steps[tm.Step], StepFailed, &TaskError{Type: "signal_timeout",
 		Message: fmt.Sprintf("no %q signal arrived by %s", name, tm.Due.UTC().Format(time.RFC3339))}, now)

@@ -226,7 +226,7 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 			st.StartedAt = &now
 		}
 		ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
-		tx.mustInsert(tableInstances, ic)
+		f.saveInstance(tx, ic, req.Time)
 		resp.Granted = append(resp.Granted, &c)
 	}
 	return resp
@@ -330,7 +330,7 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 			st.Status, st.Error = StepRetryWait, taskErr
 		}
 		ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
-		tx.mustInsert(tableInstances, ic)
+		f.saveInstance(tx, ic, now)
 		return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}, nil
 	}
 	if taskErr != nil {

@@ -134,7 +134,8 @@ func (f *FSM) endBackoff(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 		st.Status = StepScheduled
 	}
 	ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
-	tx.mustInsert(tableInstances, ic)
+	ic.note(Event{Type: "timer_fired", Step: tm.Step, TaskID: tm.TaskID, Detail: tm.Kind})
+	f.saveInstance(tx, ic, now)
 }
 
 // scheduleTimedOut fails the step of a task that is still waiting in its
@@ -159,6 +160,7 @@ func (f *FSM) wake(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 		return
 	}
 	ic := inst.clone()
+	ic.note(Event{Type: "timer_fired", Step: tm.Step, Detail: tm.Kind})
 	st := ic.Steps[tm.Step]
 	st.Output = sleptUntil(tm.Due)
 	endStep(st, StepSucceeded, nil, now)

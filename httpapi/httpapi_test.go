@@ -300,3 +300,49 @@ func TestTerminateOverHTTP(t *testing.T) {
 		t.Fatalf("instance = %s", r.raw)
 	}
 }
+
+func TestHistoryStepsAndVariables(t *testing.T) {
+	base := devAgent(t, true)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	r := call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"h","input":{"n":3}}`)
+	index := r.header.Get("X-Lockstep-Index")
+	for i := 0; i < 50; i++ {
+		r = call(t, "GET", base+"/v1/instances/h?index="+index+"&wait=5s", "")
+		if r.body["status"] == "completed" {
+			break
+		}
+		index = r.header.Get("X-Lockstep-Index")
+	}
+	r = call(t, "GET", base+"/v1/instances/h/history", "")
+	events := r.body["events"].([]any)
+	if len(events) != 14 || events[0].(map[string]any)["type"] != "instance_started" || events[13].(map[string]any)["type"] != "instance_completed" {
+		t.Fatalf("history = %s", r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/instances/h/history?after=12", ""); len(r.body["events"].([]any)) != 2 || r.body["last"].(float64) != 14 {
+		t.Fatalf("after 12 = %s", r.raw)
+	}
+	r = call(t, "GET", base+"/v1/instances/h/steps/b", "")
+	if r.status != 200 || len(r.body["events"].([]any)) != 3 || r.body["state"].(map[string]any)["status"] != "succeeded" {
+		t.Fatalf("step = %d %s", r.status, r.raw)
+	}
+	r = call(t, "GET", base+"/v1/instances/h/variables", "")
+	if string(mustJSON(t, r.body["input"])) != `{"n":3}` || string(mustJSON(t, r.body["steps"].(map[string]any)["d"])) != `{"b":3,"c":1}` {
+		t.Fatalf("variables = %s", r.raw)
+	}
+	for _, path := range []string{"/v1/instances/nope/history", "/v1/instances/h/steps/zz", "/v1/instances/nope/variables"} {
+		if r := call(t, "GET", base+path, ""); r.status != 404 || r.errCode() != "not_found" {
+			t.Fatalf("%s = %d %s", path, r.status, r.raw)
+		}
+	}
+	if r := call(t, "GET", base+"/v1/instances/h/history?after=x", ""); r.status != 400 {
+		t.Fatalf("bad after = %d", r.status)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -157,3 +157,76 @@ func (s *Server) signalInstance(r *http.Request, ps httprouter.Params, body []by
 	}
 	return s.apply(r, fsm.SignalInstanceType, &fsm.SignalInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Name: name, Payload: req.Payload, RequestID: req.RequestID})
 }
+
+func (s *Server) instanceOr404(id string) (*fsm.Instance, *fsm.Txn, error) {
+	tx := s.cfg.FSM.State().Read()
+	inst := tx.Instance(id)
+	if inst == nil {
+		return nil, nil, &Error{Status: 404, Code: "not_found", Message: "instance " + strconv.Quote(id) + " not found"}
+	}
+	return inst, tx, nil
+}
+
+// GET /v1/instances/:id/history?after=SEQ&limit=N — events in order; with
+// ?index=&wait= it blocks like any read (follow an instance live).
+func (s *Server) instanceHistory(r *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	_, tx, err := s.instanceOr404(ps.ByName("id"))
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	var after uint64
+	if v := q.Get("after"); v != "" {
+		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "after must be an event sequence number"}
+		}
+	}
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 10000 {
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "limit must be between 1 and 10000"}
+		}
+	}
+	events := tx.History(ps.ByName("id"), after, limit)
+	last := after
+	if n := len(events); n > 0 {
+		last = events[n-1].Seq
+	}
+	return map[string]any{"events": events, "last": last}, nil
+}
+
+// GET /v1/instances/:id/steps/:step — the step's state and every event of
+// it (each attempt: leased to whom, when, how it ended).
+func (s *Server) instanceStep(_ *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	inst, tx, err := s.instanceOr404(ps.ByName("id"))
+	if err != nil {
+		return nil, err
+	}
+	name := ps.ByName("step")
+	st, ok := inst.Steps[name]
+	if !ok {
+		return nil, &Error{Status: 404, Code: "not_found", Message: "instance " + strconv.Quote(inst.ID) + " has no step " + strconv.Quote(name)}
+	}
+	events := []*fsm.Event{}
+	for _, e := range tx.History(inst.ID, 0, 0) {
+		if e.Step == name {
+			events = append(events, e)
+		}
+	}
+	return map[string]any{"step": name, "state": st, "events": events}, nil
+}
+
+// GET /v1/instances/:id/variables — the input and every step's output.
+func (s *Server) instanceVariables(_ *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	inst, _, err := s.instanceOr404(ps.ByName("id"))
+	if err != nil {
+		return nil, err
+	}
+	outputs := map[string]json.RawMessage{}
+	for name, st := range inst.Steps {
+		if len(st.Output) > 0 {
+			outputs[name] = st.Output
+		}
+	}
+	return map[string]any{"input": inst.Input, "steps": outputs}, nil
+}

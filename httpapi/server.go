@@ -139,6 +139,9 @@ func (s *Server) table() []Route {
 
 		{"GET", "/v1/instances", read, 0, s.listInstances},
 		{"GET", "/v1/instances/:id", read, 0, s.getInstance},
+		{"GET", "/v1/instances/:id/history", read, 0, s.instanceHistory},
+		{"GET", "/v1/instances/:id/steps/:step", read, 0, s.instanceStep},
+		{"GET", "/v1/instances/:id/variables", read, 0, s.instanceVariables},
 		{"POST", "/v1/instances/:id/terminate", write, maxJSONBody, s.terminateInstance},
 		{"POST", "/v1/instances/:id/signals/:name", write, maxJSONBody, s.signalInstance},
 

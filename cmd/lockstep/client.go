@@ -231,6 +231,7 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"list":      {"List instances", instanceList},
 		"terminate": {"End an instance at once, without compensation", instanceTerminate},
 		"signal":    {"Send a signal to an instance", instanceSignal},
+		"history":   {"Show everything that happened to an instance, in order", instanceHistory},
 	}, args, stdout, stderr)
 }
 
@@ -551,5 +552,70 @@ func instanceSignal(args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintln(stdout, "buffered: no step waits for it yet")
 	}
+	return 0
+}
+
+func instanceHistory(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance history", "instance history [-after SEQ] ID", stderr)
+	after := fs.Uint64("after", 0, "only events after this sequence number")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance history", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	var all []api.Event
+	for {
+		page, err := cl.History(c, fs.Arg(0), *after)
+		if err != nil {
+			return fail(stderr, "instance history", err)
+		}
+		all = append(all, page...)
+		if len(page) < 1000 {
+			break
+		}
+		*after = page[len(page)-1].Seq
+	}
+	if cf.json {
+		printJSON(stdout, all)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
+	for _, e := range all {
+		step := e.Step
+		if e.Element != "" {
+			step += "[" + e.Element + "]"
+		}
+		var detail []string
+		if e.Attempt > 0 {
+			detail = append(detail, fmt.Sprintf("attempt %d", e.Attempt))
+		}
+		if e.Worker != "" {
+			detail = append(detail, "worker "+e.Worker)
+		}
+		if e.Error != nil {
+			detail = append(detail, e.Error.Type+": "+e.Error.Message)
+		}
+		if e.Detail != "" {
+			detail = append(detail, e.Detail)
+		}
+		if len(e.Data) > 0 && e.Type != "instance_started" {
+			detail = append(detail, string(e.Data))
+		}
+		text := strings.Join(detail, ", ")
+		if len(text) > 100 {
+			text = text[:97] + "..."
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("15:04:05.000"), e.Type, step, text)
+	}
+	tw.Flush()
 	return 0
 }

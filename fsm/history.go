@@ -1,0 +1,181 @@
+package fsm
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Event is one entry of an instance's history: what changed, when (the
+// command's time), at which raft index, and why.
+type Event struct {
+	InstanceID string          `json:"instance_id"`
+	Seq        uint64          `json:"seq"`
+	Time       time.Time       `json:"time"`
+	Index      uint64          `json:"index"`
+	Type       string          `json:"type"`
+	Step       string          `json:"step,omitempty"`
+	Element    string          `json:"element,omitempty"`
+	TaskID     string          `json:"task_id,omitempty"`
+	Attempt    int             `json:"attempt,omitempty"`
+	Worker     string          `json:"worker,omitempty"`
+	Error      *TaskError      `json:"error,omitempty"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	Detail     string          `json:"detail,omitempty"`
+}
+
+const tableEvents = "events"
+
+func init() {
+	registerTable(&memdb.TableSchema{
+		Name: tableEvents,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				&memdb.StringFieldIndex{Field: "InstanceID"},
+				&memdb.UintFieldIndex{Field: "Seq"},
+			}}},
+		},
+	})
+	registerRecord(tableEvents, func() any { return new(Event) })
+}
+
+// note queues an event that the state alone does not show (a signal, a
+// timer, an operator's reason); saveInstance writes it first.
+func (i *Instance) note(e Event) { i.pending = append(i.pending, e) }
+
+// saveInstance stores an instance and appends to its history every change
+// from the version stored before: the noted events, then, in declaration
+// order, each step's and element's change of status, then the instance's.
+// History is derived from state changes in this one place, so it cannot
+// disagree with the state.
+func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
+	old := tx.Instance(inst.ID)
+	events := inst.pending
+	inst.pending = nil
+	if old == nil {
+		events = append([]Event{{Type: "instance_started", Data: inst.Input,
+			Detail: inst.Workflow + " version " + strconv.FormatUint(inst.Version, 10)}}, events...)
+	}
+	var order []string
+	if wv := tx.WorkflowVersion(inst.Workflow, inst.Version); wv != nil {
+		if wf, err := f.workflow(wv); err == nil {
+			for _, s := range wf.Steps {
+				order = append(order, s.Name)
+			}
+		}
+	}
+	for _, name := range order {
+		n := inst.Steps[name]
+		var o *StepState
+		if old != nil {
+			o = old.Steps[name]
+		}
+		if n == nil {
+			continue
+		}
+		prev := StepWaiting
+		if o != nil {
+			prev = o.Status
+		}
+		// A step's start comes before its elements' events, its end after;
+		// a for_each step's moves in between are its elements'.
+		var end *Event
+		if n.Status != prev && (len(n.Elements) == 0 || stepEnded(n.Status) || prev == StepWaiting) {
+			e := tx.stepEvent(name, "", prev, n.Status, n.TaskID, n.Attempts, n.Error, n.Output)
+			if prev == StepWaiting && !stepEnded(n.Status) {
+				events = append(events, e)
+			} else {
+				end = &e
+			}
+		}
+		for i, e := range n.Elements {
+			prevEl := StepWaiting
+			if o != nil && i < len(o.Elements) {
+				prevEl = o.Elements[i].Status
+			}
+			if e.Status != prevEl {
+				events = append(events, tx.stepEvent(name, e.Key, prevEl, e.Status, e.TaskID, e.Attempts, e.Error, e.Output))
+			}
+		}
+		if end != nil {
+			events = append(events, *end)
+		}
+	}
+	if old == nil || old.Status != inst.Status {
+		if inst.Status != InstanceRunning {
+			e := Event{Type: "instance_" + inst.Status, Data: inst.Output}
+			if inst.Error != nil {
+				e.Step = inst.Error.Step
+				e.Error = &TaskError{Type: inst.Error.Type, Message: inst.Error.Message}
+			}
+			events = append(events, e)
+		}
+	}
+	for _, e := range events {
+		inst.EventSeq++
+		e.InstanceID, e.Seq, e.Time, e.Index = inst.ID, inst.EventSeq, now, tx.Index
+		tx.mustInsert(tableEvents, &e)
+	}
+	tx.mustInsert(tableInstances, inst)
+}
+
+// stepEvent names a step's (or element's) change of status.
+func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, err *TaskError, output json.RawMessage) Event {
+	e := Event{Step: step, Element: element, TaskID: taskID, Attempt: attempts}
+	switch to {
+	case StepScheduled:
+		e.Type = "step_scheduled"
+		if from == StepRetryWait || from == StepRunning {
+			e.Type = "task_requeued"
+		}
+		if t := tx.Task(taskID); t != nil {
+			e.Data = t.Input
+		}
+	case StepRunning:
+		e.Type = "task_leased"
+		if t := tx.Task(taskID); t != nil {
+			e.Worker = t.WorkerID
+		}
+	case StepRetryWait:
+		e.Type, e.Error = "attempt_failed", err
+		e.Detail = "retrying after a backoff"
+	case StepSucceeded:
+		e.Type, e.Data = "step_succeeded", output
+	case StepFailed:
+		e.Type, e.Error = "step_failed", err
+	case StepSkipped:
+		e.Type = "step_skipped"
+	case StepCancelled:
+		e.Type = "step_cancelled"
+	case StepSleeping:
+		e.Type = "sleep_started"
+	case StepWaitingSignal:
+		e.Type = "signal_awaited"
+	default:
+		e.Type = "step_" + to
+	}
+	if element != "" && strings.HasPrefix(e.Type, "step_") {
+		e.Type = "element_" + strings.TrimPrefix(e.Type, "step_")
+	}
+	return e
+}
+
+// History returns an instance's events after seq, in order, at most limit.
+func (t *Txn) History(instance string, after uint64, limit int) []*Event {
+	out := []*Event{}
+	it, err := t.LowerBound(tableEvents, "id", instance, after+1)
+	if err != nil {
+		return out
+	}
+	for raw := it.Next(); raw != nil && (limit <= 0 || len(out) < limit); raw = it.Next() {
+		e := raw.(*Event)
+		if e.InstanceID != instance {
+			break
+		}
+		out = append(out, e)
+	}
+	return out
+}

@@ -1,0 +1,77 @@
+package fsm
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func historyOf(h *harness, id string) string {
+	var out []string
+	for _, e := range h.fsm.State().Read().History(id, 0, 0) {
+		s := e.Type
+		if e.Step != "" {
+			s += ":" + e.Step
+		}
+		if e.Element != "" {
+			s += "[" + e.Element + "]"
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, " ")
+}
+
+func TestHistoryOfADiamond(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	h.start("i", "diamond", `{"n": 1}`)
+	h.runToEnd()
+	want := "instance_started step_scheduled:a task_leased:a step_succeeded:a step_scheduled:b step_scheduled:c " +
+		"task_leased:b task_leased:c step_succeeded:b step_succeeded:c step_scheduled:d task_leased:d step_succeeded:d instance_completed"
+	if got := historyOf(h, "i"); got != want {
+		t.Fatalf("history:\n got %s\nwant %s", got, want)
+	}
+	events := h.fsm.State().Read().History("i", 0, 0)
+	for i, e := range events {
+		if e.Seq != uint64(i+1) || e.Index == 0 || e.Time.IsZero() {
+			t.Fatalf("event %d = %+v", i, e)
+		}
+	}
+	if events[2].Worker != "w1" || events[2].Attempt != 1 || string(events[1].Data) != `{"n":1}` {
+		t.Fatalf("lease event = %+v, schedule = %s", events[2], events[1].Data)
+	}
+	// Paging: after a sequence number, at most a limit.
+	if page := h.fsm.State().Read().History("i", 12, 10); len(page) != 2 || page[0].Seq != 13 {
+		t.Fatalf("page = %d events from %d", len(page), page[0].Seq)
+	}
+}
+
+func TestHistoryOfRetriesSignalsAndOperators(t *testing.T) {
+	h := newHarness(t)
+	h.register(retrying)
+	h.start("r", "retrying", `{}`)
+	h.failTask(h.leaseAll("w")[0], "network")
+	h.fireDue(h.now.Add(time.Minute))
+	h.complete(h.leaseAll("w")[0])
+	if got := historyOf(h, "r"); !strings.HasPrefix(got, "instance_started step_scheduled:a task_leased:a attempt_failed:a timer_fired:a task_requeued:a task_leased:a step_succeeded:a step_scheduled:b") {
+		t.Fatalf("retry history: %s", got)
+	}
+
+	h.register(approval)
+	h.start("s", "approval", `{}`)
+	h.signal("s", "approve", `{"by": "ada"}`, "")
+	h.apply(TerminateInstanceType, &TerminateInstanceRequest{Header: h.hdr(), ID: "s", Reason: "enough"})
+	got := historyOf(h, "s")
+	want := "instance_started step_scheduled:prepare signal_received operator_terminate step_cancelled:prepare step_cancelled:approve step_cancelled:act step_cancelled:escalate instance_terminated"
+	if got != want {
+		t.Fatalf("history:\n got %s\nwant %s", got, want)
+	}
+
+	h.register(fanout)
+	h.start("f", "fan", `{"items": ["x"]}`)
+	h.runToEnd()
+	if got := historyOf(h, "f"); got != "instance_started step_scheduled:each_item element_scheduled:each_item[0] step_succeeded:each_tag "+
+		"task_leased:each_item[0] element_succeeded:each_item[0] step_succeeded:each_item step_scheduled:join task_leased:join step_succeeded:join instance_completed" {
+		t.Fatalf("for_each history: %s", got)
+	}
+}
