@@ -114,6 +114,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	if key, ok := ctx.Value(idempotencyKey{}).(string); ok && method != "GET" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -152,4 +155,13 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) (
 		body = bytes.NewReader(b)
 	}
 	return c.do(ctx, method, path, body, "application/json", out)
+}
+
+type idempotencyKey struct{}
+
+// WithIdempotencyKey makes the writes made with ctx safe to retry: the
+// server stores the first answer to the key and returns it to every repeat
+// of the same request (a different request with the key is refused).
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKey{}, key)
 }

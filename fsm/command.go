@@ -22,6 +22,7 @@ const (
 	TerminateInstanceType MessageType = 8
 	SignalInstanceType    MessageType = 9
 	HeartbeatTaskType     MessageType = 10
+	IdempotentType        MessageType = 11
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -74,6 +75,7 @@ var typeNames = map[MessageType]string{
 	TerminateInstanceType: "TerminateInstance",
 	SignalInstanceType:    "SignalInstance",
 	HeartbeatTaskType:     "HeartbeatTask",
+	IdempotentType:        "Idempotent",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

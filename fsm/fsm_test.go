@@ -509,3 +509,42 @@ func TestStartChecksDeclaredInput(t *testing.T) {
 		t.Fatalf("task input = %s", task.Input)
 	}
 }
+
+func TestIdempotentCommands(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	wrap := func(key, fp string, mt MessageType, msg any) any {
+		inner, _ := Encode(mt, msg)
+		return h.apply(IdempotentType, &IdempotentRequest{Header: h.hdr(), Key: key, Fingerprint: fp, Command: inner})
+	}
+	start := &StartInstanceRequest{Header: h.hdr(), ID: "minted-1", Workflow: "diamond", Input: json.RawMessage(`{"n":1}`)}
+	first := wrap("k", "fp", StartInstanceType, start)
+	retry := &StartInstanceRequest{Header: h.hdr(), ID: "minted-2", Workflow: "diamond", Input: json.RawMessage(`{"n":1}`)}
+	again := wrap("k", "fp", StartInstanceType, retry)
+	if r1, r2 := first.(*StartInstanceResponse), again.(*StartInstanceResponse); r1.ID != "minted-1" || r2.ID != "minted-1" || !r2.Created {
+		t.Fatalf("first %+v, again %+v", r1, r2)
+	}
+	if h.fsm.State().Read().Instance("minted-2") != nil {
+		t.Fatal("the repeat ran")
+	}
+	if e, ok := wrap("k", "other", StartInstanceType, retry).(*Error); !ok || e.Code != CodeConflict {
+		t.Fatalf("reused key = %v", e)
+	}
+	missing := &StartInstanceRequest{Header: h.hdr(), ID: "x", Workflow: "nope"}
+	for i := 0; i < 2; i++ {
+		if e, ok := wrap("k2", "fp2", StartInstanceType, missing).(*Error); !ok || e.Code != CodeNotFound {
+			t.Fatalf("error answer %d = %v", i, e)
+		}
+	}
+	if e, ok := wrap("k3", "fp", LeaseTasksType, &LeaseTasksRequest{Header: h.hdr()}).(*Error); !ok || e.Code != CodeInvalid {
+		t.Fatalf("lease with a key = %v", e)
+	}
+	// Two FSMs fed this log still agree.
+	other := New(nil)
+	for _, l := range h.b.logs {
+		other.Apply(l)
+	}
+	if !bytes.Equal(snapshotBytes(t, h.fsm), snapshotBytes(t, other)) {
+		t.Fatal("snapshots differ")
+	}
+}

@@ -346,3 +346,54 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+func callWithKey(t *testing.T, method, url, body, key string) result {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	r := result{status: resp.StatusCode, header: resp.Header, raw: string(data)}
+	_ = json.Unmarshal(data, &r.body)
+	return r
+}
+
+func TestIdempotencyKeyReturnsTheFirstAnswer(t *testing.T) {
+	base := devAgent(t, false)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	// A start without an id, retried with its key: one instance, one id.
+	first := callWithKey(t, "POST", base+"/v1/workflows/diamond/instances", `{"input":{"n":1}}`, "start-1")
+	again := callWithKey(t, "POST", base+"/v1/workflows/diamond/instances", `{"input":{"n":1}}`, "start-1")
+	if first.status != 201 || again.status != 201 || first.body["id"] != again.body["id"] {
+		t.Fatalf("first %d %s, again %d %s", first.status, first.raw, again.status, again.raw)
+	}
+	if n := len(call(t, "GET", base+"/v1/instances", "").body["instances"].([]any)); n != 1 {
+		t.Fatalf("%d instances", n)
+	}
+	// The same key for another request is refused.
+	if r := callWithKey(t, "POST", base+"/v1/workflows/diamond/instances", `{"input":{"n":2}}`, "start-1"); r.status != 409 || !strings.Contains(r.raw, "different request") {
+		t.Fatalf("reused key = %d %s", r.status, r.raw)
+	}
+	// An error is a first answer too.
+	for i := 0; i < 2; i++ {
+		if r := callWithKey(t, "POST", base+"/v1/workflows/nope/instances", `{}`, "start-2"); r.status != 404 {
+			t.Fatalf("error answer %d = %d %s", i, r.status, r.raw)
+		}
+	}
+	// A completion retried with its key gets its first answer, not a 409.
+	r := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":2000}`)
+	done := fmt.Sprintf(`{"token":%q,"output":{"n":1}}`, r.body["token"])
+	url := base + "/v1/tasks/" + r.body["task_id"].(string) + "/complete"
+	for i := 0; i < 2; i++ {
+		if r := callWithKey(t, "POST", url, done, "done-1"); r.status != 200 || r.body["instance_status"] != "running" {
+			t.Fatalf("completion %d = %d %s", i, r.status, r.raw)
+		}
+	}
+	if r := callWithKey(t, "POST", base+"/v1/workflows", readExample(t), strings.Repeat("k", 200)); r.status != 400 {
+		t.Fatalf("long key = %d", r.status)
+	}
+}

@@ -6,11 +6,14 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -185,6 +188,15 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 				return
 			}
 		}
+		if kind == write {
+			if key := r.Header.Get(idempotencyHeader); key != "" {
+				if len(key) > 128 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+					s.writeError(w, r, &Error{Status: 400, Code: "bad_request", Message: idempotencyHeader + " must be 1 to 128 printable ASCII characters"})
+					return
+				}
+				r = r.WithContext(context.WithValue(r.Context(), idempotencyCtxKey{}, idempotency{key: key, fingerprint: fingerprint(r, body)}))
+			}
+		}
 		out, err := h(r, ps, body)
 		if err != nil && kind == write && (errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader)) {
 			s.forwardToLeader(w, r, body)
@@ -286,6 +298,11 @@ func (s *Server) apply(r *http.Request, t fsm.MessageType, msg any) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	if idem, ok := r.Context().Value(idempotencyCtxKey{}).(idempotency); ok {
+		if cmd, err = fsm.Encode(fsm.IdempotentType, &fsm.IdempotentRequest{Header: s.header(), Key: idem.key, Fingerprint: idem.fingerprint, Command: cmd}); err != nil {
+			return nil, err
+		}
+	}
 	res, err := s.cfg.Cluster.Apply(r.Context(), cmd)
 	if err != nil {
 		return nil, err
@@ -311,4 +328,21 @@ func decodeJSON(body []byte, out any) error {
 		return &Error{Status: 400, Code: "bad_request", Message: "invalid JSON body: trailing data after the object"}
 	}
 	return nil
+}
+
+// idempotencyHeader names the header that makes any write safe to retry:
+// the first answer to a key is stored and returned to every repeat.
+const idempotencyHeader = "Idempotency-Key"
+
+type idempotencyCtxKey struct{}
+
+type idempotency struct{ key, fingerprint string }
+
+// fingerprint identifies the request a key was first used for: method,
+// path and body, before any id is minted or time stamped.
+func fingerprint(r *http.Request, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(r.Method + " " + r.URL.Path + "\n"))
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -259,6 +259,7 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 	id := fs.String("id", "", "instance id (business key); repeating a start with the same id is safe")
 	version := fs.Uint64("version", 0, "workflow version (default: latest)")
 	wait := fs.Bool("wait", false, "wait until the instance ends and print it")
+	idemKey := fs.String("idempotency-key", "", "makes retrying this start safe, even without -id: a repeat gets the first answer")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -276,6 +277,9 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 	}
 	c, cancel := ctx()
 	defer cancel()
+	if *idemKey != "" {
+		c = api.WithIdempotencyKey(c, *idemKey)
+	}
 	s, err := cl.StartInstance(c, fs.Arg(0), api.StartRequest{Input: in, ID: *id, Version: *version})
 	if err != nil {
 		return fail(stderr, "instance start", err)

@@ -140,13 +140,24 @@ func (s *starter) run(ctx context.Context, t *testing.T) {
 		s.mu.Unlock()
 		c, _ := api.New(api.Config{Address: nodes[node]})
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		// Retry the same id until acknowledged or given up: a retry of an
-		// indeterminate start must not create a second instance.
+		// Every other start has no id and relies on its Idempotency-Key:
+		// retried until acknowledged, it must not create a second instance.
+		byKey := s.seq%2 == 1
+		req := api.StartRequest{ID: id}
+		if byKey {
+			rctx = api.WithIdempotencyKey(rctx, id)
+			req.ID = ""
+		}
 		for attempt := 0; attempt < 20 && rctx.Err() == nil; attempt++ {
-			_, err := c.StartInstance(rctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(fmt.Sprintf(`{"n": %d}`, attempt))})
+			if !byKey {
+				req.Input = json.RawMessage(fmt.Sprintf(`{"n": %d}`, attempt))
+			} else {
+				req.Input = json.RawMessage(fmt.Sprintf(`{"n": 1, "key": %q}`, id))
+			}
+			started, err := c.StartInstance(rctx, "diamond", req)
 			if err == nil {
 				s.mu.Lock()
-				s.acked[id] = true
+				s.acked[started.ID] = true
 				s.mu.Unlock()
 				break
 			}
@@ -339,4 +350,27 @@ func TestClusterSurvivesLeaderKillAndPause(t *testing.T) {
 	if lists[0] != lists[1] || lists[1] != lists[2] {
 		t.Fatal("nodes disagree on the instances they hold")
 	}
+	// No duplicates: at most one instance per idempotency key. (A start
+	// whose last attempt was indeterminate may have committed without being
+	// acknowledged; that is allowed, a second instance for its key is not.)
+	perKey := map[string][]string{}
+	for _, entry := range strings.Split(lists[0], ",") {
+		id := strings.SplitN(entry, "=", 2)[0]
+		inst, err := client(t, "node1").Instance(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in struct {
+			Key string `json:"key"`
+		}
+		if json.Unmarshal(inst.Input, &in) == nil && in.Key != "" {
+			perKey[in.Key] = append(perKey[in.Key], id)
+		}
+	}
+	for key, ids := range perKey {
+		if len(ids) > 1 {
+			t.Fatalf("idempotency key %s started %d instances: %v", key, len(ids), ids)
+		}
+	}
+	t.Logf("%d instances, %d started by idempotency key, none twice", len(strings.Split(lists[0], ",")), len(perKey))
 }
