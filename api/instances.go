@@ -177,3 +177,16 @@ func (c *Client) History(ctx context.Context, id string, after uint64) ([]Event,
 	_, err := c.doJSON(ctx, "GET", fmt.Sprintf("/v1/instances/%s/history?after=%d", url.PathEscape(id), after), nil, &out)
 	return out.Events, err
 }
+
+// Cancel cancels an instance: in-flight attempts are asked to stop, then
+// the compensate of every succeeded step runs in reverse order of
+// completion, and the instance ends cancelled. It answers the status right
+// after the request (usually cancelling, or cancelled when there was
+// nothing to undo).
+func (c *Client) Cancel(ctx context.Context, id, reason string) (string, error) {
+	var out struct {
+		Status string `json:"status"`
+	}
+	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/cancel", map[string]string{"reason": reason}, &out)
+	return out.Status, err
+}

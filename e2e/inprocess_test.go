@@ -143,6 +143,36 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 		t.Fatalf("approval: %s %s %+v", inst.Status, inst.Output, inst.Error)
 	}
 
+	// Cancel with compensation, through a follower, with the built-in workers.
+	if _, err := fc.RegisterWorkflow(ctx, "order-saga.hcl", readExample(t, "order-saga.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.StartInstance(ctx, "order-saga", api.StartRequest{ID: "saga", Input: json.RawMessage(`{"order_id":"1","amount":5,"ship_ms":1000}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the shipment to be under way", func() error {
+		inst, err := fc.Instance(ctx, "saga")
+		if err != nil {
+			return err
+		}
+		if st := inst.Steps["ship"].Status; st != "running" {
+			return fmt.Errorf("ship is %s", st)
+		}
+		return nil
+	})
+	if status, err := fc.Cancel(ctx, "saga", "test"); err != nil || status != "cancelling" {
+		t.Fatalf("cancel = %q %v", status, err)
+	}
+	sagaInst, err := fc.WaitInstance(ctx, "saga")
+	if err != nil || sagaInst.Status != "cancelled" {
+		t.Fatalf("saga: %+v %v", sagaInst, err)
+	}
+	for _, s := range []string{"charge", "reserve", "ship"} {
+		if st := sagaInst.Steps[s].Status; st != "compensated" {
+			t.Fatalf("%s is %s", s, st)
+		}
+	}
+
 	// Start one slow instance and stop the leader while it is in flight.
 	inflight, err := fc.StartInstance(ctx, "slow", api.StartRequest{ID: "inflight-1"})
 	if err != nil {

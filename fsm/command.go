@@ -23,6 +23,7 @@ const (
 	SignalInstanceType    MessageType = 9
 	HeartbeatTaskType     MessageType = 10
 	IdempotentType        MessageType = 11
+	CancelInstanceType    MessageType = 12
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -76,6 +77,7 @@ var typeNames = map[MessageType]string{
 	SignalInstanceType:    "SignalInstance",
 	HeartbeatTaskType:     "HeartbeatTask",
 	IdempotentType:        "Idempotent",
+	CancelInstanceType:    "CancelInstance",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

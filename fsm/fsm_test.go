@@ -358,6 +358,14 @@ func buildBusyLog(t *testing.T) *harness {
 	for i := 1; i < 20; i += 2 {
 		h.signal(fmt.Sprintf("a%02d", i), "approve", `{"by": "late"}`, "")
 	}
+	h.register(sagaWithUndo)
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprintf("o%02d", i)
+		h.start(id, "order", `{}`)
+		h.completeActivities("payments.charge")
+		h.cancel(id, "changed")
+		h.runToEnd()
+	}
 	h.fireDue(h.now.Add(48 * time.Hour)) // the signal waits that got none time out
 	h.runToEnd()
 	return h

@@ -76,6 +76,11 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		if n == nil {
 			continue
 		}
+		// Stamp the completion order, which a compensation reverses.
+		if n.Status == StepSucceeded && (o == nil || o.Status != StepSucceeded) && n.CompletedSeq == 0 {
+			inst.CompletionSeq++
+			n.CompletedSeq = inst.CompletionSeq
+		}
 		prev := StepWaiting
 		if o != nil {
 			prev = o.Status
@@ -154,6 +159,10 @@ func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, e
 		e.Type = "sleep_started"
 	case StepWaitingSignal:
 		e.Type = "signal_awaited"
+	case StepCompensating:
+		e.Type, e.TaskID = "compensation_scheduled", ""
+	case StepCompensated:
+		e.Type = "step_compensated"
 	default:
 		e.Type = "step_" + to
 	}

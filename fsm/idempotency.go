@@ -41,6 +41,7 @@ var responseTypes = map[MessageType]func() any{
 	CompleteTaskType:      func() any { return new(TaskResultResponse) },
 	FailTaskType:          func() any { return new(TaskResultResponse) },
 	TerminateInstanceType: func() any { return new(InstanceStatusResponse) },
+	CancelInstanceType:    func() any { return new(InstanceStatusResponse) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 }

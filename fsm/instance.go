@@ -18,6 +18,8 @@ const (
 	InstanceFailed     = "failed"
 	InstanceTimedOut   = "timed_out"  // outlived the workflow's timeout
 	InstanceTerminated = "terminated" // ended by an operator, without compensation
+	InstanceCancelling = "cancelling" // cancel asked: in-flight attempts end, then compensations run
+	InstanceCancelled  = "cancelled"  // every compensation ran
 )
 
 // Step states.
@@ -28,6 +30,8 @@ const (
 	StepRetryWait     = "retry_wait"     // an attempt failed; the next waits for its backoff
 	StepSleeping      = "sleeping"       // a sleep step waits for its time
 	StepWaitingSignal = "waiting_signal" // a wait_signal step waits for its signal
+	StepCompensating  = "compensating"   // its compensate task runs (instance cancelling)
+	StepCompensated   = "compensated"    // its compensate task succeeded
 	StepSucceeded     = "succeeded"
 	StepFailed        = "failed"
 	StepSkipped       = "skipped"   // its trigger rule or when said not to run
@@ -52,6 +56,10 @@ type Instance struct {
 	ModifyIndex uint64                `json:"modify_index"`
 	// EventSeq is the sequence number of the instance's last history event.
 	EventSeq uint64 `json:"event_seq"`
+	// CompletionSeq counts step completions; each succeeded step keeps its
+	// number (StepState.CompletedSeq), the order compensation reverses.
+	CompletionSeq uint64 `json:"completion_seq,omitempty"`
+	CancelReason  string `json:"cancel_reason,omitempty"`
 
 	pending []Event // noted events, written by saveInstance
 }
@@ -79,6 +87,10 @@ type StepState struct {
 	// output is then the list (or, with ForEachMap, the map) of theirs.
 	Elements   []*ElementState `json:"elements,omitempty"`
 	ForEachMap bool            `json:"for_each_map,omitempty"`
+	// CompletedSeq orders the step among the instance's completions.
+	CompletedSeq uint64 `json:"completed_seq,omitempty"`
+	// CompensationTaskID is the task undoing the step, once cancelling.
+	CompensationTaskID string `json:"compensation_task_id,omitempty"`
 }
 
 // ElementState is the progress of one for_each element: one task.
@@ -94,7 +106,13 @@ type ElementState struct {
 }
 
 // Terminal reports whether the instance has ended.
-func (i *Instance) Terminal() bool { return i.Status != InstanceRunning }
+func (i *Instance) Terminal() bool {
+	switch i.Status {
+	case InstanceRunning, InstanceCancelling:
+		return false
+	}
+	return true
+}
 
 func (i *Instance) clone() *Instance {
 	c := *i

@@ -11,7 +11,8 @@ import (
 // may move between. Anything else is refused with a conflict that names
 // both states.
 var instanceTransitions = map[string][]string{
-	InstanceRunning: {InstanceCompleted, InstanceFailed, InstanceTimedOut, InstanceTerminated},
+	InstanceRunning:    {InstanceCompleted, InstanceFailed, InstanceTimedOut, InstanceTerminated, InstanceCancelling},
+	InstanceCancelling: {InstanceCancelled, InstanceFailed, InstanceTerminated},
 }
 
 // checkTransition refuses a move the table does not allow.
@@ -51,6 +52,9 @@ func endInstance(tx *Txn, inst *Instance, status string, cause *InstanceError, n
 			}
 			cancelElements(tx, st, now)
 			endStep(st, StepCancelled, nil, now)
+		case StepCompensating:
+			// Ended mid-compensation (terminated): the undo stops here.
+			tx.cancelTask(st.CompensationTaskID, now)
 		}
 	}
 }

@@ -32,6 +32,8 @@ type Task struct {
 	Queue      string `json:"queue"`
 	// Element is the for_each element the task runs, if any.
 	Element *int `json:"element,omitempty"`
+	// Compensation marks the task that undoes its step (instance cancelling).
+	Compensation bool `json:"compensation,omitempty"`
 	// IdempotencyKey is stable across attempts (instance/step, or
 	// instance/step/key for a for_each element) so that a worker can make
 	// its side effects idempotent.
@@ -190,7 +192,7 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 			continue
 		}
 		inst := tx.Instance(t.InstanceID)
-		if inst == nil || inst.Terminal() {
+		if inst == nil || inst.Terminal() || (inst.Status == InstanceCancelling && !t.Compensation) {
 			continue
 		}
 		c := *t
@@ -212,8 +214,15 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 
 		ic := inst.clone()
 		st := ic.Steps[c.Step]
-		st.Status = StepRunning
 		now := req.Time
+		if c.Compensation {
+			ic.note(Event{Type: "compensation_leased", Step: c.Step, TaskID: c.ID, Attempt: c.Attempt, Worker: c.WorkerID})
+			ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
+			f.saveInstance(tx, ic, req.Time)
+			resp.Granted = append(resp.Granted, &c)
+			continue
+		}
+		st.Status = StepRunning
 		if c.Element != nil {
 			e := st.Elements[*c.Element]
 			e.Status, e.Attempts = StepRunning, c.Attempt
@@ -312,17 +321,25 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 		return nil, err
 	}
 	s := wf.Step(t.Step)
+	policy := s.Retry
+	if t.Compensation {
+		policy = s.Compensate.Retry
+	}
 	c := *t
 	c.Token, c.DeadlineKey = "", 0
 	c.LeaseDeadline, c.HeartbeatDeadline = time.Time{}, time.Time{}
 	c.ModifyIndex = tx.Index
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
-	if taskErr != nil && !taskErr.NonRetryable && s.Retry.Retryable(c.Attempt, taskErr.Type) {
+	retry := taskErr != nil && !taskErr.NonRetryable && policy.Retryable(c.Attempt, taskErr.Type) &&
+		(ic.Status == InstanceRunning || c.Compensation)
+	if retry {
 		c.Status = TaskRetryWait
 		tx.mustInsert(tableTasks, &c)
-		newTimer(tx, TimerRetry, ic.ID, c.Step, c.ID, now.Add(s.Retry.Delay(c.Attempt, c.ID)))
-		if c.Element != nil {
+		newTimer(tx, TimerRetry, ic.ID, c.Step, c.ID, now.Add(policy.Delay(c.Attempt, c.ID)))
+		if c.Compensation {
+			ic.note(Event{Type: "compensation_attempt_failed", Step: c.Step, TaskID: c.ID, Attempt: c.Attempt, Error: taskErr, Detail: "retrying after a backoff"})
+		} else if c.Element != nil {
 			e := st.Elements[*c.Element]
 			e.Status, e.Error = StepRetryWait, taskErr
 			st.Status = elementsStatus(st)
@@ -339,6 +356,12 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 		c.Status = TaskCompleted
 	}
 	tx.mustInsert(tableTasks, &c)
+	if ic.Status == InstanceCancelling {
+		f.settleCancelling(tx, &c, ic, wf, output, taskErr, now)
+		ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
+		f.saveInstance(tx, ic, now)
+		return &TaskResultResponse{TaskID: c.ID, InstanceID: ic.ID, InstanceStatus: ic.Status}, nil
+	}
 	if c.Element != nil {
 		f.finishElement(tx, ic, s, st, *c.Element, output, taskErr, now)
 	} else if taskErr != nil {
@@ -418,7 +441,7 @@ type HeartbeatResponse struct {
 func (f *FSM) applyHeartbeat(tx *Txn, body []byte) any {
 	var req HeartbeatTaskRequest
 	mustDecode(HeartbeatTaskType, body, &req)
-	t, _, e := checkLease(tx, req.TaskID, req.Token)
+	t, inst, e := checkLease(tx, req.TaskID, req.Token)
 	if e != nil {
 		return e
 	}
@@ -432,7 +455,7 @@ func (f *FSM) applyHeartbeat(tx *Txn, body []byte) any {
 	}
 	c.ModifyIndex = tx.Index
 	tx.mustInsert(tableTasks, &c)
-	return &HeartbeatResponse{Deadline: c.deadline()}
+	return &HeartbeatResponse{Deadline: c.deadline(), CancelRequested: inst.Status == InstanceCancelling && !c.Compensation}
 }
 
 // Task returns a task by id, or nil.

@@ -104,7 +104,9 @@ func (f *FSM) applyFireTimers(tx *Txn, body []byte) any {
 		case TimerSleep:
 			f.wake(tx, inst, tm, req.Time)
 		case TimerInstanceTimeout:
-			f.timeOut(tx, inst, tm, req.Time)
+			if inst.Status == InstanceRunning { // a cancellation runs to its end
+				f.timeOut(tx, inst, tm, req.Time)
+			}
 		case TimerSignalTimeout:
 			f.signalTimedOut(tx, inst, tm, req.Time)
 		case TimerScheduleTimeout:
@@ -127,10 +129,12 @@ func (f *FSM) endBackoff(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 	armScheduleTimeout(tx, &c, now)
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
-	if c.Element != nil {
+	switch {
+	case c.Compensation: // the step stays compensating
+	case c.Element != nil:
 		st.Elements[*c.Element].Status = StepScheduled
 		st.Status = elementsStatus(st)
-	} else {
+	default:
 		st.Status = StepScheduled
 	}
 	ic.UpdatedAt, ic.ModifyIndex = now, tx.Index

@@ -77,6 +77,10 @@ func Graph(wf *Workflow, format GraphFormat) (string, error) {
 				attrs += ", style=\"rounded,dashed\""
 			}
 			fmt.Fprintf(&b, "  %q [%s];\n", s.Name, attrs)
+			if s.Compensate != nil {
+				fmt.Fprintf(&b, "  %q [label=%q, shape=note, style=dashed, color=blue];\n", s.Name+".compensate", "undo "+s.Name+"\n"+s.Compensate.Activity)
+				fmt.Fprintf(&b, "  %q -> %q [style=dashed, color=blue, arrowhead=none];\n", s.Name, s.Name+".compensate")
+			}
 		}
 		edges(func(from string, to *Step) {
 			switch to.TriggerRule {
@@ -99,6 +103,9 @@ func Graph(wf *Workflow, format GraphFormat) (string, error) {
 				fmt.Fprintf(&b, "  %s{{%s}}\n", mermaidID(s.Name), text)
 			} else {
 				fmt.Fprintf(&b, "  %s[%s]\n", mermaidID(s.Name), text)
+			}
+			if s.Compensate != nil {
+				fmt.Fprintf(&b, "  %s_undo[/\"undo %s<br/><small>%s</small>\"/]\n  %s -.- %s_undo\n", mermaidID(s.Name), s.Name, s.Compensate.Activity, mermaidID(s.Name), mermaidID(s.Name))
 			}
 		}
 		edges(func(from string, to *Step) {

@@ -105,6 +105,9 @@ type Step struct {
 	FailMessage hhcl.Expression
 	// Retry is the policy of an activity step's task.
 	Retry RetryPolicy
+	// Compensate, if set, undoes the step when its instance is cancelled
+	// after the step succeeded.
+	Compensate *Compensation
 	// HeartbeatTimeout, if set, ends an attempt that has not heartbeated
 	// for that long. ScheduleTimeout, if set, fails the step when no
 	// worker takes its task within that long of it entering its queue.
@@ -182,7 +185,7 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "heartbeat_timeout"},
 		{Name: "schedule_timeout"},
 	},
-	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}, {Type: "wait_signal", LabelNames: []string{"name"}}},
+	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}, {Type: "wait_signal", LabelNames: []string{"name"}}, {Type: "compensate"}},
 }
 
 var failSchema = &hhcl.BodySchema{
@@ -336,6 +339,9 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 		if _, ok := wf.steps[r.target]; !ok {
 			diags = append(diags, unknownStep(r, wf))
 			continue
+		}
+		if r.what == "compensate" {
+			continue // read when compensating: no dependency, and the step itself is fine
 		}
 		if r.target == r.from {
 			diags = append(diags, &hhcl.Diagnostic{
@@ -564,6 +570,24 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 		}
 	}
 	var refs []pendingRef
+	for _, cb := range content.Blocks {
+		if cb.Type != "compensate" {
+			continue
+		}
+		if step.Compensate != nil {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate compensate block",
+				Detail: "Declare one compensate block per step.", Subject: cb.DefRange.Ptr()})
+			continue
+		}
+		comp, r, d := decodeCompensate(cb, name, step, def)
+		diags = append(diags, d...)
+		refs = append(refs, r...)
+		step.Compensate = comp
+		if _, ok := content.Attributes["activity"]; !ok {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "compensate on a step without an activity",
+				Detail: "Only activity steps do work that can be undone.", Subject: cb.DefRange.Ptr()})
+		}
+	}
 	if attr, ok := content.Attributes["input"]; ok {
 		step.Input = attr.Expr
 		diags = append(diags, checkEach(attr.Expr, step.ForEach != nil)...)
@@ -741,4 +765,56 @@ func findCycles(wf *Workflow) hhcl.Diagnostics {
 		}
 	}
 	return diags
+}
+
+// Compensation undoes a succeeded step when its instance is cancelled: a
+// task of its own, with its own retry policy.
+type Compensation struct {
+	Activity string
+	Input    hhcl.Expression
+	Queue    string
+	Timeout  time.Duration
+	Retry    RetryPolicy
+}
+
+var compensateSchema = &hhcl.BodySchema{
+	Attributes: []hhcl.AttributeSchema{{Name: "activity", Required: true}, {Name: "input"}, {Name: "queue"}, {Name: "timeout"}},
+	Blocks:     []hhcl.BlockHeaderSchema{{Type: "retry"}},
+}
+
+// decodeCompensate reads a compensate block. Its input may read any step,
+// the step itself included (step.NAME.output), without creating a
+// dependency: it is evaluated when compensating.
+func decodeCompensate(block *hhcl.Block, from string, step *Step, def stepDefaults) (*Compensation, []pendingRef, hhcl.Diagnostics) {
+	c := &Compensation{Queue: step.Queue, Timeout: step.Timeout, Retry: def.Retry}
+	content, diags := block.Body.Content(compensateSchema)
+	if attr, ok := content.Attributes["activity"]; ok {
+		diags = append(diags, decodeString(attr, &c.Activity)...)
+	}
+	if attr, ok := content.Attributes["queue"]; ok {
+		diags = append(diags, decodeString(attr, &c.Queue)...)
+		if !validName(c.Queue) {
+			diags = append(diags, attrError(attr, "Invalid queue name", "Use 1 to 64 letters, digits, '_' or '-', starting with a letter."))
+		}
+	}
+	if attr, ok := content.Attributes["timeout"]; ok {
+		diags = append(diags, decodeDuration(attr, &c.Timeout)...)
+	}
+	for _, rb := range content.Blocks {
+		r, d := decodeRetry(rb, def.Retry)
+		diags = append(diags, d...)
+		c.Retry = r
+	}
+	var refs []pendingRef
+	if attr, ok := content.Attributes["input"]; ok {
+		c.Input = attr.Expr
+		diags = append(diags, checkEach(attr.Expr, false)...)
+		diags = append(diags, checkExpr(attr.Expr, from, nil, true)...)
+		for _, t := range attr.Expr.Variables() {
+			if target, rng, ok := stepRef(t); ok {
+				refs = append(refs, pendingRef{from: from, target: target, rng: rng, what: "compensate"})
+			}
+		}
+	}
+	return c, refs, diags
 }

@@ -230,3 +230,15 @@ func (s *Server) instanceVariables(_ *http.Request, ps httprouter.Params, _ []by
 	}
 	return map[string]any{"input": inst.Input, "steps": outputs}, nil
 }
+
+// POST /v1/instances/:id/cancel — stop, then undo the succeeded steps.
+func (s *Server) cancelInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req TerminateRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Reason) > 4096 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "reason is limited to 4096 bytes"}
+	}
+	return s.apply(r, fsm.CancelInstanceType, &fsm.CancelInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Reason: req.Reason})
+}

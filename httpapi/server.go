@@ -146,6 +146,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/instances/:id/steps/:step", read, 0, s.instanceStep},
 		{"GET", "/v1/instances/:id/variables", read, 0, s.instanceVariables},
 		{"POST", "/v1/instances/:id/terminate", write, maxJSONBody, s.terminateInstance},
+		{"POST", "/v1/instances/:id/cancel", write, maxJSONBody, s.cancelInstance},
 		{"POST", "/v1/instances/:id/signals/:name", write, maxJSONBody, s.signalInstance},
 
 		{"POST", "/v1/queues/:queue/poll", write, maxJSONBody, s.poll},

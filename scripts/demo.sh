@@ -107,6 +107,15 @@ run "$BIN" instance start approval -input '{"request": "second laptop", "amount"
 sleep 0.5
 run "$BIN" instance status demo-approval
 
+bold "Cancel with compensation: an order is cancelled while it ships"
+"$BIN" instance start order-saga -input '{"order_id": "A-1001", "amount": 42}' -id demo-order >/dev/null
+for _ in $(seq 1 50); do
+  "$BIN" instance status demo-order | grep -qE '^  ship +running' && break
+  sleep 0.1
+done
+run "$BIN" instance cancel demo-order -reason "customer changed their mind" -wait
+run "$BIN" instance history demo-order
+
 cat <<TRY
 
 $(printf '\033[1m')Lockstep is running. Try next (in another terminal):$(printf '\033[0m')

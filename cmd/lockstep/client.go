@@ -230,6 +230,7 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"status":    {"Show an instance and its steps", instanceStatus},
 		"list":      {"List instances", instanceList},
 		"terminate": {"End an instance at once, without compensation", instanceTerminate},
+		"cancel":    {"Cancel an instance: stop it, then undo its succeeded steps", instanceCancel},
 		"signal":    {"Send a signal to an instance", instanceSignal},
 		"history":   {"Show everything that happened to an instance, in order", instanceHistory},
 	}, args, stdout, stderr)
@@ -493,9 +494,19 @@ func formatLabels(labels map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
+func instanceCancel(args []string, stdout, stderr io.Writer) int {
+	return endInstance("cancel", "instance cancel [-reason TEXT] [-wait] ID", args, stdout, stderr)
+}
+
 func instanceTerminate(args []string, stdout, stderr io.Writer) int {
-	fs, cf := newFlagSet("instance terminate", "instance terminate [-reason TEXT] ID", stderr)
+	return endInstance("terminate", "instance terminate [-reason TEXT] ID", args, stdout, stderr)
+}
+
+// endInstance runs cancel or terminate.
+func endInstance(verb, usage string, args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance "+verb, usage, stderr)
 	reason := fs.String("reason", "", "why, recorded as the instance's error")
+	wait := fs.Bool("wait", false, "wait until the instance has ended and print it")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -505,13 +516,25 @@ func instanceTerminate(args []string, stdout, stderr io.Writer) int {
 	}
 	cl, err := cf.client()
 	if err != nil {
-		return fail(stderr, "instance terminate", err)
+		return fail(stderr, "instance "+verb, err)
 	}
 	c, cancel := ctx()
 	defer cancel()
-	status, err := cl.Terminate(c, fs.Arg(0), *reason)
+	call := cl.Terminate
+	if verb == "cancel" {
+		call = cl.Cancel
+	}
+	status, err := call(c, fs.Arg(0), *reason)
 	if err != nil {
-		return fail(stderr, "instance terminate", err)
+		return fail(stderr, "instance "+verb, err)
+	}
+	if *wait {
+		inst, err := cl.WaitInstance(c, fs.Arg(0))
+		if err != nil {
+			return fail(stderr, "instance "+verb, err)
+		}
+		printInstance(stdout, inst, cf.json)
+		return 0
 	}
 	if cf.json {
 		printJSON(stdout, map[string]string{"id": fs.Arg(0), "status": status})
