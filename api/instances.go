@@ -178,6 +178,26 @@ func (c *Client) History(ctx context.Context, id string, after uint64) ([]Event,
 	return out.Events, err
 }
 
+func (c *Client) instanceAction(ctx context.Context, id, action, reason string) (string, error) {
+	var out struct {
+		Status string `json:"status"`
+	}
+	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/"+action, map[string]string{"reason": reason}, &out)
+	return out.Status, err
+}
+
+// Suspend pauses an instance: nothing new is dispatched and no timer takes
+// effect until Resume; attempts in flight may finish.
+func (c *Client) Suspend(ctx context.Context, id, reason string) (string, error) {
+	return c.instanceAction(ctx, id, "suspend", reason)
+}
+
+// Resume continues a suspended instance; what came due meanwhile takes
+// effect at once.
+func (c *Client) Resume(ctx context.Context, id, reason string) (string, error) {
+	return c.instanceAction(ctx, id, "resume", reason)
+}
+
 // Cancel cancels an instance: in-flight attempts are asked to stop, then
 // the compensate of every succeeded step runs in reverse order of
 // completion, and the instance ends cancelled. It answers the status right

@@ -154,6 +154,9 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 		// for: tasks no waiter accepts (their workers are elsewhere or
 		// down) must not hide the ones behind them.
 		tx.EachPendingTask(queue, func(task *fsm.Task) bool {
+			if inst := tx.Instance(task.InstanceID); inst == nil || !inst.Dispatchable(task) {
+				return true // suspended (or cancelling): not now, and not in the way
+			}
 			for _, w := range ws {
 				if w.done || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
 					continue
@@ -234,6 +237,9 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 
 	var due []string
 	for _, t := range tx.DueTimers(e.cfg.MaxLeasesPerRound) {
+		if t.Deferred {
+			break // parked until their instance resumes; they sort last
+		}
 		if t.Due.After(now) {
 			next = min(next, t.Due.Sub(now))
 			break

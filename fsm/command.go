@@ -24,6 +24,8 @@ const (
 	HeartbeatTaskType     MessageType = 10
 	IdempotentType        MessageType = 11
 	CancelInstanceType    MessageType = 12
+	SuspendInstanceType   MessageType = 13
+	ResumeInstanceType    MessageType = 14
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -78,6 +80,8 @@ var typeNames = map[MessageType]string{
 	HeartbeatTaskType:     "HeartbeatTask",
 	IdempotentType:        "Idempotent",
 	CancelInstanceType:    "CancelInstance",
+	SuspendInstanceType:   "SuspendInstance",
+	ResumeInstanceType:    "ResumeInstance",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

@@ -42,6 +42,8 @@ var responseTypes = map[MessageType]func() any{
 	FailTaskType:          func() any { return new(TaskResultResponse) },
 	TerminateInstanceType: func() any { return new(InstanceStatusResponse) },
 	CancelInstanceType:    func() any { return new(InstanceStatusResponse) },
+	SuspendInstanceType:   func() any { return new(InstanceStatusResponse) },
+	ResumeInstanceType:    func() any { return new(InstanceStatusResponse) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 }

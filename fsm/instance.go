@@ -18,6 +18,7 @@ const (
 	InstanceFailed     = "failed"
 	InstanceTimedOut   = "timed_out"  // outlived the workflow's timeout
 	InstanceTerminated = "terminated" // ended by an operator, without compensation
+	InstanceSuspended  = "suspended"  // paused by an operator: nothing dispatched, no timer takes effect
 	InstanceCancelling = "cancelling" // cancel asked: in-flight attempts end, then compensations run
 	InstanceCancelled  = "cancelled"  // every compensation ran
 )
@@ -105,10 +106,23 @@ type ElementState struct {
 	TaskID   string          `json:"task_id,omitempty"`
 }
 
+// Dispatchable reports whether a task of this instance may be leased now:
+// any of a running instance, only compensations of a cancelling one, none
+// of a suspended or ended one.
+func (i *Instance) Dispatchable(t *Task) bool {
+	switch i.Status {
+	case InstanceRunning:
+		return !t.Compensation
+	case InstanceCancelling:
+		return t.Compensation
+	}
+	return false
+}
+
 // Terminal reports whether the instance has ended.
 func (i *Instance) Terminal() bool {
 	switch i.Status {
-	case InstanceRunning, InstanceCancelling:
+	case InstanceRunning, InstanceCancelling, InstanceSuspended:
 		return false
 	}
 	return true

@@ -11,7 +11,8 @@ import (
 // may move between. Anything else is refused with a conflict that names
 // both states.
 var instanceTransitions = map[string][]string{
-	InstanceRunning:    {InstanceCompleted, InstanceFailed, InstanceTimedOut, InstanceTerminated, InstanceCancelling},
+	InstanceRunning:    {InstanceCompleted, InstanceFailed, InstanceTimedOut, InstanceTerminated, InstanceCancelling, InstanceSuspended},
+	InstanceSuspended:  {InstanceRunning, InstanceTerminated, InstanceCancelling},
 	InstanceCancelling: {InstanceCancelled, InstanceFailed, InstanceTerminated},
 }
 

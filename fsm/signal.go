@@ -79,7 +79,7 @@ func (f *FSM) applySignal(tx *Txn, body []byte) any {
 			}
 		}
 	}
-	if inst.Status != InstanceRunning {
+	if inst.Status != InstanceRunning && inst.Status != InstanceSuspended {
 		return errorf(CodeConflict, "instance %q is %s; it takes no more signals", req.ID, inst.Status)
 	}
 	wf, err := f.workflow(tx.WorkflowVersion(inst.Workflow, inst.Version))

@@ -192,7 +192,7 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 			continue
 		}
 		inst := tx.Instance(t.InstanceID)
-		if inst == nil || inst.Terminal() || (inst.Status == InstanceCancelling && !t.Compensation) {
+		if inst == nil || !inst.Dispatchable(t) {
 			continue
 		}
 		c := *t
@@ -332,7 +332,7 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
 	retry := taskErr != nil && !taskErr.NonRetryable && policy.Retryable(c.Attempt, taskErr.Type) &&
-		(ic.Status == InstanceRunning || c.Compensation)
+		(ic.Status == InstanceRunning || ic.Status == InstanceSuspended || c.Compensation)
 	if retry {
 		c.Status = TaskRetryWait
 		tx.mustInsert(tableTasks, &c)

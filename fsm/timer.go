@@ -28,8 +28,11 @@ type Timer struct {
 	Step       string `json:"step"`
 	TaskID     string `json:"task_id,omitempty"`
 	// Attempt is the task's attempt count when a schedule timer was armed.
-	Attempt int       `json:"attempt,omitempty"`
-	Due     time.Time `json:"due"`
+	Attempt int `json:"attempt,omitempty"`
+	// Deferred marks a timer that came due while its instance was
+	// suspended: it fires when the instance resumes.
+	Deferred bool      `json:"deferred,omitempty"`
+	Due      time.Time `json:"due"`
 	// DueKey is Due in Unix nanoseconds, indexed so the leader finds the
 	// next timer without a scan.
 	DueKey      uint64 `json:"due_key"`
@@ -47,6 +50,7 @@ func init() {
 				&memdb.UintFieldIndex{Field: "DueKey"},
 				&memdb.StringFieldIndex{Field: "ID"},
 			}}},
+			"instance": {Name: "instance", Indexer: &memdb.StringFieldIndex{Field: "InstanceID"}},
 		},
 	})
 	registerRecord(tableTimers, func() any { return new(Timer) })
@@ -87,33 +91,42 @@ func (f *FSM) applyFireTimers(tx *Txn, body []byte) any {
 	resp := &FireTimersResponse{Fired: []string{}}
 	for _, id := range req.Timers {
 		tm := tx.Timer(id)
-		if tm == nil || tm.Due.After(req.Time) {
+		if tm == nil || tm.Deferred || tm.Due.After(req.Time) {
+			continue
+		}
+		inst := tx.Instance(tm.InstanceID)
+		if inst != nil && inst.Status == InstanceSuspended {
+			tx.deferTimer(tm) // takes effect at resume
 			continue
 		}
 		if err := tx.Delete(tableTimers, tm); err != nil {
 			panic(fmt.Sprintf("fsm: delete timer: %v", err))
 		}
 		resp.Fired = append(resp.Fired, id)
-		inst := tx.Instance(tm.InstanceID)
 		if inst == nil || inst.Terminal() {
 			continue // the instance ended meanwhile; nothing is waiting
 		}
-		switch tm.Kind {
-		case TimerRetry:
-			f.endBackoff(tx, inst, tm, req.Time)
-		case TimerSleep:
-			f.wake(tx, inst, tm, req.Time)
-		case TimerInstanceTimeout:
-			if inst.Status == InstanceRunning { // a cancellation runs to its end
-				f.timeOut(tx, inst, tm, req.Time)
-			}
-		case TimerSignalTimeout:
-			f.signalTimedOut(tx, inst, tm, req.Time)
-		case TimerScheduleTimeout:
-			f.scheduleTimedOut(tx, inst, tm, req.Time)
-		}
+		f.fireTimer(tx, inst, tm, req.Time)
 	}
 	return resp
+}
+
+// fireTimer makes a due (already deleted) timer take effect.
+func (f *FSM) fireTimer(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
+	switch tm.Kind {
+	case TimerRetry:
+		f.endBackoff(tx, inst, tm, now)
+	case TimerSleep:
+		f.wake(tx, inst, tm, now)
+	case TimerInstanceTimeout:
+		if inst.Status == InstanceRunning { // a cancellation runs to its end
+			f.timeOut(tx, inst, tm, now)
+		}
+	case TimerSignalTimeout:
+		f.signalTimedOut(tx, inst, tm, now)
+	case TimerScheduleTimeout:
+		f.scheduleTimedOut(tx, inst, tm, now)
+	}
 }
 
 // endBackoff puts a task whose retry wait is over back in its queue.

@@ -397,3 +397,22 @@ func TestIdempotencyKeyReturnsTheFirstAnswer(t *testing.T) {
 		t.Fatalf("long key = %d", r.status)
 	}
 }
+
+func TestOperatorVerbsOverHTTP(t *testing.T) {
+	base := devAgent(t, false)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"v","input":{"n":1}}`)
+	for _, step := range []struct{ path, status string }{
+		{"suspend", "suspended"}, {"resume", "running"}, {"suspend", "suspended"}, {"cancel", "cancelled"},
+	} {
+		r := call(t, "POST", base+"/v1/instances/v/"+step.path, `{"reason":"test"}`)
+		if r.status != 200 || r.body["status"] != step.status {
+			t.Fatalf("%s = %d %s", step.path, r.status, r.raw)
+		}
+	}
+	for _, verb := range []string{"suspend", "resume", "cancel", "terminate"} {
+		if r := call(t, "POST", base+"/v1/instances/v/"+verb, ``); r.status != 409 || r.errCode() != "conflict" {
+			t.Fatalf("%s after cancel = %d %s", verb, r.status, r.raw)
+		}
+	}
+}

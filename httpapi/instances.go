@@ -242,3 +242,24 @@ func (s *Server) cancelInstance(r *http.Request, ps httprouter.Params, body []by
 	}
 	return s.apply(r, fsm.CancelInstanceType, &fsm.CancelInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Reason: req.Reason})
 }
+
+// POST /v1/instances/:id/suspend — nothing dispatched, no timer takes effect.
+func (s *Server) suspendInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	return s.pauseOrResume(r, ps, body, fsm.SuspendInstanceType)
+}
+
+// POST /v1/instances/:id/resume — what came due meanwhile takes effect now.
+func (s *Server) resumeInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	return s.pauseOrResume(r, ps, body, fsm.ResumeInstanceType)
+}
+
+func (s *Server) pauseOrResume(r *http.Request, ps httprouter.Params, body []byte, t fsm.MessageType) (any, error) {
+	var req TerminateRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Reason) > 4096 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "reason is limited to 4096 bytes"}
+	}
+	return s.apply(r, t, &fsm.SuspendInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Reason: req.Reason})
+}

@@ -147,6 +147,8 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/instances/:id/variables", read, 0, s.instanceVariables},
 		{"POST", "/v1/instances/:id/terminate", write, maxJSONBody, s.terminateInstance},
 		{"POST", "/v1/instances/:id/cancel", write, maxJSONBody, s.cancelInstance},
+		{"POST", "/v1/instances/:id/suspend", write, maxJSONBody, s.suspendInstance},
+		{"POST", "/v1/instances/:id/resume", write, maxJSONBody, s.resumeInstance},
 		{"POST", "/v1/instances/:id/signals/:name", write, maxJSONBody, s.signalInstance},
 
 		{"POST", "/v1/queues/:queue/poll", write, maxJSONBody, s.poll},

@@ -231,6 +231,8 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"list":      {"List instances", instanceList},
 		"terminate": {"End an instance at once, without compensation", instanceTerminate},
 		"cancel":    {"Cancel an instance: stop it, then undo its succeeded steps", instanceCancel},
+		"suspend":   {"Pause an instance: nothing dispatched, no timer takes effect", instanceSuspend},
+		"resume":    {"Continue a suspended instance", instanceResume},
 		"signal":    {"Send a signal to an instance", instanceSignal},
 		"history":   {"Show everything that happened to an instance, in order", instanceHistory},
 	}, args, stdout, stderr)
@@ -494,6 +496,14 @@ func formatLabels(labels map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
+func instanceSuspend(args []string, stdout, stderr io.Writer) int {
+	return endInstance("suspend", "instance suspend [-reason TEXT] ID", args, stdout, stderr)
+}
+
+func instanceResume(args []string, stdout, stderr io.Writer) int {
+	return endInstance("resume", "instance resume [-reason TEXT] ID", args, stdout, stderr)
+}
+
 func instanceCancel(args []string, stdout, stderr io.Writer) int {
 	return endInstance("cancel", "instance cancel [-reason TEXT] [-wait] ID", args, stdout, stderr)
 }
@@ -502,7 +512,8 @@ func instanceTerminate(args []string, stdout, stderr io.Writer) int {
 	return endInstance("terminate", "instance terminate [-reason TEXT] ID", args, stdout, stderr)
 }
 
-// endInstance runs cancel or terminate.
+// endInstance runs an operator action on an instance: cancel, terminate,
+// suspend or resume.
 func endInstance(verb, usage string, args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance "+verb, usage, stderr)
 	reason := fs.String("reason", "", "why, recorded as the instance's error")
@@ -520,10 +531,9 @@ func endInstance(verb, usage string, args []string, stdout, stderr io.Writer) in
 	}
 	c, cancel := ctx()
 	defer cancel()
-	call := cl.Terminate
-	if verb == "cancel" {
-		call = cl.Cancel
-	}
+	call := map[string]func(context.Context, string, string) (string, error){
+		"cancel": cl.Cancel, "terminate": cl.Terminate, "suspend": cl.Suspend, "resume": cl.Resume,
+	}[verb]
 	status, err := call(c, fs.Arg(0), *reason)
 	if err != nil {
 		return fail(stderr, "instance "+verb, err)
