@@ -210,3 +210,30 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (string, error) 
 	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/cancel", map[string]string{"reason": reason}, &out)
 	return out.Status, err
 }
+
+// Retry runs a failed instance again, keeping its succeeded steps; with a
+// step name, that step and everything after it run again.
+func (c *Client) Retry(ctx context.Context, id, step, reason string) (string, error) {
+	var out struct {
+		Status string `json:"status"`
+	}
+	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/retry", map[string]string{"step": step, "reason": reason}, &out)
+	return out.Status, err
+}
+
+// OverrideStep decides a step of a running instance by hand: action is
+// complete (with output), skip, fail (with taskErr) or rerun.
+func (c *Client) OverrideStep(ctx context.Context, id, step, action string, output json.RawMessage, taskErr *TaskError, reason string) (string, error) {
+	var out struct {
+		Status string `json:"status"`
+	}
+	body := map[string]any{"reason": reason}
+	if len(output) > 0 {
+		body["output"] = output
+	}
+	if taskErr != nil {
+		body["error"] = taskErr
+	}
+	_, err := c.doJSON(ctx, "POST", "/v1/instances/"+url.PathEscape(id)+"/steps/"+url.PathEscape(step)+"/"+url.PathEscape(action), body, &out)
+	return out.Status, err
+}

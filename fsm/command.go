@@ -26,6 +26,8 @@ const (
 	CancelInstanceType    MessageType = 12
 	SuspendInstanceType   MessageType = 13
 	ResumeInstanceType    MessageType = 14
+	RetryInstanceType     MessageType = 15
+	StepOverrideType      MessageType = 16
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -82,6 +84,8 @@ var typeNames = map[MessageType]string{
 	CancelInstanceType:    "CancelInstance",
 	SuspendInstanceType:   "SuspendInstance",
 	ResumeInstanceType:    "ResumeInstance",
+	RetryInstanceType:     "RetryInstance",
+	StepOverrideType:      "StepOverride",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

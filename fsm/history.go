@@ -159,6 +159,8 @@ func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, e
 		e.Type = "sleep_started"
 	case StepWaitingSignal:
 		e.Type = "signal_awaited"
+	case StepWaiting:
+		e.Type = "step_reset" // an operator's retry or rerun
 	case StepCompensating:
 		e.Type, e.TaskID = "compensation_scheduled", ""
 	case StepCompensated:

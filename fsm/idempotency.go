@@ -44,6 +44,8 @@ var responseTypes = map[MessageType]func() any{
 	CancelInstanceType:    func() any { return new(InstanceStatusResponse) },
 	SuspendInstanceType:   func() any { return new(InstanceStatusResponse) },
 	ResumeInstanceType:    func() any { return new(InstanceStatusResponse) },
+	RetryInstanceType:     func() any { return new(InstanceStatusResponse) },
+	StepOverrideType:      func() any { return new(InstanceStatusResponse) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 }

@@ -14,6 +14,8 @@ var instanceTransitions = map[string][]string{
 	InstanceRunning:    {InstanceCompleted, InstanceFailed, InstanceTimedOut, InstanceTerminated, InstanceCancelling, InstanceSuspended},
 	InstanceSuspended:  {InstanceRunning, InstanceTerminated, InstanceCancelling},
 	InstanceCancelling: {InstanceCancelled, InstanceFailed, InstanceTerminated},
+	InstanceFailed:     {InstanceRunning}, // retry
+	InstanceTimedOut:   {InstanceRunning}, // retry
 }
 
 // checkTransition refuses a move the table does not allow.

@@ -416,3 +416,24 @@ func TestOperatorVerbsOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryAndOverridesOverHTTP(t *testing.T) {
+	base := devAgent(t, false)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"r","input":{"n":1}}`)
+	if r := call(t, "POST", base+"/v1/instances/r/steps/a/complete", `{"output":{"n":4},"reason":"done by hand"}`); r.status != 200 || r.body["status"] != "running" {
+		t.Fatalf("complete = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/instances/r/steps/b/fail", `{"error":{"type":"bad","message":"no"}}`); r.status != 200 || r.body["status"] != "failed" {
+		t.Fatalf("fail = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/instances/r/retry", `{"reason":"try again"}`); r.status != 200 || r.body["status"] != "running" {
+		t.Fatalf("retry = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/instances/r/steps/b/explode", `{}`); r.status != 404 {
+		t.Fatalf("unknown action = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/instances/r/steps/a/skip", `{}`); r.status != 409 {
+		t.Fatalf("skip an ended step = %d %s", r.status, r.raw)
+	}
+}

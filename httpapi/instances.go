@@ -263,3 +263,45 @@ func (s *Server) pauseOrResume(r *http.Request, ps httprouter.Params, body []byt
 	}
 	return s.apply(r, t, &fsm.SuspendInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Reason: req.Reason})
 }
+
+// RetryRequest is the body of POST /v1/instances/:id/retry.
+type RetryRequest struct {
+	Step   string `json:"step"`
+	Reason string `json:"reason"`
+}
+
+// POST /v1/instances/:id/retry — a failed instance runs again, keeping its
+// succeeded steps; with a step, that step and what follows it run again.
+func (s *Server) retryInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	var req RetryRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	return s.apply(r, fsm.RetryInstanceType, &fsm.RetryInstanceRequest{Header: s.header(), ID: ps.ByName("id"), Step: req.Step, Reason: req.Reason})
+}
+
+// OverrideRequest is the body of POST /v1/instances/:id/steps/:step/:action.
+type OverrideRequest struct {
+	Output json.RawMessage `json:"output"`
+	Error  *fsm.TaskError  `json:"error"`
+	Reason string          `json:"reason"`
+}
+
+// POST /v1/instances/:id/steps/:step/complete|skip|fail|rerun
+func (s *Server) overrideStep(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	action := ps.ByName("action")
+	switch action {
+	case fsm.OverrideComplete, fsm.OverrideSkip, fsm.OverrideFail, fsm.OverrideRerun:
+	default:
+		return nil, &Error{Status: 404, Code: "not_found", Message: "no step action " + strconv.Quote(action) + ": use complete, skip, fail or rerun"}
+	}
+	var req OverrideRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Output) > 0 && !json.Valid(req.Output) {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "output is not valid JSON"}
+	}
+	return s.apply(r, fsm.StepOverrideType, &fsm.StepOverrideRequest{Header: s.header(), ID: ps.ByName("id"), Step: ps.ByName("step"),
+		Action: action, Output: req.Output, Error: req.Error, Reason: req.Reason})
+}

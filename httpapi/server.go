@@ -149,6 +149,8 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/instances/:id/cancel", write, maxJSONBody, s.cancelInstance},
 		{"POST", "/v1/instances/:id/suspend", write, maxJSONBody, s.suspendInstance},
 		{"POST", "/v1/instances/:id/resume", write, maxJSONBody, s.resumeInstance},
+		{"POST", "/v1/instances/:id/retry", write, maxJSONBody, s.retryInstance},
+		{"POST", "/v1/instances/:id/steps/:step/:action", write, maxJSONBody, s.overrideStep},
 		{"POST", "/v1/instances/:id/signals/:name", write, maxJSONBody, s.signalInstance},
 
 		{"POST", "/v1/queues/:queue/poll", write, maxJSONBody, s.poll},

@@ -233,6 +233,8 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"cancel":    {"Cancel an instance: stop it, then undo its succeeded steps", instanceCancel},
 		"suspend":   {"Pause an instance: nothing dispatched, no timer takes effect", instanceSuspend},
 		"resume":    {"Continue a suspended instance", instanceResume},
+		"retry":     {"Run a failed instance (or one step and what follows) again", instanceRetry},
+		"step":      {"Decide a step by hand: complete, skip, fail or rerun", instanceStep},
 		"signal":    {"Send a signal to an instance", instanceSignal},
 		"history":   {"Show everything that happened to an instance, in order", instanceHistory},
 	}, args, stdout, stderr)
@@ -654,5 +656,64 @@ func instanceHistory(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("15:04:05.000"), e.Type, step, text)
 	}
 	tw.Flush()
+	return 0
+}
+
+func instanceRetry(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance retry", "instance retry [-step NAME] [-reason TEXT] ID", stderr)
+	step := fs.String("step", "", "run this step and everything after it again (default: every step that did not succeed)")
+	reason := fs.String("reason", "", "why, recorded in the history")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance retry", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	status, err := cl.Retry(c, fs.Arg(0), *step, *reason)
+	if err != nil {
+		return fail(stderr, "instance retry", err)
+	}
+	fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
+	return 0
+}
+
+func instanceStep(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance step", "instance step [-output JSON|@FILE] [-error TYPE] [-reason TEXT] ID STEP complete|skip|fail|rerun", stderr)
+	output := fs.String("output", "", "the step's output, for complete")
+	errType := fs.String("error", "", "the error type, for fail (default failed_by_operator)")
+	reason := fs.String("reason", "", "why, recorded in the history (and the error message, for fail)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 3 {
+		fs.Usage()
+		return 1
+	}
+	out, err := readInput(*output)
+	if err != nil {
+		return fail(stderr, "instance step", err)
+	}
+	var te *api.TaskError
+	if *errType != "" {
+		te = &api.TaskError{Type: *errType, Message: *reason}
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance step", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	status, err := cl.OverrideStep(c, fs.Arg(0), fs.Arg(1), fs.Arg(2), out, te, *reason)
+	if err != nil {
+		return fail(stderr, "instance step", err)
+	}
+	fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
 	return 0
 }
