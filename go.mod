@@ -14,6 +14,7 @@ require (
 	github.com/julienschmidt/httprouter v1.3.0
 	github.com/pmezard/go-difflib v1.0.0
 	github.com/zclconf/go-cty v1.19.0
+	pgregory.net/rapid v1.3.0
 )
 
 require (
