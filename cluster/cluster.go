@@ -55,6 +55,9 @@ type Cluster struct {
 
 	membersMu sync.Mutex
 	members   map[string]memberlist.Node
+	// byID maps the raft id of every alive member to its name and HTTP
+	// address, so finding the leader's address is one lookup.
+	byID map[string]memberAddr
 
 	notifyCh chan bool
 	events   chan struct{} // member changes; bounded, never blocks memberlist
@@ -238,17 +241,14 @@ func (c *Cluster) Leader() (LeaderInfo, bool) {
 		info.Node, info.HTTPAddr = c.cfg.NodeName, c.cfg.HTTPAddr
 		return info, true
 	}
-	for _, m := range c.memberNodes() {
-		if m.State != memberlist.StateAlive {
-			continue
-		}
-		meta, err := decodeMeta(m.Meta)
-		if err == nil && meta.ID == info.ID {
-			info.Node, info.HTTPAddr = m.Name, meta.HTTPAddr
-			return info, true
-		}
+	c.membersMu.Lock()
+	a, ok := c.byID[info.ID]
+	c.membersMu.Unlock()
+	if !ok {
+		return info, false
 	}
-	return info, false
+	info.Node, info.HTTPAddr = a.name, a.http
+	return info, true
 }
 
 // LastContact is how long ago this node last heard from the leader (zero on

@@ -122,11 +122,20 @@ func (c *Cluster) recordMember(n *memberlist.Node, state memberlist.NodeStateTyp
 	cp.Meta = append([]byte(nil), n.Meta...)
 	cp.Addr = append([]byte(nil), n.Addr...)
 	cp.State = state
+	meta, metaErr := decodeMeta(cp.Meta)
 	c.membersMu.Lock()
 	if c.members == nil {
 		c.members = map[string]memberlist.Node{}
+		c.byID = map[string]memberAddr{}
 	}
 	c.members[cp.Name] = cp
+	if metaErr == nil {
+		if state == memberlist.StateAlive {
+			c.byID[meta.ID] = memberAddr{name: cp.Name, http: meta.HTTPAddr}
+		} else {
+			delete(c.byID, meta.ID)
+		}
+	}
 	c.membersMu.Unlock()
 }
 
@@ -202,3 +211,5 @@ func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
 	e.c.recordMember(n, memberlist.StateAlive)
 	e.c.memberEvent()
 }
+
+type memberAddr struct{ name, http string }

@@ -51,6 +51,45 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
 		return nil
 	}
+	state := f.State()
+	tx := state.write(l.Index)
+	res := f.applyOne(tx, l)
+	tx.setCounter("index", l.Index)
+	tx.Commit()
+	state.notify()
+	return res
+}
+
+// ApplyBatch applies a batch of committed entries in one state-store
+// transaction (raft.BatchingFSM): one commit and one wake-up of readers per
+// batch rather than per command. Each command still sees the changes of
+// the ones before it, so the result equals applying them one by one.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	state := f.State()
+	tx := state.write(0)
+	var last uint64
+	for i, l := range logs {
+		if l.Type != raft.LogCommand || len(l.Data) == 0 {
+			continue
+		}
+		tx.Index = l.Index
+		out[i] = f.applyOne(tx, l)
+		last = l.Index
+	}
+	if last == 0 {
+		tx.Abort()
+		return out
+	}
+	tx.setCounter("index", last)
+	tx.Commit()
+	state.notify()
+	return out
+}
+
+// applyOne runs one command in tx. Handlers validate before they write,
+// so a refused command leaves tx as it found it and batches stay exact.
+func (f *FSM) applyOne(tx *Txn, l *raft.Log) any {
 	t := MessageType(l.Data[0])
 	ignoreUnknown := t&IgnoreUnknownTypeFlag != 0
 	fn, ok := commands[t&^IgnoreUnknownTypeFlag]
@@ -61,14 +100,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 		panic(fmt.Sprintf("fsm: unknown command type %d at index %d", uint8(t), l.Index))
 	}
-	state := f.State()
-	tx := state.write(l.Index)
-	res := fn(f, tx, l.Data[1:])
-	tx.setCounter("index", l.Index)
-	tx.Commit()
-	state.notify()
-	return res
+	return fn(f, tx, l.Data[1:])
 }
+
+var _ raft.BatchingFSM = (*FSM)(nil)
 
 // Snapshot returns a cheap point-in-time view; Persist writes it out.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {

@@ -386,6 +386,30 @@ func TestSameLogSameSnapshotBytes(t *testing.T) {
 	}
 }
 
+// Batches of any size leave exactly the state of one-by-one application.
+func TestApplyBatchEqualsApply(t *testing.T) {
+	h := buildBusyLog(t)
+	want := snapshotBytes(t, h.fsm)
+	for _, size := range []int{1, 2, 7, 64, len(h.b.logs)} {
+		f := New(nil)
+		for i := 0; i < len(h.b.logs); i += size {
+			end := min(i+size, len(h.b.logs))
+			res := f.ApplyBatch(h.b.logs[i:end])
+			if len(res) != end-i {
+				t.Fatalf("batch of %d gave %d results", end-i, len(res))
+			}
+		}
+		if !bytes.Equal(want, snapshotBytes(t, f)) {
+			t.Fatalf("batches of %d diverge from one-by-one application", size)
+		}
+	}
+	// Non-command entries in a batch get nil and change nothing.
+	f := New(nil)
+	if res := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogConfiguration}}); res[0] != nil || f.State().Read().LatestIndex() != 0 {
+		t.Fatal("a configuration entry changed the state")
+	}
+}
+
 type memSink struct {
 	bytes.Buffer
 	cancelled bool

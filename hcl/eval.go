@@ -181,14 +181,62 @@ type Element struct {
 	Index bool `json:"index,omitempty"`
 }
 
-func (s Scope) evalContext() (*hhcl.EvalContext, error) {
-	input, err := FromJSON(s.Input)
-	if err != nil {
-		return nil, fmt.Errorf("instance input: %w", err)
+// refs is what an expression can read: the roots it names and, under
+// step, the steps it names. all is set when it reads step in a way that
+// does not name one (step[x]), so every step must be in scope.
+type refs struct {
+	roots map[string]bool
+	steps map[string]bool
+	all   bool
+}
+
+func referencesOf(expr hhcl.Expression) refs {
+	r := refs{roots: map[string]bool{}, steps: map[string]bool{}}
+	if expr == nil {
+		return r
+	}
+	for _, t := range expr.Variables() {
+		root := t.RootName()
+		r.roots[root] = true
+		if root != "step" {
+			continue
+		}
+		if len(t) < 2 {
+			r.all = true
+			continue
+		}
+		if a, ok := t[1].(hhcl.TraverseAttr); ok {
+			r.steps[a.Name] = true
+		} else {
+			r.all = true
+		}
+	}
+	return r
+}
+
+// evalContext builds what an expression may read. Converting JSON to cty is
+// most of an evaluation's cost, so only what the expression names is
+// converted; the rest of the scope is left out, which it cannot see anyway.
+func (s Scope) evalContext() (*hhcl.EvalContext, error) { return s.evalContextFor(nil) }
+
+func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
+	want := refs{all: true}
+	if expr != nil {
+		want = referencesOf(expr)
+	}
+	input := cty.NullVal(cty.DynamicPseudoType)
+	if want.all || want.roots["input"] {
+		var err error
+		if input, err = FromJSON(s.Input); err != nil {
+			return nil, fmt.Errorf("instance input: %w", err)
+		}
 	}
 	steps := make(map[string]cty.Value, len(s.Steps))
 	errType := cty.Object(map[string]cty.Type{"type": cty.String, "message": cty.String})
 	for name, r := range s.Steps {
+		if !want.all && !want.steps[name] {
+			continue
+		}
 		out, err := FromJSON(r.Output)
 		if err != nil {
 			return nil, fmt.Errorf("output of step %q: %w", name, err)
@@ -238,7 +286,7 @@ func Eval(expr hhcl.Expression, scope Scope) (json.RawMessage, error) {
 	if expr == nil {
 		return json.RawMessage("null"), nil
 	}
-	ctx, err := scope.evalContext()
+	ctx, err := scope.evalContextFor(expr)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +299,7 @@ func Eval(expr hhcl.Expression, scope Scope) (json.RawMessage, error) {
 
 // EvalBool evaluates a condition (a when). Null is false.
 func EvalBool(expr hhcl.Expression, scope Scope) (bool, error) {
-	ctx, err := scope.evalContext()
+	ctx, err := scope.evalContextFor(expr)
 	if err != nil {
 		return false, err
 	}
@@ -293,7 +341,7 @@ func EvalTime(expr hhcl.Expression, scope Scope) (time.Time, error) {
 // list, tuple and set elements by position (sets in cty's own order), map
 // and object elements by key. isMap says the step's output is a map.
 func EvalForEach(expr hhcl.Expression, scope Scope) (elems []Element, isMap bool, err error) {
-	ctx, err := scope.evalContext()
+	ctx, err := scope.evalContextFor(expr)
 	if err != nil {
 		return nil, false, err
 	}

@@ -382,3 +382,23 @@ func TestLabels(t *testing.T) {
 		t.Fatalf("diagnostics = %s", out)
 	}
 }
+
+func TestEvalSeesWhatItNames(t *testing.T) {
+	wf := mustParse(t, `workflow "w" {
+  step "a" {
+    activity = "noop"
+  }
+  step "b" {
+    activity = "noop"
+    input    = { named = step.a.output.x, status = step.a.status }
+  }
+}`)
+	scope := Scope{Steps: map[string]StepResult{
+		"a":     {Status: "succeeded", Output: json.RawMessage(`{"x": 1}`)},
+		"other": {Status: "succeeded", Output: json.RawMessage(`{not json`)}, // never converted: b does not name it
+	}}
+	out, err := Eval(wf.Step("b").Input, scope)
+	if err != nil || string(out) != `{"named":1,"status":"succeeded"}` {
+		t.Fatalf("got %s %v", out, err)
+	}
+}

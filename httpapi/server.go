@@ -90,6 +90,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 const (
 	read = iota
 	write
+	// instanceRead is a read of one instance: a blocking query on it waits
+	// for that instance to change, not for any change.
+	instanceRead
 )
 
 type handlerFunc func(r *http.Request, ps httprouter.Params, body []byte) (any, error)
@@ -141,7 +144,7 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/workflows/:name/instances", write, maxJSONBody, s.startInstance},
 
 		{"GET", "/v1/instances", read, 0, s.listInstances},
-		{"GET", "/v1/instances/:id", read, 0, s.getInstance},
+		{"GET", "/v1/instances/:id", instanceRead, 0, s.getInstance},
 		{"GET", "/v1/instances/:id/history", read, 0, s.instanceHistory},
 		{"GET", "/v1/instances/:id/steps/:step", read, 0, s.instanceStep},
 		{"GET", "/v1/instances/:id/variables", read, 0, s.instanceVariables},
@@ -187,8 +190,20 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 			}
 			body = b
 		}
-		if kind == read {
+		switch kind {
+		case read:
 			if err := s.blockIfAsked(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+		case instanceRead:
+			id := ps.ByName("id")
+			if err := s.blockUntil(r, func(tx *fsm.Txn, min uint64) bool {
+				if inst := tx.Instance(id); inst != nil {
+					return inst.ModifyIndex > min
+				}
+				return false // not here yet (a follower catching up): wait
+			}); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
@@ -260,6 +275,13 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, out any) {
 // blockIfAsked implements blocking queries: with ?index=N a read waits
 // until the state passes N or ?wait (default 30s, at most 5m) elapses.
 func (s *Server) blockIfAsked(r *http.Request) error {
+	return s.blockUntil(r, func(tx *fsm.Txn, min uint64) bool { return tx.LatestIndex() > min })
+}
+
+// blockUntil waits, for a read with ?index=N, until ready says the state it
+// reads has moved past N (or ?wait elapses). Readers of one record pass a
+// test of that record, so they wake for its changes, not every change.
+func (s *Server) blockUntil(r *http.Request, ready func(tx *fsm.Txn, min uint64) bool) error {
 	q := r.URL.Query()
 	raw := q.Get("index")
 	if raw == "" {
@@ -283,7 +305,7 @@ func (s *Server) blockIfAsked(r *http.Request) error {
 	for {
 		state := s.cfg.FSM.State()
 		changed := state.Changed()
-		if state.Read().LatestIndex() > min {
+		if ready(state.Read(), min) {
 			return nil
 		}
 		select {
