@@ -38,8 +38,9 @@ e2e: ## Container end-to-end suite: 3 agents in Docker, faults injected (needs D
 	./scripts/e2e-docker.sh
 
 .PHONY: bench
-bench: ## Go benchmarks of the FSM
-	$(GO) test -run '^$$' -bench . -benchmem ./fsm/
+bench: ## Benchmarks: each FSM command, one instance's life, and a 3-node in-process cluster
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./fsm/
+	$(GO) test -run '^$$' -bench ClusterChain3 -benchtime 2000x ./e2e/
 
 .PHONY: fuzz
 fuzz: ## Fuzz every parser and HTTP body decoder for 30s each

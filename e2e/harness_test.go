@@ -14,24 +14,24 @@ import (
 	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	poll.Until(t, timeout, what, cond)
 }
 
-func startAgent(t *testing.T, name, dataDir string, expect int, join []string, workers bool) *agent.Agent {
+func startAgent(t testing.TB, name, dataDir string, expect int, join []string, workers bool) *agent.Agent {
 	t.Helper()
 	return agenttest.Start(t, agenttest.Options{Name: name, DataDir: dataDir, BootstrapExpect: expect, Join: join, Workers: workers})
 }
 
 type testCluster struct {
-	t      *testing.T
+	t      testing.TB
 	agents []*agent.Agent
 }
 
 // startCluster boots n nodes that find each other by gossip and bootstrap
 // raft with bootstrap_expect = n, then waits for a leader all agree on.
-func startCluster(t *testing.T, n int, workers bool) *testCluster {
+func startCluster(t testing.TB, n int, workers bool) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t}
 	base := t.TempDir()
@@ -101,7 +101,7 @@ func (c *testCluster) followers(leader *agent.Agent) []*agent.Agent {
 	return out
 }
 
-func readExample(t *testing.T, name string) []byte {
+func readExample(t testing.TB, name string) []byte {
 	t.Helper()
 	src, err := os.ReadFile(filepath.Join("..", "examples", name))
 	if err != nil {

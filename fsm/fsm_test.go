@@ -580,3 +580,93 @@ func TestIdempotentCommands(t *testing.T) {
 		t.Fatal("snapshots differ")
 	}
 }
+
+const chain3 = `workflow "chain3" {
+  step "a" {
+    activity = "noop"
+    input    = { n = input.n }
+  }
+  step "b" {
+    activity = "noop"
+    input    = { n = step.a.output.n + 1 }
+  }
+  step "c" {
+    activity = "noop"
+    input    = { n = step.b.output.n + 1 }
+  }
+  output = step.c.output
+}
+`
+
+// BenchmarkChain3Instance is one 3-step instance's whole life in the FSM:
+// start, three lease rounds, three completions (7 commands).
+func BenchmarkChain3Instance(b *testing.B) {
+	h := newHarness(&testing.T{})
+	h.register(chain3)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.start(fmt.Sprintf("c%d", i), "chain3", `{"n":1}`)
+		h.runToEnd()
+	}
+	b.ReportMetric(float64(b.N*7)/b.Elapsed().Seconds(), "commands/s")
+}
+
+// BenchmarkApply measures each command on its own, applied to a store that
+// already holds 1000 finished instances.
+func BenchmarkApply(b *testing.B) {
+	setup := func() *harness {
+		h := newHarness(&testing.T{})
+		h.register(chain3)
+		h.register(approval)
+		for i := 0; i < 1000; i++ {
+			h.start(fmt.Sprintf("old%d", i), "chain3", `{"n":1}`)
+		}
+		h.runToEnd()
+		return h
+	}
+	b.Run("StartInstance", func(b *testing.B) {
+		h := setup()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			h.start(fmt.Sprintf("s%d", i), "chain3", `{"n":1}`)
+		}
+	})
+	b.Run("LeaseTasks", func(b *testing.B) {
+		h := setup()
+		for i := 0; i < b.N; i++ {
+			h.start(fmt.Sprintf("s%d", i), "chain3", `{"n":1}`)
+		}
+		pending := h.fsm.State().Read().PendingTasks("default", 0)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			h.apply(LeaseTasksType, &LeaseTasksRequest{Header: h.hdr(), Leases: []Lease{{TaskID: pending[i].ID, WorkerID: "w"}}})
+		}
+	})
+	b.Run("CompleteTask", func(b *testing.B) {
+		h := setup()
+		var tasks []*Task
+		for i := 0; i < b.N; i++ {
+			h.start(fmt.Sprintf("s%d", i), "chain3", `{"n":1}`)
+		}
+		tasks = h.leaseAll("w")
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			h.complete(tasks[i])
+		}
+	})
+	b.Run("SignalInstance", func(b *testing.B) {
+		h := setup()
+		for i := 0; i < b.N; i++ {
+			h.start(fmt.Sprintf("a%d", i), "approval", `{}`)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			h.signal(fmt.Sprintf("a%d", i), "approve", `{"by":"x"}`, "")
+		}
+	})
+}
