@@ -171,11 +171,42 @@ type Event struct {
 
 // History reads an instance's events after seq (0: from the start).
 func (c *Client) History(ctx context.Context, id string, after uint64) ([]Event, error) {
+	events, _, err := c.HistoryAfter(ctx, id, after, "", 0)
+	return events, err
+}
+
+// HistoryAfter is History as a blocking query: it waits (up to wait) until
+// the node's state passes index, then returns the events after seq and the
+// index to pass next.
+func (c *Client) HistoryAfter(ctx context.Context, id string, after uint64, index string, wait time.Duration) ([]Event, string, error) {
 	var out struct {
 		Events []Event `json:"events"`
 	}
-	_, err := c.doJSON(ctx, "GET", fmt.Sprintf("/v1/instances/%s/history?after=%d", url.PathEscape(id), after), nil, &out)
-	return out.Events, err
+	path := fmt.Sprintf("/v1/instances/%s/history?after=%d", url.PathEscape(id), after)
+	if index != "" {
+		path += fmt.Sprintf("&index=%s&wait=%s", url.QueryEscape(index), wait)
+	}
+	meta, err := c.doJSON(ctx, "GET", path, nil, &out)
+	if err != nil {
+		return nil, index, err
+	}
+	return out.Events, meta.Index, nil
+}
+
+// StepDetail is one step's state and all its events.
+type StepDetail struct {
+	Step   string    `json:"step"`
+	State  StepState `json:"state"`
+	Events []Event   `json:"events"`
+}
+
+// Step reads one step of an instance with every event of it.
+func (c *Client) Step(ctx context.Context, id, step string) (*StepDetail, error) {
+	var out StepDetail
+	if _, err := c.doJSON(ctx, "GET", "/v1/instances/"+url.PathEscape(id)+"/steps/"+url.PathEscape(step), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 func (c *Client) instanceAction(ctx context.Context, id, action, reason string) (string, error) {

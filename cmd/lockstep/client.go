@@ -237,6 +237,8 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"step":      {"Decide a step by hand: complete, skip, fail or rerun", instanceStep},
 		"signal":    {"Send a signal to an instance", instanceSignal},
 		"history":   {"Show everything that happened to an instance, in order", instanceHistory},
+		"watch":     {"Follow an instance live until it ends", instanceWatch},
+		"steps":     {"Show one step of an instance: its state and every attempt", instanceSteps},
 	}, args, stdout, stderr)
 }
 
@@ -628,7 +630,14 @@ func instanceHistory(args []string, stdout, stderr io.Writer) int {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
-	for _, e := range all {
+	printEvents(tw, all)
+	tw.Flush()
+	return 0
+}
+
+// printEvents writes history events as table rows.
+func printEvents(tw *tabwriter.Writer, events []api.Event) {
+	for _, e := range events {
 		step := e.Step
 		if e.Element != "" {
 			step += "[" + e.Element + "]"
@@ -655,6 +664,83 @@ func instanceHistory(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("15:04:05.000"), e.Type, step, text)
 	}
+}
+
+var endEvents = map[string]bool{"instance_completed": true, "instance_failed": true, "instance_cancelled": true,
+	"instance_terminated": true, "instance_timed_out": true}
+
+func instanceWatch(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance watch", "instance watch ID", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance watch", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	var after uint64
+	index := "0"
+	for {
+		events, next, err := cl.HistoryAfter(c, fs.Arg(0), after, index, 30*time.Second)
+		if err != nil {
+			if c.Err() != nil {
+				return 0
+			}
+			return fail(stderr, "instance watch", err)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		printEvents(tw, events)
+		tw.Flush()
+		for _, e := range events {
+			after = e.Seq
+			if endEvents[e.Type] {
+				return 0
+			}
+		}
+		index = next
+	}
+}
+
+func instanceSteps(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance steps", "instance steps ID STEP", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "instance steps", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	d, err := cl.Step(c, fs.Arg(0), fs.Arg(1))
+	if err != nil {
+		return fail(stderr, "instance steps", err)
+	}
+	if cf.json {
+		printJSON(stdout, d)
+		return 0
+	}
+	fmt.Fprintf(stdout, "Step:      %s\nStatus:    %s\nAttempts:  %d\n", d.Step, d.State.Status, d.State.Attempts)
+	if len(d.State.Output) > 0 {
+		fmt.Fprintf(stdout, "Output:    %s\n", d.State.Output)
+	}
+	if d.State.Error != nil {
+		fmt.Fprintf(stdout, "Error:     %s: %s\n", d.State.Error.Type, d.State.Error.Message)
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
+	printEvents(tw, d.Events)
 	tw.Flush()
 	return 0
 }
