@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -65,6 +66,9 @@ type Cluster struct {
 	mu          sync.Mutex
 	subscribers []chan bool
 	isLeader    bool
+	// readyForReads is set once this leader's first barrier has passed, so
+	// its state holds everything earlier leaders committed.
+	readyForReads atomic.Bool
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
@@ -205,6 +209,33 @@ func (c *Cluster) Apply(ctx context.Context, cmd []byte) (any, error) {
 		}
 	}
 	return f.Response(), nil
+}
+
+// ConsistentRead makes a read linearizable: on the leader, once its first
+// barrier has passed, it confirms leadership with a quorum and waits until
+// the state has applied everything committed when the read began. Elsewhere
+// it returns ErrNotLeader (the caller forwards the read).
+func (c *Cluster) ConsistentRead(ctx context.Context) error {
+	if c.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if !c.readyForReads.Load() {
+		return fmt.Errorf("%w: the new leader is still catching up", ErrNoLeader)
+	}
+	commit := c.raft.CommitIndex()
+	if err := c.raft.VerifyLeader().Error(); err != nil {
+		return ErrNotLeader
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for c.raft.AppliedIndex() < commit {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // Barrier waits until every command committed before it has been applied

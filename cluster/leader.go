@@ -139,6 +139,8 @@ func (c *Cluster) leaderLoop(ctx context.Context) {
 		c.logger.Error("barrier failed; not reconciling members this term", "error", err)
 		return
 	}
+	c.readyForReads.Store(true)
+	defer c.readyForReads.Store(false)
 	tick := time.NewTicker(reconcileInterval)
 	defer tick.Stop()
 	for {

@@ -32,6 +32,7 @@ type Cluster interface {
 	LastContact() time.Duration
 	Members() []cluster.Member
 	Peers() ([]cluster.Peer, error)
+	ConsistentRead(ctx context.Context) error
 }
 
 // Dispatcher hands tasks to polling workers (the leader's engine).
@@ -217,6 +218,18 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 				r = r.WithContext(context.WithValue(r.Context(), idempotencyCtxKey{}, idempotency{key: key, fingerprint: fingerprint(r, body)}))
 			}
 		}
+		if kind != write && consistent(r) {
+			// A linearizable read: the leader answers it after confirming
+			// its leadership; a follower forwards it there.
+			if err := s.cfg.Cluster.ConsistentRead(r.Context()); err != nil {
+				if errors.Is(err, cluster.ErrNotLeader) {
+					s.forwardToLeader(w, r, body)
+					return
+				}
+				s.writeError(w, r, err)
+				return
+			}
+		}
 		out, err := h(r, ps, body)
 		if err != nil && kind == write && (errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader)) {
 			s.forwardToLeader(w, r, body)
@@ -372,4 +385,10 @@ func fingerprint(r *http.Request, body []byte) string {
 	h.Write([]byte(r.Method + " " + r.URL.Path + "\n"))
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// consistent reports whether a read asks to be linearizable (?consistent).
+func consistent(r *http.Request) bool {
+	_, ok := r.URL.Query()["consistent"]
+	return ok
 }
