@@ -144,6 +144,21 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 		t.Fatalf("approval: %s %s %+v", inst.Status, inst.Output, inst.Error)
 	}
 
+	// A parent/child pipeline: the parent waits for its child workflow.
+	if _, err := fc.RegisterWorkflow(ctx, "pipeline.hcl", readExample(t, "pipeline.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fc.RegisterWorkflow(ctx, "parent-child.hcl", readExample(t, "parent-child.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := fc.StartInstance(ctx, "parent-child", api.StartRequest{ID: "pc", Input: json.RawMessage(`{"source":"s","rows":10}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst := waitInstance(t, fc, "pc", pc.Index, 30*time.Second); inst.Status != "completed" || string(inst.Output) != `{"loaded":7,"table":"warehouse.s"}` {
+		t.Fatalf("parent-child: %s %s %+v", inst.Status, inst.Output, inst.Error)
+	}
+
 	// Cancel with compensation, through a follower, with the built-in workers.
 	if _, err := fc.RegisterWorkflow(ctx, "order-saga.hcl", readExample(t, "order-saga.hcl")); err != nil {
 		t.Fatal(err)

@@ -39,9 +39,18 @@ func (f *FSM) applyCancel(tx *Txn, body []byte) any {
 	}
 	ic := inst.clone()
 	ic.note(Event{Type: "operator_cancel", Detail: reason})
+	f.cancelInstance(tx, ic, wf, reason, req.Time)
+	f.saveInstance(tx, ic, req.Time)
+	return &InstanceStatusResponse{ID: ic.ID, Status: ic.Status}
+}
+
+// cancelInstance moves an instance (a clone, saved by the caller) to
+// cancelling: what is not in flight is cancelled, running children are
+// cancelled too, and compensation starts if nothing is in flight.
+func (f *FSM) cancelInstance(tx *Txn, ic *Instance, wf *hcl.Workflow, reason string, now time.Time) {
 	ic.Status = InstanceCancelling
 	ic.CancelReason = reason
-	ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
+	ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
 	names := make([]string, 0, len(ic.Steps))
 	for name := range ic.Steps {
 		names = append(names, name)
@@ -52,26 +61,36 @@ func (f *FSM) applyCancel(tx *Txn, body []byte) any {
 		switch st.Status {
 		case StepWaiting, StepScheduled, StepRetryWait, StepSleeping, StepWaitingSignal:
 			if st.TaskID != "" {
-				tx.cancelTask(st.TaskID, req.Time)
+				tx.cancelTask(st.TaskID, now)
 			}
-			cancelElements(tx, st, req.Time)
-			endStep(st, StepCancelled, nil, req.Time)
+			cancelElements(tx, st, now)
+			endStep(st, StepCancelled, nil, now)
 		case StepRunning:
+			if st.ChildID != "" {
+				// A child is cancelled too; the step ends with it.
+				if child := f.stopChild(tx, st.ChildID, true, "its parent "+ic.ID+" was cancelled", now); child != nil && child.Terminal() {
+					if child.Status == InstanceCompleted {
+						st.Output = child.Output
+						endStep(st, StepSucceeded, nil, now)
+					} else {
+						endStep(st, StepCancelled, nil, now)
+					}
+				}
+				continue
+			}
 			// The attempt in flight may finish (its heartbeats now answer
 			// cancel_requested); elements not yet running are cancelled.
 			for _, e := range st.Elements {
 				if e.Status == StepWaiting || e.Status == StepScheduled || e.Status == StepRetryWait {
 					if e.TaskID != "" {
-						tx.cancelTask(e.TaskID, req.Time)
+						tx.cancelTask(e.TaskID, now)
 					}
 					e.Status = StepCancelled
 				}
 			}
 		}
 	}
-	f.compensateNext(tx, ic, wf, req.Time)
-	f.saveInstance(tx, ic, req.Time)
-	return &InstanceStatusResponse{ID: ic.ID, Status: ic.Status}
+	f.compensateNext(tx, ic, wf, now)
 }
 
 // compensateNext moves a cancelling instance on: while an attempt is in
@@ -113,7 +132,7 @@ func (f *FSM) compensateNext(tx *Txn, inst *Instance, wf *hcl.Workflow, now time
 	st := inst.Steps[pick.Name]
 	input, err := hcl.Eval(pick.Compensate.Input, scopeOf(inst, now))
 	if err != nil {
-		endInstance(tx, inst, InstanceFailed, &InstanceError{Step: pick.Name, Type: "compensation_failed",
+		f.endInstance(tx, inst, InstanceFailed, &InstanceError{Step: pick.Name, Type: "compensation_failed",
 			Message: "compensation of " + pick.Name + " could not start: " + err.Error()}, now)
 		return
 	}
@@ -129,7 +148,7 @@ func (f *FSM) settleCancelling(tx *Txn, c *Task, inst *Instance, wf *hcl.Workflo
 	st := inst.Steps[c.Step]
 	switch {
 	case c.Compensation && taskErr != nil:
-		endInstance(tx, inst, InstanceFailed, &InstanceError{Step: c.Step, Type: "compensation_failed",
+		f.endInstance(tx, inst, InstanceFailed, &InstanceError{Step: c.Step, Type: "compensation_failed",
 			Message: "compensation of " + c.Step + " failed: " + taskErr.Type + ": " + taskErr.Message}, now)
 		return
 	case c.Compensation:

@@ -90,6 +90,9 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		var end *Event
 		if n.Status != prev && (len(n.Elements) == 0 || stepEnded(n.Status) || prev == StepWaiting) {
 			e := tx.stepEvent(name, "", prev, n.Status, n.TaskID, n.Attempts, n.Error, n.Output)
+			if n.ChildID != "" && n.Status == StepRunning {
+				e = Event{Type: "child_started", Step: name, Detail: n.ChildID}
+			}
 			if prev == StepWaiting && !stepEnded(n.Status) {
 				events = append(events, e)
 			} else {
@@ -124,7 +127,13 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		e.InstanceID, e.Seq, e.Time, e.Index = inst.ID, inst.EventSeq, now, tx.Index
 		tx.mustInsert(tableEvents, &e)
 	}
+	quiet := inst.quiet
+	inst.quiet = false
 	tx.mustInsert(tableInstances, inst)
+	// A child that just ended moves its parent on.
+	if inst.Parent != nil && !quiet && inst.Terminal() && (old == nil || !old.Terminal()) {
+		f.childEnded(tx, inst, now)
+	}
 }
 
 // stepEvent names a step's (or element's) change of status.

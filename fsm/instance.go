@@ -61,6 +61,11 @@ type Instance struct {
 	// number (StepState.CompletedSeq), the order compensation reverses.
 	CompletionSeq uint64 `json:"completion_seq,omitempty"`
 	CancelReason  string `json:"cancel_reason,omitempty"`
+	// Parent is set on a child instance: the step of the parent waiting
+	// for it.
+	Parent *ParentRef `json:"parent,omitempty"`
+
+	quiet bool // ended by its parent: no call back to the parent
 
 	pending []Event // noted events, written by saveInstance
 }
@@ -92,6 +97,8 @@ type StepState struct {
 	CompletedSeq uint64 `json:"completed_seq,omitempty"`
 	// CompensationTaskID is the task undoing the step, once cancelling.
 	CompensationTaskID string `json:"compensation_task_id,omitempty"`
+	// ChildID is the child instance of a workflow step.
+	ChildID string `json:"child_id,omitempty"`
 }
 
 // ElementState is the progress of one for_each element: one task.
@@ -183,44 +190,55 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	if existing := tx.Instance(req.ID); existing != nil {
 		return f.repeatedStart(tx, existing, &req)
 	}
+	inst, e := f.createInstance(tx, req.ID, req.Workflow, req.Version, req.Input, req.Time, nil)
+	if e != nil {
+		return e
+	}
+	return &StartInstanceResponse{ID: inst.ID, Version: inst.Version, Created: true}
+}
+
+// createInstance starts a new instance (version 0: the latest) and decides
+// its first steps; it returns the instance as stored.
+func (f *FSM) createInstance(tx *Txn, id, workflow string, version uint64, rawInput json.RawMessage, now time.Time, parent *ParentRef) (*Instance, *Error) {
 	var wv *WorkflowVersion
-	if req.Version == 0 {
-		wv = tx.LatestWorkflow(req.Workflow)
+	if version == 0 {
+		wv = tx.LatestWorkflow(workflow)
 	} else {
-		wv = tx.WorkflowVersion(req.Workflow, req.Version)
+		wv = tx.WorkflowVersion(workflow, version)
 	}
 	if wv == nil {
-		if req.Version == 0 {
-			return errorf(CodeNotFound, "workflow %q is not registered", req.Workflow)
+		if version == 0 {
+			return nil, errorf(CodeNotFound, "workflow %q is not registered", workflow)
 		}
-		return errorf(CodeNotFound, "workflow %q has no version %d", req.Workflow, req.Version)
+		return nil, errorf(CodeNotFound, "workflow %q has no version %d", workflow, version)
 	}
 	wf, err := f.workflow(wv)
 	if err != nil {
-		return errorf(CodeInvalid, "%v", err)
+		return nil, errorf(CodeInvalid, "%v", err)
 	}
-	input, err := wf.CheckInput(req.Input)
+	input, err := wf.CheckInput(rawInput)
 	if err != nil {
-		return errorf(CodeInvalidInput, "workflow %s version %d: %v", wv.Name, wv.Version, err)
+		return nil, errorf(CodeInvalidInput, "workflow %s version %d: %v", wv.Name, wv.Version, err)
 	}
 	inst := &Instance{
-		ID:          req.ID,
+		ID:          id,
 		Workflow:    wv.Name,
 		Version:     wv.Version,
 		Status:      InstanceRunning,
 		Input:       normalizeJSON(input),
 		Steps:       make(map[string]*StepState, len(wf.Steps)),
-		CreatedAt:   req.Time,
+		CreatedAt:   now,
 		CreateIndex: tx.Index,
+		Parent:      parent,
 	}
 	for _, s := range wf.Steps {
 		inst.Steps[s.Name] = &StepState{Status: StepWaiting}
 	}
 	if wf.Timeout > 0 {
-		newTimer(tx, TimerInstanceTimeout, inst.ID, "", "", req.Time.Add(wf.Timeout))
+		newTimer(tx, TimerInstanceTimeout, inst.ID, "", "", now.Add(wf.Timeout))
 	}
-	f.advance(tx, inst, wf, req.Time)
-	return &StartInstanceResponse{ID: inst.ID, Version: inst.Version, Created: true}
+	f.advance(tx, inst, wf, now)
+	return tx.Instance(id), nil
 }
 
 // repeatedStart answers a start whose id already exists: the same request
@@ -311,6 +329,8 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 			continue
 		}
 		switch s.Kind {
+		case hcl.KindChild:
+			f.startChild(tx, inst, s, st, now)
 		case hcl.KindSignal:
 			f.waitForSignal(tx, inst, s, st, now)
 		case hcl.KindSleep:

@@ -36,7 +36,7 @@ func checkTransition(inst *Instance, to string) *Error {
 // endInstance ends a running instance in a terminal state and cancels every
 // step that had not ended, with its tasks, so no worker is handed work for
 // an instance that is over.
-func endInstance(tx *Txn, inst *Instance, status string, cause *InstanceError, now time.Time) {
+func (f *FSM) endInstance(tx *Txn, inst *Instance, status string, cause *InstanceError, now time.Time) {
 	inst.Status = status
 	inst.Error = cause
 	inst.EndedAt = &now
@@ -53,6 +53,9 @@ func endInstance(tx *Txn, inst *Instance, status string, cause *InstanceError, n
 			if st.TaskID != "" {
 				tx.cancelTask(st.TaskID, now)
 			}
+			if st.ChildID != "" {
+				f.stopChild(tx, st.ChildID, false, "its parent "+inst.ID+" ended "+status, now)
+			}
 			cancelElements(tx, st, now)
 			endStep(st, StepCancelled, nil, now)
 		case StepCompensating:
@@ -68,14 +71,14 @@ func (f *FSM) failInstance(tx *Txn, inst *Instance, step string, cause *TaskErro
 	if cause != nil {
 		e.Type, e.Message = cause.Type, "step "+step+" failed: "+cause.Message
 	}
-	endInstance(tx, inst, InstanceFailed, e, now)
+	f.endInstance(tx, inst, InstanceFailed, e, now)
 }
 
 // timeOut ends an instance that outlived its workflow's timeout.
 func (f *FSM) timeOut(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 	ic := inst.clone()
 	ic.note(Event{Type: "timer_fired", Detail: tm.Kind})
-	endInstance(tx, ic, InstanceTimedOut, &InstanceError{Type: "timeout",
+	f.endInstance(tx, ic, InstanceTimedOut, &InstanceError{Type: "timeout",
 		Message: fmt.Sprintf("the instance did not finish by %s (the workflow's timeout)", tm.Due.UTC().Format(time.RFC3339))}, now)
 	f.saveInstance(tx, ic, now)
 }
@@ -113,7 +116,7 @@ func (f *FSM) applyTerminate(tx *Txn, body []byte) any {
 	}
 	ic := inst.clone()
 	ic.note(Event{Type: "operator_terminate", Detail: reason})
-	endInstance(tx, ic, InstanceTerminated, &InstanceError{Type: "terminated", Message: reason}, req.Time)
+	f.endInstance(tx, ic, InstanceTerminated, &InstanceError{Type: "terminated", Message: reason}, req.Time)
 	f.saveInstance(tx, ic, req.Time)
 	return &InstanceStatusResponse{ID: ic.ID, Status: ic.Status}
 }

@@ -18,7 +18,7 @@ import (
 // FSMs leaves byte-identical state, and snapshot -> restore -> snapshot is
 // the identity. The sequences are random; rapid shrinks any failure.
 func TestRandomLogsConverge(t *testing.T) {
-	sources := []string{sagaWithUndo, approval, fanout, retrying, pausable, watched}
+	sources := []string{sagaWithUndo, approval, fanout, retrying, pausable, watched, childWF, parentWF}
 	rapid.Check(t, func(rt *rapid.T) {
 		f := New(nil)
 		var logs []*raft.Log
@@ -39,7 +39,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		for _, src := range sources {
 			apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: hdr(), Source: src})
 		}
-		names := []string{"order", "approval", "fan", "retrying", "pausable", "watched"}
+		names := []string{"order", "approval", "fan", "retrying", "pausable", "watched", "parent"}
 		ids := []string{"i0", "i1", "i2", "i3", "i4"}
 		steps := []string{"charge", "reserve", "ship", "approve", "a", "b", "nap", "each_item"}
 		n := rapid.IntRange(10, 120).Draw(rt, "commands")
@@ -48,9 +48,9 @@ func TestRandomLogsConverge(t *testing.T) {
 			state := f.State().Read()
 			switch rapid.IntRange(0, 13).Draw(rt, "kind") {
 			case 0, 1:
-				input := `{}`
+				input := `{"n": 3}`
 				if rapid.Bool().Draw(rt, "items") {
-					input = `{"items":["x","y","z"],"tags":{"a":1}}`
+					input = `{"items":["x","y","z"],"tags":{"a":1},"n":70}`
 				}
 				apply(StartInstanceType, &StartInstanceRequest{Header: hdr(), ID: id, Workflow: rapid.SampledFrom(names).Draw(rt, "wf"), Input: json.RawMessage(input)})
 			case 2, 3:

@@ -43,6 +43,8 @@ func Graph(wf *Workflow, format GraphFormat) (string, error) {
 		switch {
 		case s.Kind == KindFail:
 			return "fail: " + s.FailError
+		case s.Kind == KindChild:
+			return "workflow " + s.ChildWorkflow
 		case s.Kind == KindSignal:
 			return "wait signal " + s.SignalName
 		case s.Kind == KindSleep && s.SleepUntil != nil:

@@ -69,6 +69,7 @@ const (
 	KindFail     = "fail"
 	KindSleep    = "sleep"
 	KindSignal   = "wait_signal"
+	KindChild    = "workflow"
 )
 
 // Trigger rules: when a step whose dependencies are all done runs.
@@ -113,6 +114,10 @@ type Step struct {
 	// worker takes its task within that long of it entering its queue.
 	HeartbeatTimeout time.Duration
 	ScheduleTimeout  time.Duration
+	// ChildWorkflow (and ChildVersion, 0: the latest) make a workflow step:
+	// it starts a child instance with Input and waits for it to end.
+	ChildWorkflow string
+	ChildVersion  uint64
 	// SignalName and SignalTimeout make a wait_signal step: it succeeds
 	// with the payload of the first signal of that name sent to the
 	// instance, or fails with signal_timeout after SignalTimeout (if set).
@@ -184,6 +189,8 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "sleep_until"},
 		{Name: "heartbeat_timeout"},
 		{Name: "schedule_timeout"},
+		{Name: "workflow"},
+		{Name: "version"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}, {Type: "wait_signal", LabelNames: []string{"name"}}, {Type: "compensate"}},
 }
@@ -432,6 +439,22 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 		}
 	}
 	var refExprs []hhcl.Expression
+	if attr, ok := content.Attributes["workflow"]; ok {
+		kinds = append(kinds, "workflow")
+		step.Kind = KindChild
+		diags = append(diags, decodeString(attr, &step.ChildWorkflow)...)
+		if !diags.HasErrors() && !validName(step.ChildWorkflow) {
+			diags = append(diags, attrError(attr, "Invalid workflow name", "Name a registered workflow: letters, digits, '_' or '-', starting with a letter."))
+		}
+	}
+	if attr, ok := content.Attributes["version"]; ok {
+		n, d := decodeInt(attr, 1, 1<<30, "version pins the child workflow's version: a whole number of at least 1 (leave it out for the latest).")
+		diags = append(diags, d...)
+		step.ChildVersion = uint64(n)
+		if _, ok := content.Attributes["workflow"]; !ok {
+			diags = append(diags, attrError(attr, "version without workflow", "version applies to a child workflow step (workflow = \"NAME\")."))
+		}
+	}
 	if attr, ok := content.Attributes["sleep"]; ok {
 		kinds = append(kinds, "sleep")
 		step.Kind = KindSleep
@@ -497,7 +520,7 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 	switch {
 	case len(kinds) == 0:
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has no kind",
-			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\", sleep = \"DURATION\", sleep_until = TIME, a wait_signal \"NAME\" {} block, or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
+			Detail: fmt.Sprintf("Step %q must say what it does: activity = \"NAME\", workflow = \"CHILD\", sleep = \"DURATION\", sleep_until = TIME, a wait_signal \"NAME\" {} block, or a fail { error = \"TYPE\" } block.", name), Subject: block.DefRange.Ptr()})
 	case len(kinds) > 1:
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Step has more than one kind",
 			Detail: fmt.Sprintf("Step %q declares %s; a step does exactly one thing. Split it into steps.", name, strings.Join(kinds, " and ")), Subject: block.DefRange.Ptr()})
