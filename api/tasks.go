@@ -21,6 +21,47 @@ type Task struct {
 	// HeartbeatTimeoutMS, when set, is how long the attempt may go
 	// without a heartbeat before it is given up.
 	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms"`
+	// Service, for a step that calls a workflow service, is where and how.
+	Service *TaskService `json:"service,omitempty"`
+}
+
+// TaskService is a workflow service as a worker calls it.
+type TaskService struct {
+	Name      string            `json:"name"`
+	BaseURL   string            `json:"base_url"`
+	Headers   map[string]string `json:"headers"`
+	TimeoutMS int64             `json:"timeout_ms"`
+}
+
+// Breaker is a service's circuit breaker.
+type Breaker struct {
+	Name        string     `json:"name"`
+	BaseURL     string     `json:"base_url"`
+	State       string     `json:"state"`
+	Failures    int64      `json:"failures"`
+	Window      int64      `json:"window"`
+	ResetAfter  int64      `json:"reset_after"`
+	Recent      []string   `json:"recent"`
+	OpenedAt    *time.Time `json:"opened_at"`
+	ProbeTaskID string     `json:"probe_task_id"`
+}
+
+// Services lists every service's breaker.
+func (c *Client) Services(ctx context.Context) ([]Breaker, error) {
+	var out struct {
+		Services []Breaker `json:"services"`
+	}
+	_, err := c.doJSON(ctx, "GET", "/v1/services", nil, &out)
+	return out.Services, err
+}
+
+// SetBreaker resets ("closed") or trips ("open") a service's breaker.
+func (c *Client) SetBreaker(ctx context.Context, name, state string) (*Breaker, error) {
+	var out Breaker
+	if _, err := c.doJSON(ctx, "POST", "/v1/services/"+url.PathEscape(name)+"/breaker", map[string]string{"state": state}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // PollRequest asks for work from a queue.

@@ -154,8 +154,8 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 		// for: tasks no waiter accepts (their workers are elsewhere or
 		// down) must not hide the ones behind them.
 		tx.EachPendingTask(queue, func(task *fsm.Task) bool {
-			if inst := tx.Instance(task.InstanceID); inst == nil || !inst.Dispatchable(task) {
-				return true // suspended (or cancelling): not now, and not in the way
+			if !tx.Dispatchable(task, tx.Instance(task.InstanceID)) {
+				return true // suspended, cancelling, or its service's breaker is open: not now, and not in the way
 			}
 			for _, w := range ws {
 				if w.done || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {

@@ -28,6 +28,7 @@ const (
 	ResumeInstanceType    MessageType = 14
 	RetryInstanceType     MessageType = 15
 	StepOverrideType      MessageType = 16
+	SetBreakerType        MessageType = 17
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -86,6 +87,7 @@ var typeNames = map[MessageType]string{
 	ResumeInstanceType:    "ResumeInstance",
 	RetryInstanceType:     "RetryInstance",
 	StepOverrideType:      "StepOverride",
+	SetBreakerType:        "SetBreaker",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

@@ -46,6 +46,7 @@ var responseTypes = map[MessageType]func() any{
 	ResumeInstanceType:    func() any { return new(InstanceStatusResponse) },
 	RetryInstanceType:     func() any { return new(InstanceStatusResponse) },
 	StepOverrideType:      func() any { return new(InstanceStatusResponse) },
+	SetBreakerType:        func() any { return new(Breaker) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 }

@@ -18,7 +18,7 @@ import (
 // FSMs leaves byte-identical state, and snapshot -> restore -> snapshot is
 // the identity. The sequences are random; rapid shrinks any failure.
 func TestRandomLogsConverge(t *testing.T) {
-	sources := []string{sagaWithUndo, approval, fanout, retrying, pausable, watched, childWF, parentWF}
+	sources := []string{sagaWithUndo, approval, fanout, retrying, pausable, watched, childWF, parentWF, withService}
 	rapid.Check(t, func(rt *rapid.T) {
 		f := New(nil)
 		var logs []*raft.Log
@@ -39,7 +39,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		for _, src := range sources {
 			apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: hdr(), Source: src})
 		}
-		names := []string{"order", "approval", "fan", "retrying", "pausable", "watched", "parent"}
+		names := []string{"order", "approval", "fan", "retrying", "pausable", "watched", "parent", "calls"}
 		ids := []string{"i0", "i1", "i2", "i3", "i4"}
 		steps := []string{"charge", "reserve", "ship", "approve", "a", "b", "nap", "each_item"}
 		n := rapid.IntRange(10, 120).Draw(rt, "commands")
@@ -99,7 +99,9 @@ func TestRandomLogsConverge(t *testing.T) {
 				apply(SignalInstanceType, &SignalInstanceRequest{Header: hdr(), ID: id, Name: "approve",
 					Payload: json.RawMessage(`{"approved":true,"by":"x"}`), RequestID: rapid.SampledFrom([]string{"", "r1", "r2"}).Draw(rt, "req")})
 			case 10:
-				switch rapid.IntRange(0, 4).Draw(rt, "op") {
+				switch rapid.IntRange(0, 5).Draw(rt, "op") {
+				case 5:
+					apply(SetBreakerType, &SetBreakerRequest{Header: hdr(), Name: "payments", State: rapid.SampledFrom([]string{BreakerOpen, BreakerClosed}).Draw(rt, "breaker")})
 				case 0:
 					apply(CancelInstanceType, &CancelInstanceRequest{Header: hdr(), ID: id})
 				case 1:

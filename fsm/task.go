@@ -34,6 +34,9 @@ type Task struct {
 	Element *int `json:"element,omitempty"`
 	// Compensation marks the task that undoes its step (instance cancelling).
 	Compensation bool `json:"compensation,omitempty"`
+	// Service is the workflow service the step calls, whose breaker gates
+	// the task.
+	Service string `json:"service,omitempty"`
 	// IdempotencyKey is stable across attempts (instance/step, or
 	// instance/step/key for a for_each element) so that a worker can make
 	// its side effects idempotent.
@@ -114,6 +117,7 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		Status:           TaskPending,
 		Timeout:          s.Timeout,
 		HeartbeatTimeout: s.HeartbeatTimeout,
+		Service:          s.Service,
 		ScheduleTimeout:  s.ScheduleTimeout,
 		CreatedAt:        now,
 		CreateIndex:      tx.Index,
@@ -192,9 +196,10 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 			continue
 		}
 		inst := tx.Instance(t.InstanceID)
-		if inst == nil || !inst.Dispatchable(t) {
+		if !tx.Dispatchable(t, inst) {
 			continue
 		}
+		tx.leasedThrough(t)
 		c := *t
 		c.Status = TaskLeased
 		c.Attempt++
@@ -331,6 +336,9 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 	c.ModifyIndex = tx.Index
 	ic := inst.clone()
 	st := ic.Steps[c.Step]
+	if taskErr == nil || taskErr.Type != "schedule_timeout" { // never reached the service
+		tx.serviceResult(&c, taskErr == nil, now)
+	}
 	retry := taskErr != nil && !taskErr.NonRetryable && policy.Retryable(c.Attempt, taskErr.Type) &&
 		(ic.Status == InstanceRunning || ic.Status == InstanceSuspended || c.Compensation)
 	if retry {

@@ -50,7 +50,7 @@ func init() {
 				&memdb.UintFieldIndex{Field: "DueKey"},
 				&memdb.StringFieldIndex{Field: "ID"},
 			}}},
-			"instance": {Name: "instance", Indexer: &memdb.StringFieldIndex{Field: "InstanceID"}},
+			"instance": {Name: "instance", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "InstanceID"}},
 		},
 	})
 	registerRecord(tableTimers, func() any { return new(Timer) })
@@ -92,6 +92,14 @@ func (f *FSM) applyFireTimers(tx *Txn, body []byte) any {
 	for _, id := range req.Timers {
 		tm := tx.Timer(id)
 		if tm == nil || tm.Deferred || tm.Due.After(req.Time) {
+			continue
+		}
+		if tm.Kind == TimerBreakerReset { // a service's, not an instance's
+			if err := tx.Delete(tableTimers, tm); err != nil {
+				panic(fmt.Sprintf("fsm: delete timer: %v", err))
+			}
+			tx.halfOpen(tm.Step, req.Time)
+			resp.Fired = append(resp.Fired, id)
 			continue
 		}
 		inst := tx.Instance(tm.InstanceID)

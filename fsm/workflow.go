@@ -75,6 +75,7 @@ func (f *FSM) applyRegisterWorkflow(tx *Txn, body []byte) any {
 		CreateIndex: tx.Index,
 	}
 	tx.mustInsert(tableWorkflows, wv)
+	tx.upsertServices(wf)
 	return &RegisterWorkflowResponse{Name: wv.Name, Version: wv.Version, Created: true}
 }
 

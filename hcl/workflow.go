@@ -46,6 +46,8 @@ type Workflow struct {
 	Labels map[string]string
 	// Input is the declared input type; nil means any JSON is accepted.
 	Input *InputSpec
+	// Services are the external endpoints the workflow's steps call.
+	Services map[string]*Service
 	// Steps in declaration order.
 	Steps []*Step
 	// Output is evaluated once every step has ended; nil means no output.
@@ -106,6 +108,9 @@ type Step struct {
 	FailMessage hhcl.Expression
 	// Retry is the policy of an activity step's task.
 	Retry RetryPolicy
+	// Service names the workflow service the step calls (its breaker
+	// holds the step's tasks back while open).
+	Service string
 	// Compensate, if set, undoes the step when its instance is cancelled
 	// after the step succeeded.
 	Compensate *Compensation
@@ -140,6 +145,8 @@ type Step struct {
 	Deps []string
 
 	DeclRange hhcl.Range
+
+	serviceRange hhcl.Range
 }
 
 // Step returns the named step, or nil.
@@ -170,6 +177,7 @@ var workflowSchema = &hhcl.BodySchema{
 	Blocks: []hhcl.BlockHeaderSchema{
 		{Type: "input"},
 		{Type: "defaults"},
+		{Type: "service", LabelNames: []string{"name"}},
 		{Type: "step", LabelNames: []string{"name"}},
 	},
 }
@@ -191,6 +199,7 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "schedule_timeout"},
 		{Name: "workflow"},
 		{Name: "version"},
+		{Name: "service"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{{Type: "fail"}, {Type: "retry"}, {Type: "wait_signal", LabelNames: []string{"name"}}, {Type: "compensate"}},
 }
@@ -296,9 +305,23 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 		diags = append(diags, dd...)
 		def = d
 	}
+	wf.Services = map[string]*Service{}
+	for _, b := range content.Blocks {
+		if b.Type != "service" {
+			continue
+		}
+		svc, d := decodeService(b)
+		diags = append(diags, d...)
+		if _, dup := wf.Services[svc.Name]; dup {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate service name",
+				Detail: fmt.Sprintf("A service named %q is already declared.", svc.Name), Subject: b.LabelRanges[0].Ptr()})
+			continue
+		}
+		wf.Services[svc.Name] = svc
+	}
 	var refs []pendingRef
 	for _, b := range content.Blocks {
-		if b.Type == "defaults" {
+		if b.Type == "defaults" || b.Type == "service" {
 			continue
 		}
 		if b.Type == "input" {
@@ -384,6 +407,18 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 					}
 				}
 			}
+		}
+	}
+	for _, s := range wf.Steps {
+		if s.Service == "" {
+			continue
+		}
+		if _, ok := wf.Services[s.Service]; !ok {
+			detail := fmt.Sprintf("This workflow declares no service %q; declare it with service %q { base_url = ... }.", s.Service, s.Service)
+			if sg := suggest(s.Service, wf.ServiceNames()); sg != "" {
+				detail += fmt.Sprintf(" Did you mean %q?", sg)
+			}
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Reference to undeclared service", Detail: detail, Subject: s.serviceRange.Ptr()})
 		}
 	}
 	wf.handled = map[string]bool{}
@@ -547,6 +582,13 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 			if _, ok := content.Attributes["activity"]; !ok {
 				diags = append(diags, attrError(attr, name+" on a step without an activity", "Only activity steps run tasks that workers take and heartbeat."))
 			}
+		}
+	}
+	if attr, ok := content.Attributes["service"]; ok {
+		diags = append(diags, decodeString(attr, &step.Service)...)
+		step.serviceRange = attr.Expr.Range()
+		if _, ok := content.Attributes["activity"]; !ok {
+			diags = append(diags, attrError(attr, "service on a step without an activity", "Only activity steps call services."))
 		}
 	}
 	if attr, ok := content.Attributes["trigger_rule"]; ok {

@@ -437,3 +437,32 @@ func TestRetryAndOverridesOverHTTP(t *testing.T) {
 		t.Fatalf("skip an ended step = %d %s", r.status, r.raw)
 	}
 }
+
+func TestServicesAndBreakersOverHTTP(t *testing.T) {
+	base := devAgent(t, false)
+	src := "workflow \"calls\" {\n  service \"payments\" {\n    base_url = \"http://127.0.0.1:1\"\n    headers  = { X-Team = \"pay\" }\n  }\n  step \"a\" {\n    activity = \"http\"\n    service  = \"payments\"\n    input    = { url = \"/charge\" }\n  }\n}\n"
+	if r := call(t, "POST", base+"/v1/workflows", src); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/services/payments", ""); r.status != 200 || r.body["state"] != "closed" || r.body["base_url"] != "http://127.0.0.1:1" {
+		t.Fatalf("service = %d %s", r.status, r.raw)
+	}
+	call(t, "POST", base+"/v1/workflows/calls/instances", `{"id":"c"}`)
+	r := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":2000}`)
+	svc, _ := r.body["service"].(map[string]any)
+	if r.status != 200 || svc["base_url"] != "http://127.0.0.1:1" || svc["headers"].(map[string]any)["X-Team"] != "pay" {
+		t.Fatalf("leased task = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/services/payments/breaker", `{"state":"open"}`); r.status != 200 || r.body["state"] != "open" {
+		t.Fatalf("trip = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/services/payments/breaker", `{"state":"ajar"}`); r.status != 400 {
+		t.Fatalf("bad state = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/services/nope/breaker", `{"state":"open"}`); r.status != 404 {
+		t.Fatalf("unknown = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/services", ""); len(r.body["services"].([]any)) != 1 {
+		t.Fatalf("list = %s", r.raw)
+	}
+}

@@ -164,6 +164,10 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/tasks/:id/heartbeat", write, maxJSONBody, s.heartbeatTask},
 		{"GET", "/v1/tasks/:id", read, 0, s.getTask},
 
+		{"GET", "/v1/services", read, 0, s.listServices},
+		{"GET", "/v1/services/:name", read, 0, s.getService},
+		{"POST", "/v1/services/:name/breaker", write, maxJSONBody, s.setBreaker},
+
 		{"GET", "/v1/status/leader", read, 0, s.leader},
 		{"GET", "/v1/status/peers", read, 0, s.peers},
 		{"GET", "/v1/members", read, 0, s.members},

@@ -36,6 +36,16 @@ type LeasedTask struct {
 	// HeartbeatTimeoutMS, when set, is how long the attempt may go without
 	// a heartbeat.
 	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms,omitempty"`
+	// Service, for a step that calls one, is where and how to call it.
+	Service *TaskService `json:"service,omitempty"`
+}
+
+// TaskService is what a worker needs to call a workflow's service.
+type TaskService struct {
+	Name      string            `json:"name"`
+	BaseURL   string            `json:"base_url"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	TimeoutMS int64             `json:"timeout_ms,omitempty"`
 }
 
 func leasedTask(t *fsm.Task) LeasedTask {
@@ -67,17 +77,25 @@ func (s *Server) poll(r *http.Request, ps httprouter.Params, body []byte) (any, 
 	if err != nil {
 		return nil, err
 	}
+	tx := s.cfg.FSM.State().Read()
+	withService := func(t *fsm.Task) LeasedTask {
+		lt := leasedTask(t)
+		if b := tx.Breaker(t.Service); t.Service != "" && b != nil {
+			lt.Service = &TaskService{Name: b.Name, BaseURL: b.BaseURL, Headers: b.Headers, TimeoutMS: b.Timeout.Milliseconds()}
+		}
+		return lt
+	}
 	if req.MaxTasks > 0 {
 		out := make([]LeasedTask, 0, len(tasks))
 		for _, t := range tasks {
-			out = append(out, leasedTask(t))
+			out = append(out, withService(t))
 		}
 		return map[string]any{"tasks": out}, nil
 	}
 	if len(tasks) == 0 {
 		return &response{status: http.StatusNoContent}, nil
 	}
-	return leasedTask(tasks[0]), nil
+	return withService(tasks[0]), nil
 }
 
 // CompleteRequest is the body of POST /v1/tasks/:id/complete.

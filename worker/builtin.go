@@ -152,6 +152,28 @@ func (h *httpActivity) run(ctx context.Context, t *api.Task) (json.RawMessage, e
 	if err != nil {
 		return nil, &ActivityError{Type: "invalid_input", NonRetryable: true, Message: "invalid url: " + err.Error()}
 	}
+	if svc := t.Service; svc != nil {
+		// A step of a service: relative URLs are the service's, its
+		// headers come first (the input's win), its timeout bounds the call.
+		base, err := url.Parse(svc.BaseURL)
+		if err != nil {
+			return nil, &ActivityError{Type: "invalid_input", NonRetryable: true, Message: "invalid service base_url: " + err.Error()}
+		}
+		u = base.ResolveReference(u)
+		headers := map[string]string{}
+		for k, v := range svc.Headers {
+			headers[k] = v
+		}
+		for k, v := range in.Headers {
+			headers[k] = v
+		}
+		in.Headers = headers
+		if svc.TimeoutMS > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(svc.TimeoutMS)*time.Millisecond)
+			defer cancel()
+		}
+	}
 	if err := h.check(u); err != nil {
 		return nil, err
 	}

@@ -305,3 +305,24 @@ func TestPoolHeartbeatsAndStopsWhenTheLeaseIsLost(t *testing.T) {
 		fc.mu.Unlock()
 	}
 }
+
+func TestHTTPActivityUsesItsService(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(r.URL.Path + " " + r.Header.Get("X-Team") + " " + r.Header.Get("Accept")))
+	}))
+	defer srv.Close()
+	acts, _ := Builtins(nil, DefaultHTTPAllow)
+	tk := task("http", `{"url":"/v1/charge","headers":{"Accept":"text/plain"}}`)
+	tk.Service = &api.TaskService{Name: "p", BaseURL: srv.URL + "/api/", Headers: map[string]string{"X-Team": "pay", "Accept": "json"}, TimeoutMS: 5000}
+	out, err := acts["http"](context.Background(), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Body string `json:"body"`
+	}
+	json.Unmarshal(out, &res)
+	if res.Body != "/v1/charge pay text/plain" {
+		t.Fatalf("body = %q", res.Body)
+	}
+}

@@ -803,3 +803,61 @@ func instanceStep(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
 	return 0
 }
+
+func runService(args []string, stdout, stderr io.Writer) int {
+	return subcommands("service", map[string]command{
+		"list":    {"List services and their breakers", serviceList},
+		"breaker": {"Reset (closed) or trip (open) a service's breaker", serviceBreaker},
+	}, args, stdout, stderr)
+}
+
+func serviceList(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("service list", "service list [-address ADDR] [-json]", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "service list", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	bs, err := cl.Services(c)
+	if err != nil {
+		return fail(stderr, "service list", err)
+	}
+	if cf.json {
+		printJSON(stdout, bs)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tBREAKER\tRECENT FAILURES\tTRIPS AT\tBASE URL")
+	for _, b := range bs {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", b.Name, b.State, len(b.Recent), b.Failures, b.BaseURL)
+	}
+	tw.Flush()
+	return 0
+}
+
+func serviceBreaker(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("service breaker", "service breaker NAME closed|open", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "service breaker", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	b, err := cl.SetBreaker(c, fs.Arg(0), fs.Arg(1))
+	if err != nil {
+		return fail(stderr, "service breaker", err)
+	}
+	fmt.Fprintf(stdout, "%s %s\n", b.Name, b.State)
+	return 0
+}

@@ -24,6 +24,7 @@ var commands = map[string]command{
 	"instance": {"Start instances and read their status", runInstance},
 	"members":  {"List the cluster's gossip members", runMembers},
 	"leader":   {"Print the current leader (exit 1 when none is known)", runLeader},
+	"service":  {"Show services' circuit breakers; reset or trip one", runService},
 	"peers":    {"List the raft servers and which one leads", runPeers},
 	"version":  {"Print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("lockstep", version); return 0 }},
 }
