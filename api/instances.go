@@ -75,9 +75,11 @@ func (c *Client) WaitInstance(ctx context.Context, id string) (*Instance, error)
 }
 
 // WaitInstanceSince is WaitInstance for an instance written at raft index
-// since (Started.Index): the first read waits until the node it asks has
-// applied that index, so a follower never answers "not found" for an
-// instance the leader just started.
+// since (its own Started.Index): the first read waits until the node it
+// asks holds the instance as of that write, so a follower never answers
+// "not found" for an instance the leader just started. Pass only the
+// instance's own write index: a blocking read of an instance waits for that
+// instance to change after the index given.
 func (c *Client) WaitInstanceSince(ctx context.Context, id string, since uint64) (*Instance, error) {
 	index := "0"
 	if since > 1 {

@@ -308,12 +308,18 @@ func TestClusterSurvivesLeaderKillAndPause(t *testing.T) {
 	})
 
 	// Every acknowledged start exists and completes, as seen from every node,
-	// and the nodes agree on the set of instances.
+	// and the nodes agree on the set of instances. A node that has applied
+	// the fence holds every start acknowledged before it.
 	for _, n := range all {
 		c := client(t, n)
+		fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		if _, err := c.WaitInstanceSince(fctx, "fence", fence.Index); err != nil {
+			t.Fatalf("%s: fence: %v", n, err)
+		}
+		cancel()
 		for _, id := range acked {
 			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			inst, err := c.WaitInstanceSince(wctx, id, fence.Index)
+			inst, err := c.WaitInstance(wctx, id)
 			cancel()
 			if err != nil {
 				t.Fatalf("%s: acknowledged instance %s: %v", n, id, err)
