@@ -89,3 +89,37 @@ func (c *Client) StartInstance(ctx context.Context, workflow string, req StartRe
 	out.Index = meta.index()
 	return &out, nil
 }
+
+// Trigger is a workflow's cron trigger.
+type Trigger struct {
+	ID        string    `json:"id"`
+	Workflow  string    `json:"workflow"`
+	Name      string    `json:"name"`
+	Schedule  string    `json:"schedule"`
+	Timezone  string    `json:"timezone"`
+	Overlap   string    `json:"overlap"`
+	Catchup   bool      `json:"catchup"`
+	Enabled   bool      `json:"enabled"`
+	LastFire  time.Time `json:"last_fire"`
+	RunningID string    `json:"running_id"`
+	Fired     uint64    `json:"fired"`
+	Skipped   uint64    `json:"skipped"`
+	LastError string    `json:"last_error"`
+}
+
+// Triggers lists every cron trigger.
+func (c *Client) Triggers(ctx context.Context) ([]Trigger, error) {
+	var out struct {
+		Triggers []Trigger `json:"triggers"`
+	}
+	_, err := c.doJSON(ctx, "GET", "/v1/triggers", nil, &out)
+	return out.Triggers, err
+}
+
+// TriggerAction enables, disables or fires (now) a trigger; it returns the
+// raw answer.
+func (c *Client) TriggerAction(ctx context.Context, id, action string) (map[string]any, error) {
+	var out map[string]any
+	_, err := c.doJSON(ctx, "POST", "/v1/triggers/"+url.PathEscape(id)+"/"+url.PathEscape(action), nil, &out)
+	return out, err
+}

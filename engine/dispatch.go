@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/hcl"
 )
 
 // PollRequest is one worker's long poll of a queue.
@@ -256,6 +257,41 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 			e.logger.Debug("timers fired", "timers", r.Fired)
 			acted = true
 		}
+	}
+	// Cron triggers: the leader fires each enabled trigger's next scheduled
+	// time once it has passed. Without catchup only the most recent missed
+	// time fires (after downtime); with it, each in turn.
+	for _, t := range tx.Triggers() {
+		if !t.Enabled {
+			continue
+		}
+		sched, err := hcl.ParseSchedule(t.Schedule, t.Timezone)
+		if err != nil {
+			continue
+		}
+		due := sched.Next(t.LastFire)
+		if due.After(now) {
+			next = min(next, due.Sub(now))
+			continue
+		}
+		if !t.Catchup {
+			for i := 0; i < 100000; i++ {
+				n := sched.Next(due)
+				if n.After(now) {
+					break
+				}
+				due = n
+			}
+		}
+		res, err := e.propose(ctx, fsm.FireTriggerType, &fsm.FireTriggerRequest{Header: fsm.Header{Time: now}, ID: t.ID, Scheduled: due})
+		if err != nil {
+			e.logger.Warn("firing a trigger failed", "trigger", t.ID, "error", err)
+			return 100 * time.Millisecond, acted
+		}
+		if r, ok := res.(*fsm.FireTriggerResponse); ok {
+			e.logger.Info("trigger fired", "trigger", t.ID, "scheduled", due, "outcome", r.Outcome, "instance", r.InstanceID, "reason", r.Reason)
+		}
+		acted = true
 	}
 	return next, acted
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,4 +187,36 @@ func TestLeaderFiresSleepAndRetryTimers(t *testing.T) {
 	if err != nil || inst.Status != "completed" || inst.Steps["call"].Attempts != 2 || inst.Steps["nap"].Status != "succeeded" {
 		t.Fatalf("instance = %+v %v", inst, err)
 	}
+}
+
+// The leader fires cron triggers from its clock.
+func TestLeaderFiresCronTriggers(t *testing.T) {
+	a := node(t, "dev", t.TempDir(), true, 0, nil)
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !a.Engine.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	ctx := context.Background()
+	src := "workflow \"tick\" {\n  trigger \"cron\" \"every\" {\n    schedule = \"@every 1s\"\n    overlap  = \"allow\"\n  }\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"
+	if _, err := cl.RegisterWorkflow(ctx, "tick.hcl", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "two fires", func() error {
+		list, _, err := cl.Instances(ctx, "tick", "", 100)
+		if err != nil {
+			return err
+		}
+		if len(list) < 2 {
+			return errors.New("fewer than two instances")
+		}
+		for _, i := range list {
+			if !strings.HasPrefix(i.ID, "tick.every.") {
+				return errors.New("unexpected id " + i.ID)
+			}
+		}
+		return nil
+	})
 }

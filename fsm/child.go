@@ -23,7 +23,7 @@ func (f *FSM) startChild(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, no
 		return
 	}
 	id := inst.ID + ":" + s.Name + ":" + itoa(tx.nextSeq("child"))
-	child, e := f.createInstance(tx, id, s.ChildWorkflow, s.ChildVersion, input, now, &ParentRef{InstanceID: inst.ID, Step: s.Name})
+	child, e := f.createInstance(tx, id, s.ChildWorkflow, s.ChildVersion, input, now, &ParentRef{InstanceID: inst.ID, Step: s.Name}, "")
 	if e != nil {
 		endStep(st, StepFailed, &TaskError{Type: "child_start_failed", Message: e.Message}, now)
 		return

@@ -29,6 +29,8 @@ const (
 	RetryInstanceType     MessageType = 15
 	StepOverrideType      MessageType = 16
 	SetBreakerType        MessageType = 17
+	FireTriggerType       MessageType = 18
+	SetTriggerType        MessageType = 19
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -88,6 +90,8 @@ var typeNames = map[MessageType]string{
 	RetryInstanceType:     "RetryInstance",
 	StepOverrideType:      "StepOverride",
 	SetBreakerType:        "SetBreaker",
+	FireTriggerType:       "FireTrigger",
+	SetTriggerType:        "SetTrigger",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

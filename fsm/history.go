@@ -130,9 +130,15 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 	quiet := inst.quiet
 	inst.quiet = false
 	tx.mustInsert(tableInstances, inst)
-	// A child that just ended moves its parent on.
-	if inst.Parent != nil && !quiet && inst.Terminal() && (old == nil || !old.Terminal()) {
-		f.childEnded(tx, inst, now)
+	// A child that just ended moves its parent on; a triggered instance
+	// that ended lets a buffered fire start.
+	if inst.Terminal() && (old == nil || !old.Terminal()) {
+		if inst.Parent != nil && !quiet {
+			f.childEnded(tx, inst, now)
+		}
+		if inst.Trigger != "" {
+			f.triggeredInstanceEnded(tx, inst, now)
+		}
 	}
 }
 

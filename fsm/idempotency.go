@@ -47,6 +47,8 @@ var responseTypes = map[MessageType]func() any{
 	RetryInstanceType:     func() any { return new(InstanceStatusResponse) },
 	StepOverrideType:      func() any { return new(InstanceStatusResponse) },
 	SetBreakerType:        func() any { return new(Breaker) },
+	FireTriggerType:       func() any { return new(FireTriggerResponse) },
+	SetTriggerType:        func() any { return new(Trigger) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 }

@@ -64,6 +64,8 @@ type Instance struct {
 	// Parent is set on a child instance: the step of the parent waiting
 	// for it.
 	Parent *ParentRef `json:"parent,omitempty"`
+	// Trigger is the trigger that started the instance, if any.
+	Trigger string `json:"trigger,omitempty"`
 
 	quiet bool // ended by its parent: no call back to the parent
 
@@ -190,7 +192,7 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	if existing := tx.Instance(req.ID); existing != nil {
 		return f.repeatedStart(tx, existing, &req)
 	}
-	inst, e := f.createInstance(tx, req.ID, req.Workflow, req.Version, req.Input, req.Time, nil)
+	inst, e := f.createInstance(tx, req.ID, req.Workflow, req.Version, req.Input, req.Time, nil, "")
 	if e != nil {
 		return e
 	}
@@ -199,7 +201,7 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 
 // createInstance starts a new instance (version 0: the latest) and decides
 // its first steps; it returns the instance as stored.
-func (f *FSM) createInstance(tx *Txn, id, workflow string, version uint64, rawInput json.RawMessage, now time.Time, parent *ParentRef) (*Instance, *Error) {
+func (f *FSM) createInstance(tx *Txn, id, workflow string, version uint64, rawInput json.RawMessage, now time.Time, parent *ParentRef, trigger string) (*Instance, *Error) {
 	var wv *WorkflowVersion
 	if version == 0 {
 		wv = tx.LatestWorkflow(workflow)
@@ -230,6 +232,7 @@ func (f *FSM) createInstance(tx *Txn, id, workflow string, version uint64, rawIn
 		CreatedAt:   now,
 		CreateIndex: tx.Index,
 		Parent:      parent,
+		Trigger:     trigger,
 	}
 	for _, s := range wf.Steps {
 		inst.Steps[s.Name] = &StepState{Status: StepWaiting}

@@ -18,7 +18,7 @@ import (
 // FSMs leaves byte-identical state, and snapshot -> restore -> snapshot is
 // the identity. The sequences are random; rapid shrinks any failure.
 func TestRandomLogsConverge(t *testing.T) {
-	sources := []string{sagaWithUndo, approval, fanout, retrying, pausable, watched, childWF, parentWF, withService}
+	sources := []string{sagaWithUndo, approval, fanout, retrying, pausable, watched, childWF, parentWF, withService, nightly}
 	rapid.Check(t, func(rt *rapid.T) {
 		f := New(nil)
 		var logs []*raft.Log
@@ -99,7 +99,9 @@ func TestRandomLogsConverge(t *testing.T) {
 				apply(SignalInstanceType, &SignalInstanceRequest{Header: hdr(), ID: id, Name: "approve",
 					Payload: json.RawMessage(`{"approved":true,"by":"x"}`), RequestID: rapid.SampledFrom([]string{"", "r1", "r2"}).Draw(rt, "req")})
 			case 10:
-				switch rapid.IntRange(0, 5).Draw(rt, "op") {
+				switch rapid.IntRange(0, 6).Draw(rt, "op") {
+				case 6:
+					apply(FireTriggerType, &FireTriggerRequest{Header: hdr(), ID: "nightly.etl", Scheduled: now, Manual: rapid.Bool().Draw(rt, "manual")})
 				case 5:
 					apply(SetBreakerType, &SetBreakerRequest{Header: hdr(), Name: "payments", State: rapid.SampledFrom([]string{BreakerOpen, BreakerClosed}).Draw(rt, "breaker")})
 				case 0:

@@ -76,6 +76,7 @@ func (f *FSM) applyRegisterWorkflow(tx *Txn, body []byte) any {
 	}
 	tx.mustInsert(tableWorkflows, wv)
 	tx.upsertServices(wf)
+	tx.upsertTriggers(wf, req.Time)
 	return &RegisterWorkflowResponse{Name: wv.Name, Version: wv.Version, Created: true}
 }
 

@@ -48,6 +48,8 @@ type Workflow struct {
 	Input *InputSpec
 	// Services are the external endpoints the workflow's steps call.
 	Services map[string]*Service
+	// Triggers start instances of the workflow on a schedule.
+	Triggers []*CronTrigger
 	// Steps in declaration order.
 	Steps []*Step
 	// Output is evaluated once every step has ended; nil means no output.
@@ -178,6 +180,7 @@ var workflowSchema = &hhcl.BodySchema{
 		{Type: "input"},
 		{Type: "defaults"},
 		{Type: "service", LabelNames: []string{"name"}},
+		{Type: "trigger", LabelNames: []string{"type", "name"}},
 		{Type: "step", LabelNames: []string{"name"}},
 	},
 }
@@ -319,9 +322,26 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 		}
 		wf.Services[svc.Name] = svc
 	}
+	seenTriggers := map[string]bool{}
+	for _, b := range content.Blocks {
+		if b.Type != "trigger" {
+			continue
+		}
+		tr, d := decodeTrigger(b)
+		diags = append(diags, d...)
+		if tr == nil {
+			continue
+		}
+		if seenTriggers[tr.Name] {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Duplicate trigger name", Subject: b.LabelRanges[1].Ptr()})
+			continue
+		}
+		seenTriggers[tr.Name] = true
+		wf.Triggers = append(wf.Triggers, tr)
+	}
 	var refs []pendingRef
 	for _, b := range content.Blocks {
-		if b.Type == "defaults" || b.Type == "service" {
+		if b.Type == "defaults" || b.Type == "service" || b.Type == "trigger" {
 			continue
 		}
 		if b.Type == "input" {

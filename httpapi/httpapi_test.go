@@ -466,3 +466,32 @@ func TestServicesAndBreakersOverHTTP(t *testing.T) {
 		t.Fatalf("list = %s", r.raw)
 	}
 }
+
+func TestTriggersOverHTTP(t *testing.T) {
+	base := devAgent(t, false)
+	src := "workflow \"nightly\" {\n  trigger \"cron\" \"etl\" {\n    schedule = \"0 2 * * *\"\n    input    = { day = \"x\" }\n  }\n  step \"a\" {\n    activity = \"noop\"\n    input    = input\n  }\n}\n"
+	if r := call(t, "POST", base+"/v1/workflows", src); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	r := call(t, "GET", base+"/v1/triggers", "")
+	ts := r.body["triggers"].([]any)
+	if len(ts) != 1 || ts[0].(map[string]any)["id"] != "nightly.etl" || ts[0].(map[string]any)["enabled"] != true {
+		t.Fatalf("triggers = %s", r.raw)
+	}
+	r = call(t, "POST", base+"/v1/triggers/nightly.etl/fire", "")
+	if r.status != 200 || r.body["outcome"] != "started" {
+		t.Fatalf("fire = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/instances/"+r.body["instance_id"].(string), ""); r.status != 200 || string(mustJSON(t, r.body["input"])) != `{"day":"x"}` {
+		t.Fatalf("fired instance = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/triggers/nightly.etl/disable", ""); r.status != 200 || r.body["enabled"] != false {
+		t.Fatalf("disable = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/triggers/nightly.etl/explode", ""); r.status != 404 {
+		t.Fatalf("bad action = %d", r.status)
+	}
+	if r := call(t, "POST", base+"/v1/triggers/nope/fire", ""); r.status != 404 {
+		t.Fatalf("unknown = %d", r.status)
+	}
+}

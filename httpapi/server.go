@@ -164,6 +164,9 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/tasks/:id/heartbeat", write, maxJSONBody, s.heartbeatTask},
 		{"GET", "/v1/tasks/:id", read, 0, s.getTask},
 
+		{"GET", "/v1/triggers", read, 0, s.listTriggers},
+		{"POST", "/v1/triggers/:id/:action", write, maxJSONBody, s.triggerAction},
+
 		{"GET", "/v1/services", read, 0, s.listServices},
 		{"GET", "/v1/services/:name", read, 0, s.getService},
 		{"POST", "/v1/services/:name/breaker", write, maxJSONBody, s.setBreaker},

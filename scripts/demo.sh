@@ -107,6 +107,10 @@ run "$BIN" instance start approval -input '{"request": "second laptop", "amount"
 sleep 0.5
 run "$BIN" instance status demo-approval
 
+bold "A cron trigger, fired now instead of at 02:00 Paris time"
+run "$BIN" trigger list
+run "$BIN" trigger fire nightly-etl.nightly
+
 bold "Cancel with compensation: an order is cancelled while it ships"
 "$BIN" instance start order-saga -input '{"order_id": "A-1001", "amount": 42}' -id demo-order >/dev/null
 for _ in $(seq 1 50); do

@@ -861,3 +861,64 @@ func serviceBreaker(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s %s\n", b.Name, b.State)
 	return 0
 }
+
+func runTrigger(args []string, stdout, stderr io.Writer) int {
+	action := func(verb string) command {
+		return command{verb + " a trigger", func(args []string, stdout, stderr io.Writer) int {
+			fs, cf := newFlagSet("trigger "+verb, "trigger "+verb+" WORKFLOW.TRIGGER", stderr)
+			if code, ok := parse(fs, args); !ok {
+				return code
+			}
+			if fs.NArg() != 1 {
+				fs.Usage()
+				return 1
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return fail(stderr, "trigger "+verb, err)
+			}
+			c, cancel := ctx()
+			defer cancel()
+			out, err := cl.TriggerAction(c, fs.Arg(0), verb)
+			if err != nil {
+				return fail(stderr, "trigger "+verb, err)
+			}
+			printJSON(stdout, out)
+			return 0
+		}}
+	}
+	return subcommands("trigger", map[string]command{
+		"list":    {"List cron triggers", triggerList},
+		"enable":  action("enable"),
+		"disable": action("disable"),
+		"fire":    action("fire"),
+	}, args, stdout, stderr)
+}
+
+func triggerList(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("trigger list", "trigger list [-address ADDR] [-json]", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(stderr, "trigger list", err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	ts, err := cl.Triggers(c)
+	if err != nil {
+		return fail(stderr, "trigger list", err)
+	}
+	if cf.json {
+		printJSON(stdout, ts)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TRIGGER\tSCHEDULE\tZONE\tENABLED\tOVERLAP\tLAST FIRE\tFIRED\tSKIPPED")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%d\n", t.ID, t.Schedule, t.Timezone, t.Enabled, t.Overlap, t.LastFire.Local().Format(time.DateTime), t.Fired, t.Skipped)
+	}
+	tw.Flush()
+	return 0
+}

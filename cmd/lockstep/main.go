@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"members":  {"List the cluster's gossip members", runMembers},
 	"leader":   {"Print the current leader (exit 1 when none is known)", runLeader},
 	"service":  {"Show services' circuit breakers; reset or trip one", runService},
+	"trigger":  {"List cron triggers; enable, disable or fire one", runTrigger},
 	"peers":    {"List the raft servers and which one leads", runPeers},
 	"version":  {"Print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("lockstep", version); return 0 }},
 }
