@@ -262,7 +262,7 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 	// time once it has passed. Without catchup only the most recent missed
 	// time fires (after downtime); with it, each in turn.
 	for _, t := range tx.Triggers() {
-		if !t.Enabled {
+		if !t.Enabled || t.Kind != hcl.TriggerCron {
 			continue
 		}
 		sched, err := hcl.ParseSchedule(t.Schedule, t.Timezone)

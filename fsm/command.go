@@ -31,6 +31,8 @@ const (
 	SetBreakerType        MessageType = 17
 	FireTriggerType       MessageType = 18
 	SetTriggerType        MessageType = 19
+	PutSecretType         MessageType = 20
+	WebhookDeliveryType   MessageType = 21
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -92,6 +94,8 @@ var typeNames = map[MessageType]string{
 	SetBreakerType:        "SetBreaker",
 	FireTriggerType:       "FireTrigger",
 	SetTriggerType:        "SetTrigger",
+	PutSecretType:         "PutSecret",
+	WebhookDeliveryType:   "WebhookDelivery",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode
@@ -141,6 +145,8 @@ const (
 	// CodeInvalidInput: an instance's input does not match the workflow's
 	// declared input type.
 	CodeInvalidInput = "invalid_input"
+	// CodeForbidden: a webhook delivery whose signature does not match.
+	CodeForbidden = "forbidden"
 )
 
 func errorf(code, format string, args ...any) *Error {

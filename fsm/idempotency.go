@@ -49,6 +49,8 @@ var responseTypes = map[MessageType]func() any{
 	SetBreakerType:        func() any { return new(Breaker) },
 	FireTriggerType:       func() any { return new(FireTriggerResponse) },
 	SetTriggerType:        func() any { return new(Trigger) },
+	PutSecretType:         func() any { return new(SecretInfo) },
+	WebhookDeliveryType:   func() any { return new(FireTriggerResponse) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 }

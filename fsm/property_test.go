@@ -2,6 +2,9 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,6 +42,8 @@ func TestRandomLogsConverge(t *testing.T) {
 		for _, src := range sources {
 			apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: hdr(), Source: src})
 		}
+		apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: hdr(), Source: webhookWF})
+		apply(PutSecretType, &PutSecretRequest{Header: hdr(), Name: "alerts", Value: "k"})
 		names := []string{"order", "approval", "fan", "retrying", "pausable", "watched", "parent", "calls"}
 		ids := []string{"i0", "i1", "i2", "i3", "i4"}
 		steps := []string{"charge", "reserve", "ship", "approve", "a", "b", "nap", "each_item"}
@@ -99,7 +104,14 @@ func TestRandomLogsConverge(t *testing.T) {
 				apply(SignalInstanceType, &SignalInstanceRequest{Header: hdr(), ID: id, Name: "approve",
 					Payload: json.RawMessage(`{"approved":true,"by":"x"}`), RequestID: rapid.SampledFrom([]string{"", "r1", "r2"}).Draw(rt, "req")})
 			case 10:
-				switch rapid.IntRange(0, 6).Draw(rt, "op") {
+				switch rapid.IntRange(0, 7).Draw(rt, "op") {
+				case 7:
+					body := []byte(`{"alert_id":"` + rapid.SampledFrom([]string{"a1", "a2"}).Draw(rt, "alert") + `","service":"s"}`)
+					sig := "sha256=bad"
+					if rapid.Bool().Draw(rt, "signed") {
+						sig = sign("k", body)
+					}
+					apply(WebhookDeliveryType, &WebhookDeliveryRequest{Header: hdr(), ID: "hooked.alert", Body: body, Headers: map[string]string{"x": "y"}, Signature: sig})
 				case 6:
 					apply(FireTriggerType, &FireTriggerRequest{Header: hdr(), ID: "nightly.etl", Scheduled: now, Manual: rapid.Bool().Draw(rt, "manual")})
 				case 5:
@@ -153,4 +165,23 @@ func TestRandomLogsConverge(t *testing.T) {
 			rt.Fatal("snapshot -> restore -> snapshot differs")
 		}
 	})
+}
+
+const webhookWF = `workflow "hooked" {
+  trigger "webhook" "alert" {
+    secret = "alerts"
+    id     = request.body.alert_id
+    input  = { service = request.body.service }
+  }
+  step "a" {
+    activity = "noop"
+    input    = input
+  }
+}
+`
+
+func sign(secret string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }

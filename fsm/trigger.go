@@ -16,6 +16,9 @@ type Trigger struct {
 	ID       string `json:"id"` // WORKFLOW.NAME
 	Workflow string `json:"workflow"`
 	Name     string `json:"name"`
+	Kind     string `json:"kind"` // cron or webhook
+	// Secret names the secret that signs a webhook's deliveries.
+	Secret   string `json:"secret,omitempty"`
 	Schedule string `json:"schedule"`
 	Timezone string `json:"timezone,omitempty"`
 	Overlap  string `json:"overlap"`
@@ -62,6 +65,7 @@ func (tx *Txn) upsertTriggers(wf *hcl.Workflow, now time.Time) {
 			c := *old
 			rec = &c
 		}
+		rec.Kind, rec.Secret = t.Kind, t.Secret
 		rec.Schedule, rec.Timezone, rec.Overlap, rec.Catchup = t.Schedule, t.Timezone, t.Overlap, t.Catchup
 		rec.ModifyIndex = tx.Index
 		tx.mustInsert(tableTriggers, rec)
@@ -104,6 +108,9 @@ func (f *FSM) applyFireTrigger(tx *Txn, body []byte) any {
 	t := tx.Trigger(req.ID)
 	if t == nil {
 		return errorf(CodeNotFound, "no trigger %q", req.ID)
+	}
+	if t.Kind == hcl.TriggerWebhook {
+		return errorf(CodeConflict, "trigger %q is a webhook: deliver to POST /v1/webhooks/%s/%s", req.ID, t.Workflow, t.Name)
 	}
 	if !req.Manual && (!t.Enabled || !req.Scheduled.After(t.LastFire)) {
 		return &FireTriggerResponse{Outcome: "ignored", Reason: "disabled, or this time already fired"}

@@ -170,6 +170,8 @@ type Scope struct {
 	Now      time.Time
 	// Each is the for_each element being evaluated, if any.
 	Each *Element
+	// Request is the webhook delivery a trigger's expressions read.
+	Request *Request
 }
 
 // Element is one element of a for_each: its key (the index of a list or
@@ -264,6 +266,21 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 	}
 	funcs["now"] = nowFunc(s.Now)
 	vars := map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps), "instance": inst}
+	if s.Request != nil {
+		body, err := FromJSON(s.Request.Body)
+		if err != nil {
+			return nil, fmt.Errorf("request body: %w", err)
+		}
+		headers := map[string]cty.Value{}
+		for k, v := range s.Request.Headers {
+			headers[k] = cty.StringVal(v)
+		}
+		hv := cty.MapValEmpty(cty.String)
+		if len(headers) > 0 {
+			hv = cty.MapVal(headers)
+		}
+		vars["request"] = cty.ObjectVal(map[string]cty.Value{"body": body, "headers": hv})
+	}
 	if s.Each != nil {
 		val, err := FromJSON(s.Each.Value)
 		if err != nil {

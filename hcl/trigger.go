@@ -1,6 +1,7 @@
 package hcl
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 	_ "time/tzdata" // time zones resolve in FROM-scratch images too
@@ -12,8 +13,16 @@ import (
 
 var ctyBool = cty.Bool
 
-// CronTrigger starts instances of its workflow on a schedule.
+// Trigger kinds.
+const (
+	TriggerCron    = "cron"
+	TriggerWebhook = "webhook"
+)
+
+// CronTrigger starts instances of its workflow on a schedule (Kind cron) or
+// for each delivery to its webhook (Kind webhook).
 type CronTrigger struct {
+	Kind     string
 	Name     string
 	Schedule string
 	Timezone string
@@ -21,6 +30,11 @@ type CronTrigger struct {
 	Input   hhcl.Expression
 	Overlap string // skip, allow or buffer_one
 	Catchup bool
+	// Webhook: Secret names the cluster secret that signs deliveries; ID,
+	// if set, names each delivery's instance (so a redelivery is
+	// recognised). Input and ID read request.body and request.headers.
+	Secret string
+	ID     hhcl.Expression
 }
 
 // Overlap policies: what a fire does while the trigger's previous instance
@@ -60,13 +74,21 @@ var cronSchema = &hhcl.BodySchema{
 	Attributes: []hhcl.AttributeSchema{{Name: "schedule", Required: true}, {Name: "timezone"}, {Name: "input"}, {Name: "overlap"}, {Name: "catchup"}},
 }
 
+var webhookSchema = &hhcl.BodySchema{
+	Attributes: []hhcl.AttributeSchema{{Name: "input"}, {Name: "secret"}, {Name: "id"}},
+}
+
 func decodeTrigger(block *hhcl.Block) (*CronTrigger, hhcl.Diagnostics) {
 	kind, name := block.Labels[0], block.Labels[1]
-	if kind != "cron" {
+	switch kind {
+	case TriggerCron:
+	case TriggerWebhook:
+		return decodeWebhook(block, name)
+	default:
 		return nil, hhcl.Diagnostics{{Severity: hhcl.DiagError, Summary: "Unsupported trigger type",
-			Detail: fmt.Sprintf("%q triggers are not supported by this version; use trigger \"cron\" \"NAME\" { schedule = \"0 * * * *\" }.", kind), Subject: block.LabelRanges[0].Ptr()}}
+			Detail: fmt.Sprintf("%q is not a trigger type; use trigger \"cron\" \"NAME\" { schedule = \"0 * * * *\" } or trigger \"webhook\" \"NAME\" { input = request.body }.", kind), Subject: block.LabelRanges[0].Ptr()}}
 	}
-	t := &CronTrigger{Name: name, Overlap: OverlapSkip}
+	t := &CronTrigger{Kind: TriggerCron, Name: name, Overlap: OverlapSkip}
 	var diags hhcl.Diagnostics
 	if !validName(name) {
 		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Invalid trigger name",
@@ -111,4 +133,47 @@ func decodeTrigger(block *hhcl.Block) (*CronTrigger, hhcl.Diagnostics) {
 		diags = append(diags, checkFunctions(attr.Expr)...)
 	}
 	return t, diags
+}
+
+func decodeWebhook(block *hhcl.Block, name string) (*CronTrigger, hhcl.Diagnostics) {
+	t := &CronTrigger{Kind: TriggerWebhook, Name: name, Overlap: OverlapAllow}
+	var diags hhcl.Diagnostics
+	if !validName(name) {
+		diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Invalid trigger name",
+			Detail: fmt.Sprintf("%q is not a valid name: use 1 to 64 letters, digits, '_' or '-', starting with a letter.", name), Subject: block.LabelRanges[1].Ptr()})
+	}
+	content, d := block.Body.Content(webhookSchema)
+	diags = append(diags, d...)
+	if attr, ok := content.Attributes["secret"]; ok {
+		diags = append(diags, decodeString(attr, &t.Secret)...)
+		if !validName(t.Secret) {
+			diags = append(diags, attrError(attr, "Invalid secret name",
+				"secret names a secret stored in the cluster (PUT /v1/secrets/NAME); secret values never appear in workflow files."))
+		}
+	}
+	for _, an := range []string{"input", "id"} {
+		attr, ok := content.Attributes[an]
+		if !ok {
+			continue
+		}
+		if an == "input" {
+			t.Input = attr.Expr
+		} else {
+			t.ID = attr.Expr
+		}
+		for _, tr := range attr.Expr.Variables() {
+			if tr.RootName() != "request" {
+				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Unknown variable in a webhook trigger",
+					Detail: "A webhook trigger's " + an + " may read request.body (the JSON body) and request.headers (lower-case names).", Subject: tr.SourceRange().Ptr()})
+			}
+		}
+		diags = append(diags, checkFunctions(attr.Expr)...)
+	}
+	return t, diags
+}
+
+// Request is what a webhook trigger's expressions see as request.
+type Request struct {
+	Body    json.RawMessage
+	Headers map[string]string
 }

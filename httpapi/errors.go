@@ -40,6 +40,8 @@ func toAPIError(err error) *Error {
 			status = http.StatusNotFound
 		case fsm.CodeConflict, fsm.CodeStaleToken:
 			status = http.StatusConflict
+		case fsm.CodeForbidden:
+			status = http.StatusForbidden
 		}
 		return &Error{Status: status, Code: fsmErr.Code, Message: fsmErr.Message}
 	}

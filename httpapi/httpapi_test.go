@@ -1,6 +1,9 @@
 package httpapi_test
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -493,5 +496,72 @@ func TestTriggersOverHTTP(t *testing.T) {
 	}
 	if r := call(t, "POST", base+"/v1/triggers/nope/fire", ""); r.status != 404 {
 		t.Fatalf("unknown = %d", r.status)
+	}
+}
+
+func TestWebhookDeliveriesAreSignedAndDeduplicated(t *testing.T) {
+	base := devAgent(t, false)
+	src := `workflow "incident" {
+  trigger "webhook" "alert" {
+    secret = "alerts"
+    id     = request.body.alert_id
+    input  = { service = request.body.service, severity = try(request.body.severity, "low"), via = request.headers["user-agent"] }
+  }
+  input {
+    service  = string
+    severity = string
+    via      = string
+  }
+  step "page" {
+    activity = "noop"
+    input    = input
+  }
+}
+`
+	if r := call(t, "POST", base+"/v1/workflows", src); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	body := `{"alert_id":"a-17","service":"checkout","severity":"high"}`
+	post := func(sig string) result {
+		req, _ := http.NewRequest("POST", base+"/v1/webhooks/incident/alert", strings.NewReader(body))
+		req.Header.Set("User-Agent", "alertmanager")
+		if sig != "" {
+			req.Header.Set("X-Lockstep-Signature", sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		r := result{status: resp.StatusCode, raw: string(data)}
+		_ = json.Unmarshal(data, &r.body)
+		return r
+	}
+	if r := post(""); r.status != 409 || !strings.Contains(r.raw, "not set") {
+		t.Fatalf("no secret yet = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "PUT", base+"/v1/secrets/alerts", `{"value":"s3cret"}`); r.status != 200 || strings.Contains(r.raw, "s3cret") {
+		t.Fatalf("put secret = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/secrets", ""); strings.Contains(r.raw, "s3cret") || !strings.Contains(r.raw, "alerts") {
+		t.Fatalf("a secret's value was shown: %s", r.raw)
+	}
+	if r := post("sha256=00"); r.status != 403 || r.errCode() != "forbidden" {
+		t.Fatalf("forged = %d %s", r.status, r.raw)
+	}
+	mac := hmac.New(sha256.New, []byte("s3cret"))
+	mac.Write([]byte(body))
+	sig := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	r := post(sig)
+	if r.status != 202 || r.body["instance_id"] != "incident.alert.a-17" || r.body["outcome"] != "started" {
+		t.Fatalf("signed = %d %s", r.status, r.raw)
+	}
+	if r := post(sig); r.status != 202 || r.body["outcome"] != "duplicate" {
+		t.Fatalf("redelivery = %d %s", r.status, r.raw)
+	}
+	inst := call(t, "GET", base+"/v1/instances/incident.alert.a-17", "")
+	if string(mustJSON(t, inst.body["input"])) != `{"service":"checkout","severity":"high","via":"alertmanager"}` {
+		t.Fatalf("input = %s", inst.raw)
 	}
 }

@@ -166,6 +166,10 @@ func (s *Server) table() []Route {
 
 		{"GET", "/v1/triggers", read, 0, s.listTriggers},
 		{"POST", "/v1/triggers/:id/:action", write, maxJSONBody, s.triggerAction},
+		{"POST", "/v1/webhooks/:workflow/:trigger", write, maxWorkflowBody, s.webhook},
+		{"GET", "/v1/secrets", read, 0, s.listSecrets},
+		{"PUT", "/v1/secrets/:name", write, maxJSONBody, s.putSecret},
+		{"DELETE", "/v1/secrets/:name", write, 0, s.deleteSecret},
 
 		{"GET", "/v1/services", read, 0, s.listServices},
 		{"GET", "/v1/services/:name", read, 0, s.getService},
