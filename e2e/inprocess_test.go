@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/examples/workers/agents"
+	"github.com/lockstep-io/lockstep/worker"
 )
 
 const slowWorkflow = `
@@ -346,5 +349,49 @@ func TestConsistentReadsThroughAFollower(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("consistent read %d of a just-acknowledged start: %d", i, resp.StatusCode)
 		}
+	}
+}
+
+// The agent-team example runs with its documented worker, and the HTTP
+// integration example with its service pointed at a node of this cluster.
+func TestAgentTeamAndHTTPIntegrationExamples(t *testing.T) {
+	c := startCluster(t, 3, true)
+	ctx := context.Background()
+	leader := c.waitLeader(c.agents)
+	fc := c.client(c.followers(leader)[0])
+
+	pool, err := worker.NewPool(worker.Config{Client: fc, Name: "agents", Queues: []string{"agents"}, Concurrency: 3, Activities: agents.Activities()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { pool.Run(wctx); close(done) }()
+	defer func() { stop(); <-done }()
+
+	for _, f := range []string{"agent-team.hcl", "diamond.hcl"} {
+		if _, err := fc.RegisterWorkflow(ctx, f, readExample(t, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := strings.Replace(string(readExample(t, "http-integration.hcl")), "http://127.0.0.1:7700", "http://"+leader.HTTPAddr(), 1)
+	if _, err := fc.RegisterWorkflow(ctx, "http-integration.hcl", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	team, err := fc.StartInstance(ctx, "agent-team", api.StartRequest{ID: "team", Input: json.RawMessage(`{"goal":"compare three databases"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := waitInstance(t, fc, "team", team.Index, 30*time.Second)
+	if inst.Status != "completed" || string(inst.Output) != `{"rounds":2,"summary":"3 results accepted for \"compare three databases\" after 2 rounds"}` {
+		t.Fatalf("agent team: %s %s %+v", inst.Status, inst.Output, inst.Error)
+	}
+	hi, err := fc.StartInstance(ctx, "http-integration", api.StartRequest{ID: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst = waitInstance(t, fc, "hi", hi.Index, 30*time.Second)
+	if inst.Status != "completed" || !strings.Contains(string(inst.Output), `"latest":1`) || !strings.Contains(string(inst.Output), `"leader":"`+leader.NodeName()+`"`) {
+		t.Fatalf("http integration: %s %s %+v", inst.Status, inst.Output, inst.Error)
 	}
 }
