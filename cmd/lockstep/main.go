@@ -27,6 +27,7 @@ var commands = map[string]command{
 	"service":  {"Show services' circuit breakers; reset or trip one", runService},
 	"trigger":  {"List cron triggers; enable, disable or fire one", runTrigger},
 	"peers":    {"List the raft servers and which one leads", runPeers},
+	"bench":    {"Run a workload against a cluster; report throughput and latency", runBench},
 	"version":  {"Print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("lockstep", version); return 0 }},
 }
 

@@ -1,0 +1,468 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/lockstep-io/lockstep/agent"
+	"github.com/lockstep-io/lockstep/api"
+)
+
+// benchWorkloads are the workflows `lockstep bench` runs. Each is
+// registered under its own name so a bench never touches user workflows.
+var benchWorkloads = map[string]struct {
+	about  string
+	source string
+	signal bool // the bench sends "go" to every instance it starts
+}{
+	"chain3": {"3 sequential noop steps: the engine's own overhead per transition", `workflow "bench-chain3" {
+  step "a" {
+    activity = "noop"
+    input    = { n = input.n }
+  }
+  step "b" {
+    activity = "noop"
+    input    = { n = step.a.output.n + 1 }
+  }
+  step "c" {
+    activity = "noop"
+    input    = { n = step.b.output.n + 1 }
+  }
+  output = step.c.output
+}
+`, false},
+	"fanout": {"one step over 100 elements, then a join", `workflow "bench-fanout" {
+  step "each" {
+    for_each = range(100)
+    activity = "noop"
+    input    = { i = each.value }
+  }
+  step "join" {
+    activity = "noop"
+    input    = { n = length(step.each.output) }
+  }
+  output = step.join.output
+}
+`, false},
+	"signal": {"a step that waits for a signal the bench sends right after the start", `workflow "bench-signal" {
+  step "wait" {
+    wait_signal "go" {
+      timeout = "5m"
+    }
+  }
+  step "after" {
+    activity = "noop"
+    input    = { got = step.wait.output }
+  }
+}
+`, true},
+	"timer": {"a 100ms sleep between two noop steps", `workflow "bench-timer" {
+  step "a" {
+    activity = "noop"
+    input    = { n = input.n }
+  }
+  step "nap" {
+    depends_on = [step.a]
+    sleep      = "100ms"
+  }
+  step "b" {
+    depends_on = [step.nap]
+    activity   = "noop"
+    input      = { n = input.n }
+  }
+}
+`, false},
+}
+
+type benchConfig struct {
+	addresses   []string
+	local       bool
+	workload    string
+	instances   int
+	duration    time.Duration
+	concurrency int
+	rate        float64
+	jsonOut     bool
+	csvOut      string
+}
+
+// benchResult is the summary, printed as text or, with -json, as is.
+type benchResult struct {
+	Workload        string             `json:"workload"`
+	Nodes           int                `json:"nodes"`
+	Concurrency     int                `json:"concurrency"`
+	Rate            float64            `json:"rate,omitempty"`
+	Seconds         float64            `json:"seconds"`
+	Started         int64              `json:"started"`
+	Completed       int64              `json:"completed"`
+	Failed          int64              `json:"failed"`
+	InstancesPerSec float64            `json:"instances_per_sec"`
+	RaftIndexPerSec float64            `json:"raft_entries_per_sec"`
+	LatencyMS       map[string]float64 `json:"latency_ms"`
+	Errors          map[string]int64   `json:"errors"`
+}
+
+func runBench(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg benchConfig
+	var addrs stringList
+	fs.Var(&addrs, "address", "a node's HTTP address; repeat to spread starts over nodes (default $LOCKSTEP_ADDR)")
+	fs.BoolVar(&cfg.local, "local", false, "start a 3-node cluster on 127.0.0.1 in a temporary dir, bench it, tear it down")
+	fs.StringVar(&cfg.workload, "workload", "chain3", "chain3, fanout, signal or timer")
+	fs.IntVar(&cfg.instances, "instances", 2000, "instances to run (ignored with -duration)")
+	fs.DurationVar(&cfg.duration, "duration", 0, "run for this long instead of a fixed number of instances")
+	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
+	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second (0: closed loop)")
+	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
+	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: lockstep bench [flags]\n\nRuns a workload against a cluster and reports completed instances per second\nand start-to-completion latency. Workloads:\n")
+		for _, n := range []string{"chain3", "fanout", "signal", "timer"} {
+			fmt.Fprintf(stderr, "  %-8s %s\n", n, benchWorkloads[n].about)
+		}
+		fmt.Fprintf(stderr, "\nExamples:\n  lockstep bench -local -workload chain3 -instances 5000\n  lockstep bench -address http://10.0.0.1:7700 -address http://10.0.0.2:7700 -duration 1m -rate 200\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 1
+	}
+	cfg.addresses = addrs
+	if _, ok := benchWorkloads[cfg.workload]; !ok {
+		fmt.Fprintf(stderr, "lockstep bench: unknown workload %q (one of: chain3, fanout, signal, timer)\n", cfg.workload)
+		return 1
+	}
+	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 {
+		fmt.Fprintln(stderr, "lockstep bench: -concurrency and -instances must be positive, -rate not negative")
+		return 1
+	}
+	if cfg.local && len(cfg.addresses) > 0 {
+		fmt.Fprintln(stderr, "lockstep bench: -local and -address exclude each other")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if cfg.local {
+		addrs, shutdown, err := startLocalCluster(ctx, 3, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: local cluster: %v\n", err)
+			return 1
+		}
+		defer shutdown()
+		cfg.addresses = addrs
+	}
+	if len(cfg.addresses) == 0 {
+		cfg.addresses = []string{""} // $LOCKSTEP_ADDR or the default
+	}
+	res, err := bench(ctx, cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
+		return 1
+	}
+	if cfg.jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(res)
+	} else {
+		printBench(stdout, res)
+	}
+	if res.Failed > 0 || len(res.Errors) > 0 {
+		return 2
+	}
+	return 0
+}
+
+func printBench(w io.Writer, r *benchResult) {
+	fmt.Fprintf(w, "workload %s on %d node(s), %d in flight", r.Workload, r.Nodes, r.Concurrency)
+	if r.Rate > 0 {
+		fmt.Fprintf(w, ", %.0f starts/s offered", r.Rate)
+	}
+	fmt.Fprintf(w, "\n  completed   %d of %d started in %.1fs (%d failed)\n", r.Completed, r.Started, r.Seconds, r.Failed)
+	fmt.Fprintf(w, "  throughput  %.1f instances/s, %.0f raft entries/s\n", r.InstancesPerSec, r.RaftIndexPerSec)
+	fmt.Fprintf(w, "  latency     p50 %.1fms  p90 %.1fms  p99 %.1fms  max %.1fms (start request to completion)\n",
+		r.LatencyMS["p50"], r.LatencyMS["p90"], r.LatencyMS["p99"], r.LatencyMS["max"])
+	if len(r.Errors) == 0 {
+		fmt.Fprintln(w, "  errors      none")
+		return
+	}
+	keys := make([]string, 0, len(r.Errors))
+	for k := range r.Errors {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  errors      %s: %d\n", k, r.Errors[k])
+	}
+}
+
+// errorKind sorts an error into the kinds the summary counts.
+func errorKind(err error) string {
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae) && ae.StatusCode >= 500:
+		return "5xx"
+	case errors.As(err, &ae):
+		return "4xx"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "timeout"
+		}
+		return "transport"
+	}
+}
+
+func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResult, error) {
+	wl := benchWorkloads[cfg.workload]
+	clients := make([]*api.Client, len(cfg.addresses))
+	for i, a := range cfg.addresses {
+		c, err := api.New(api.Config{Address: a})
+		if err != nil {
+			return nil, err
+		}
+		clients[i] = c
+	}
+	reg, err := clients[0].RegisterWorkflow(ctx, "bench-"+cfg.workload+".hcl", []byte(wl.source))
+	if err != nil {
+		return nil, fmt.Errorf("register the %s workload: %w", cfg.workload, err)
+	}
+	name := reg.Name
+	run := fmt.Sprintf("%x", time.Now().UnixNano())
+
+	var (
+		started, completed, failed atomic.Int64
+		mu                         sync.Mutex
+		lat                        []time.Duration
+		errs                       = map[string]int64{}
+		firstIndex, lastIndex      atomic.Uint64
+	)
+	noteErr := func(err error) {
+		mu.Lock()
+		errs[errorKind(err)]++
+		mu.Unlock()
+	}
+	noteIndex := func(i uint64) {
+		firstIndex.CompareAndSwap(0, i)
+		for {
+			cur := lastIndex.Load()
+			if i <= cur || lastIndex.CompareAndSwap(cur, i) {
+				return
+			}
+		}
+	}
+
+	runCtx := ctx
+	if cfg.duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, cfg.duration)
+		defer cancel()
+	}
+	// jobs hands out instance numbers: at a fixed rate (open loop) or as
+	// fast as the in-flight slots allow (closed loop).
+	jobs := make(chan int)
+	go func() {
+		defer close(jobs)
+		var tick <-chan time.Time
+		if cfg.rate > 0 {
+			t := time.NewTicker(time.Duration(float64(time.Second) / cfg.rate))
+			defer t.Stop()
+			tick = t.C
+		}
+		for i := 0; cfg.duration > 0 || i < cfg.instances; i++ {
+			if tick != nil {
+				select {
+				case <-tick:
+				case <-runCtx.Done():
+					return
+				}
+			}
+			select {
+			case jobs <- i:
+			case <-runCtx.Done():
+				return
+			}
+		}
+	}()
+
+	var csv *os.File
+	if cfg.csvOut != "" {
+		if csv, err = os.Create(cfg.csvOut); err != nil {
+			return nil, err
+		}
+		defer csv.Close()
+		fmt.Fprintln(csv, "second,started,completed,failed,errors")
+	}
+	begin := time.Now()
+	doneProgress := make(chan struct{})
+	var progressWG sync.WaitGroup
+	progressWG.Add(1)
+	go func() {
+		defer progressWG.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var prevDone int64
+		for sec := 1; ; sec++ {
+			select {
+			case <-doneProgress:
+				fmt.Fprintln(progress)
+				return
+			case <-t.C:
+			}
+			d := completed.Load()
+			mu.Lock()
+			var ne int64
+			for _, n := range errs {
+				ne += n
+			}
+			mu.Unlock()
+			fmt.Fprintf(progress, "\r%4ds  started %d  completed %d (%d/s)  failed %d  errors %d   ",
+				sec, started.Load(), d, d-prevDone, failed.Load(), ne)
+			if csv != nil {
+				fmt.Fprintf(csv, "%d,%d,%d,%d,%d\n", sec, started.Load(), d, failed.Load(), ne)
+			}
+			prevDone = d
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			cl := clients[w%len(clients)]
+			for i := range jobs {
+				t0 := time.Now()
+				s, err := cl.StartInstance(ctx, name, api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", run, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+				if err != nil {
+					noteErr(err)
+					continue
+				}
+				started.Add(1)
+				noteIndex(s.Index)
+				if wl.signal {
+					if _, err := cl.Signal(ctx, s.ID, "go", json.RawMessage(`{"ok":true}`), ""); err != nil {
+						noteErr(err)
+						continue
+					}
+				}
+				inst, err := cl.WaitInstanceSince(ctx, s.ID, s.Index)
+				if err != nil {
+					noteErr(err)
+					continue
+				}
+				if inst.Status != "completed" {
+					failed.Add(1)
+					continue
+				}
+				completed.Add(1)
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(begin)
+	close(doneProgress)
+	progressWG.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("interrupted")
+	}
+	res := &benchResult{
+		Workload: cfg.workload, Nodes: len(clients), Concurrency: cfg.concurrency, Rate: cfg.rate,
+		Seconds: elapsed.Seconds(), Started: started.Load(), Completed: completed.Load(), Failed: failed.Load(),
+		LatencyMS: map[string]float64{}, Errors: errs,
+	}
+	if res.Seconds > 0 {
+		res.InstancesPerSec = float64(res.Completed) / res.Seconds
+		if f, l := firstIndex.Load(), lastIndex.Load(); l > f {
+			res.RaftIndexPerSec = float64(l-f) / res.Seconds
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+		res.LatencyMS["p50"], res.LatencyMS["p90"], res.LatencyMS["p99"], res.LatencyMS["max"] = q(0.5), q(0.9), q(0.99), q(1)
+	}
+	return res, nil
+}
+
+// startLocalCluster runs n agents in this process on 127.0.0.1 with
+// OS-assigned ports and the built-in workers, and waits for a leader.
+func startLocalCluster(ctx context.Context, n int, logOut io.Writer) ([]string, func(), error) {
+	dir, err := os.MkdirTemp("", "lockstep-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	var agents []*agent.Agent
+	var logger hclog.Logger
+	shutdown := func() {
+		logger.SetLevel(hclog.Off) // peers going away is expected now
+		for _, a := range agents {
+			a.Shutdown()
+		}
+		os.RemoveAll(dir)
+	}
+	logger = hclog.New(&hclog.LoggerOptions{Name: "bench", Level: hclog.Warn, Output: logOut})
+	var addrs []string
+	for i := 0; i < n; i++ {
+		zero, expect, workers := 0, n, true
+		c := &agent.Config{
+			NodeName: fmt.Sprintf("bench%d", i+1), DataDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			HTTPPort: &zero, RaftPort: &zero, GossipPort: &zero,
+			BootstrapExpect: &expect, Worker: &workers, GossipLocal: true,
+		}
+		if i > 0 {
+			c.Join = []string{agents[0].GossipAddr()}
+		}
+		a, err := agent.New(agent.DefaultConfig().Merge(c), logger.Named(c.NodeName))
+		if err != nil {
+			shutdown()
+			return nil, nil, err
+		}
+		agents = append(agents, a)
+		addrs = append(addrs, "http://"+a.HTTPAddr())
+	}
+	cl, err := api.New(api.Config{Address: addrs[0]})
+	if err != nil {
+		shutdown()
+		return nil, nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if l, err := cl.Leader(ctx); err == nil && l.Node != "" {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			shutdown()
+			return nil, nil, errors.New("no leader within 30s")
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(logOut, "local cluster: %s\n", strings.Join(addrs, " "))
+	return addrs, shutdown, nil
+}

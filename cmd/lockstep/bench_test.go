@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/lockstep-io/lockstep/agent/agenttest"
+)
+
+// TestBenchRunsEachWorkload runs every workload for a few instances on a
+// real dev agent: each must register, complete every instance it starts
+// and report no errors. Timing is reported by the bench, never asserted.
+func TestBenchRunsEachWorkload(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	for name := range benchWorkloads {
+		t.Run(name, func(t *testing.T) {
+			var progress bytes.Buffer
+			res, err := bench(context.Background(), benchConfig{
+				addresses: []string{"http://" + a.HTTPAddr()}, workload: name, instances: 6, concurrency: 3,
+			}, &progress)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Started != 6 || res.Completed != 6 || res.Failed != 0 || len(res.Errors) != 0 {
+				t.Fatalf("bench %s: %+v", name, res)
+			}
+			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
+				t.Fatalf("latencies: %v", res.LatencyMS)
+			}
+			var out bytes.Buffer
+			printBench(&out, res)
+			if !strings.Contains(out.String(), "completed   6 of 6") || !strings.Contains(out.String(), "errors      none") {
+				t.Fatalf("summary:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func TestBenchFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-workload", "nope"},
+		{"-concurrency", "0"},
+		{"-local", "-address", "http://127.0.0.1:1"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(append([]string{"bench"}, args...), &bytes.Buffer{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "lockstep bench:") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr.String())
+		}
+	}
+}
