@@ -54,3 +54,33 @@ func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
 	_, err := c.doJSON(ctx, "GET", "/v1/status/peers", nil, &out)
 	return out.Peers, err
 }
+
+// Stats are one node's figures from GET /v1/stats.
+type Stats struct {
+	Node    string         `json:"node"`
+	Leader  bool           `json:"leader"`
+	Index   uint64         `json:"index"`
+	Raft    map[string]any `json:"raft"`
+	State   map[string]int `json:"state"`
+	Process ProcessStats   `json:"process"`
+}
+
+// ProcessStats are the node process's CPU time and memory.
+type ProcessStats struct {
+	Goroutines       int     `json:"goroutines"`
+	HeapAllocBytes   uint64  `json:"heap_alloc_bytes"`
+	SysBytes         uint64  `json:"sys_bytes"`
+	CPUUserSeconds   float64 `json:"cpu_user_seconds"`
+	CPUSystemSeconds float64 `json:"cpu_system_seconds"`
+	MaxRSSBytes      uint64  `json:"max_rss_bytes"`
+	RSSBytes         uint64  `json:"rss_bytes"`
+}
+
+// Stats reads the figures of the node the client talks to.
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	var out Stats
+	if _, err := c.doJSON(ctx, "GET", "/v1/stats", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

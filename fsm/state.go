@@ -112,3 +112,22 @@ func (t *Txn) mustInsert(table string, obj any) {
 		panic(fmt.Sprintf("fsm: insert %s: %v", table, err))
 	}
 }
+
+// Counts returns the number of records in each table. It walks every
+// record, so it is meant for operators and load tools, not hot paths.
+func (s *StateStore) Counts() map[string]int {
+	txn := s.Read()
+	out := make(map[string]int, len(tableSchemas))
+	for name := range tableSchemas {
+		it, err := txn.Get(name, "id")
+		if err != nil {
+			continue
+		}
+		n := 0
+		for o := it.Next(); o != nil; o = it.Next() {
+			n++
+		}
+		out[name] = n
+	}
+	return out
+}

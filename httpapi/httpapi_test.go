@@ -228,6 +228,19 @@ func TestPollProtocol(t *testing.T) {
 	if r := call(t, "GET", base+"/v1/health", ""); r.status != 200 || r.body["leader"] != true {
 		t.Fatalf("health = %d %s", r.status, r.raw)
 	}
+	r = call(t, "GET", base+"/v1/stats", "")
+	if r.status != 200 || r.body["leader"] != true {
+		t.Fatalf("stats = %d %s", r.status, r.raw)
+	}
+	if st := r.body["state"].(map[string]any); st["instances"].(float64) < 1 || st["workflows"].(float64) < 1 {
+		t.Fatalf("stats state = %v", st)
+	}
+	if rf := r.body["raft"].(map[string]any); rf["state"] != "Leader" || rf["applied_index"].(float64) < 1 {
+		t.Fatalf("stats raft = %v", rf)
+	}
+	if p := r.body["process"].(map[string]any); p["cpu_user_seconds"].(float64) <= 0 || p["goroutines"].(float64) < 1 {
+		t.Fatalf("stats process = %v", p)
+	}
 }
 
 func FuzzStartBody(f *testing.F) {

@@ -32,6 +32,7 @@ type Cluster interface {
 	LastContact() time.Duration
 	Members() []cluster.Member
 	Peers() ([]cluster.Peer, error)
+	Stats() map[string]string
 	ConsistentRead(ctx context.Context) error
 }
 
@@ -177,6 +178,7 @@ func (s *Server) table() []Route {
 
 		{"GET", "/v1/status/leader", read, 0, s.leader},
 		{"GET", "/v1/status/peers", read, 0, s.peers},
+		{"GET", "/v1/stats", read, 0, s.stats},
 		{"GET", "/v1/members", read, 0, s.members},
 		{"GET", "/v1/health", read, 0, s.health},
 		{"GET", "/v1/openapi.yaml", read, 0, s.openAPI},

@@ -2,6 +2,12 @@ package httpapi
 
 import (
 	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 )
@@ -37,4 +43,60 @@ func (s *Server) health(*http.Request, httprouter.Params, []byte) (any, error) {
 		return &response{http.StatusServiceUnavailable, out}, nil
 	}
 	return out, nil
+}
+
+// GET /v1/stats — this node's own figures: raft's statistics, the state
+// store's size and the process's CPU time and memory. Numbers only; a load
+// tool reads them before and after a run and reports the difference.
+func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
+	raftStats := map[string]any{}
+	for k, v := range s.cfg.Cluster.Stats() {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			raftStats[k] = n
+		} else {
+			raftStats[k] = v
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	proc := map[string]any{
+		"goroutines":       runtime.NumGoroutine(),
+		"heap_alloc_bytes": ms.HeapAlloc,
+		"sys_bytes":        ms.Sys,
+		"gc_cycles":        ms.NumGC,
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		proc["cpu_user_seconds"] = time.Duration(ru.Utime.Nano()).Seconds()
+		proc["cpu_system_seconds"] = time.Duration(ru.Stime.Nano()).Seconds()
+		proc["max_rss_bytes"] = ru.Maxrss * 1024 // kilobytes on Linux
+	}
+	if rss, ok := residentBytes(); ok {
+		proc["rss_bytes"] = rss
+	}
+	return map[string]any{
+		"node":    s.cfg.NodeName,
+		"leader":  s.cfg.Cluster.IsLeader(),
+		"index":   s.index(),
+		"raft":    raftStats,
+		"state":   s.cfg.FSM.State().Counts(),
+		"process": proc,
+	}, nil
+}
+
+// residentBytes reads the resident set size from /proc (Linux only).
+func residentBytes() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * uint64(os.Getpagesize()), true
 }

@@ -116,6 +116,20 @@ type benchResult struct {
 	RaftIndexPerSec float64            `json:"raft_entries_per_sec"`
 	LatencyMS       map[string]float64 `json:"latency_ms"`
 	Errors          map[string]int64   `json:"errors"`
+	// Leader is the leader's side of the run, from GET /v1/stats before
+	// and after; absent when leadership moved during the run.
+	Leader *benchLeader `json:"leader,omitempty"`
+}
+
+// benchLeader is what the leader's process did during the run. With
+// -local every node and the bench share one process, so CPU and memory
+// are those of the whole local cluster and the load generator.
+type benchLeader struct {
+	Node       string  `json:"node"`
+	SharedProc bool    `json:"shared_process"`
+	CPUPercent float64 `json:"cpu_percent"`
+	RSSBytes   uint64  `json:"rss_bytes"`
+	Applied    uint64  `json:"raft_applied"`
 }
 
 func runBench(args []string, stdout, stderr io.Writer) int {
@@ -200,6 +214,13 @@ func printBench(w io.Writer, r *benchResult) {
 	fmt.Fprintf(w, "  throughput  %.1f instances/s, %.0f raft entries/s\n", r.InstancesPerSec, r.RaftIndexPerSec)
 	fmt.Fprintf(w, "  latency     p50 %.1fms  p90 %.1fms  p99 %.1fms  max %.1fms (start request to completion)\n",
 		r.LatencyMS["p50"], r.LatencyMS["p90"], r.LatencyMS["p99"], r.LatencyMS["max"])
+	if l := r.Leader; l != nil {
+		who := "leader " + l.Node
+		if l.SharedProc {
+			who = "local cluster and bench (one process)"
+		}
+		fmt.Fprintf(w, "  server      %s: %.0f%% CPU, %.0f MiB resident, %d raft entries applied\n", who, l.CPUPercent, float64(l.RSSBytes)/(1<<20), l.Applied)
+	}
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "  errors      none")
 		return
@@ -249,6 +270,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 	}
 	name := reg.Name
 	run := fmt.Sprintf("%x", time.Now().UnixNano())
+	leaderClient, before := leaderStats(ctx, clients[0])
 
 	var (
 		started, completed, failed atomic.Int64
@@ -400,12 +422,47 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			res.RaftIndexPerSec = float64(l-f) / res.Seconds
 		}
 	}
+	if leaderClient != nil {
+		if after, err := leaderClient.Stats(ctx); err == nil && after.Leader && after.Node == before.Node {
+			cpu := after.Process.CPUUserSeconds + after.Process.CPUSystemSeconds - before.Process.CPUUserSeconds - before.Process.CPUSystemSeconds
+			res.Leader = &benchLeader{
+				Node: after.Node, SharedProc: cfg.local, CPUPercent: 100 * cpu / res.Seconds,
+				RSSBytes: after.Process.RSSBytes, Applied: statUint(after.Raft, "applied_index") - statUint(before.Raft, "applied_index"),
+			}
+			res.RaftIndexPerSec = float64(res.Leader.Applied) / res.Seconds
+		}
+	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {
 		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 		res.LatencyMS["p50"], res.LatencyMS["p90"], res.LatencyMS["p99"], res.LatencyMS["max"] = q(0.5), q(0.9), q(0.99), q(1)
 	}
 	return res, nil
+}
+
+// leaderStats finds the leader and reads its figures; nil when either fails
+// (the run goes on without the server side).
+func leaderStats(ctx context.Context, c *api.Client) (*api.Client, *api.Stats) {
+	l, err := c.Leader(ctx)
+	if err != nil || l.HTTPAddr == "" {
+		return nil, nil
+	}
+	lc, err := api.New(api.Config{Address: "http://" + l.HTTPAddr})
+	if err != nil {
+		return nil, nil
+	}
+	st, err := lc.Stats(ctx)
+	if err != nil || !st.Leader {
+		return nil, nil
+	}
+	return lc, st
+}
+
+func statUint(m map[string]any, k string) uint64 {
+	if f, ok := m[k].(float64); ok {
+		return uint64(f)
+	}
+	return 0
 }
 
 // startLocalCluster runs n agents in this process on 127.0.0.1 with

@@ -26,6 +26,9 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			if res.Started != 6 || res.Completed != 6 || res.Failed != 0 || len(res.Errors) != 0 {
 				t.Fatalf("bench %s: %+v", name, res)
 			}
+			if res.Leader == nil || res.Leader.Applied == 0 || res.Leader.RSSBytes == 0 {
+				t.Fatalf("leader side: %+v", res.Leader)
+			}
 			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
 				t.Fatalf("latencies: %v", res.LatencyMS)
 			}
