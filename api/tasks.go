@@ -121,6 +121,49 @@ func (c *Client) Fail(ctx context.Context, taskID, token string, taskErr TaskErr
 	return &out, nil
 }
 
+// PollTasks long-polls a queue for up to max tasks at once; it returns an
+// empty slice when nothing arrived in time.
+func (c *Client) PollTasks(ctx context.Context, queue string, req PollRequest, max int) ([]Task, error) {
+	var out struct {
+		Tasks []Task `json:"tasks"`
+	}
+	body := struct {
+		PollRequest
+		MaxTasks int `json:"max_tasks"`
+	}{req, max}
+	if _, err := c.doJSON(ctx, "POST", "/v1/queues/"+url.PathEscape(queue)+"/poll", body, &out); err != nil {
+		return nil, err
+	}
+	return out.Tasks, nil
+}
+
+// TaskOutcome is one result of a batch: an output, or an error.
+type TaskOutcome struct {
+	TaskID string          `json:"task_id"`
+	Token  string          `json:"token"`
+	Output json.RawMessage `json:"output,omitempty"`
+	Error  *TaskError      `json:"error,omitempty"`
+}
+
+// TaskOutcomeResult is the answer to one result of a batch; Error is set
+// when that result was refused (a stale token, an ended instance).
+type TaskOutcomeResult struct {
+	TaskResult
+	Error *Error `json:"error,omitempty"`
+}
+
+// ReportResults sends many completions and failures in one request and one
+// raft entry; the answer has one entry per outcome, in order.
+func (c *Client) ReportResults(ctx context.Context, outcomes []TaskOutcome) ([]TaskOutcomeResult, error) {
+	var out struct {
+		Results []TaskOutcomeResult `json:"results"`
+	}
+	if _, err := c.doJSON(ctx, "POST", "/v1/task-results", map[string]any{"results": outcomes}, &out); err != nil {
+		return nil, err
+	}
+	return out.Results, nil
+}
+
 // HeartbeatResult answers a heartbeat.
 type HeartbeatResult struct {
 	CancelRequested bool      `json:"cancel_requested"`

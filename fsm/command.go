@@ -33,6 +33,7 @@ const (
 	SetTriggerType        MessageType = 19
 	PutSecretType         MessageType = 20
 	WebhookDeliveryType   MessageType = 21
+	TaskResultsType       MessageType = 22
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -96,6 +97,7 @@ var typeNames = map[MessageType]string{
 	SetTriggerType:        "SetTrigger",
 	PutSecretType:         "PutSecret",
 	WebhookDeliveryType:   "WebhookDelivery",
+	TaskResultsType:       "TaskResults",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

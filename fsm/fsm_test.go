@@ -670,3 +670,49 @@ func BenchmarkApply(b *testing.B) {
 		}
 	})
 }
+
+// A batch of results settles each as its own command would; a refused one
+// changes nothing and does not stop the others.
+func TestTaskResultsBatch(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	for _, id := range []string{"i1", "i2", "i3"} {
+		h.start(id, "diamond", `{"n":1}`)
+	}
+	tasks := map[string]*Task{}
+	for _, task := range h.leaseAll("w1") {
+		tasks[task.InstanceID] = task
+	}
+	res := h.apply(TaskResultsType, &TaskResultsRequest{Header: h.hdr(), Results: []TaskOutcome{
+		{TaskID: tasks["i1"].ID, Token: tasks["i1"].Token, Output: json.RawMessage(`{"n":1}`)},
+		{TaskID: tasks["i2"].ID, Token: "999.0", Output: json.RawMessage(`{"n":1}`)},
+		{TaskID: tasks["i3"].ID, Token: tasks["i3"].Token, Error: &TaskError{Type: "boom", NonRetryable: true}},
+		{TaskID: "t404", Token: "1.0"},
+	}}).(*TaskResultsResponse)
+	if len(res.Results) != 4 {
+		t.Fatalf("results = %+v", res.Results)
+	}
+	if r := res.Results[0]; r.Error != nil || r.InstanceID != "i1" || r.InstanceStatus != InstanceRunning {
+		t.Fatalf("completion = %+v", r)
+	}
+	if r := res.Results[1]; r.Error == nil || r.Error.Code != CodeStaleToken || r.TaskID != tasks["i2"].ID {
+		t.Fatalf("stale = %+v", r)
+	}
+	if r := res.Results[2]; r.Error != nil || r.InstanceStatus != InstanceFailed {
+		t.Fatalf("failure = %+v", r)
+	}
+	if r := res.Results[3]; r.Error == nil || r.Error.Code != CodeNotFound {
+		t.Fatalf("unknown = %+v", r)
+	}
+	tx := h.fsm.State().Read()
+	if s := tx.Instance("i1").Steps["a"].Status; s != StepSucceeded {
+		t.Fatalf("i1 step a = %s", s)
+	}
+	if s := tx.Instance("i2").Steps["a"].Status; s == StepSucceeded {
+		t.Fatal("a refused result moved i2")
+	}
+	// i2's lease is untouched: its real token still completes it.
+	if _, ok := h.complete(tasks["i2"]).(*TaskResultResponse); !ok {
+		t.Fatal("i2's valid completion refused after the batch")
+	}
+}

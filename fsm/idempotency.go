@@ -53,6 +53,7 @@ var responseTypes = map[MessageType]func() any{
 	WebhookDeliveryType:   func() any { return new(FireTriggerResponse) },
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
+	TaskResultsType:       func() any { return new(TaskResultsResponse) },
 }
 
 func init() {

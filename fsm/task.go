@@ -95,6 +95,7 @@ func init() {
 	registerCommand(LeaseTasksType, (*FSM).applyLeaseTasks)
 	registerCommand(CompleteTaskType, (*FSM).applyCompleteTask)
 	registerCommand(FailTaskType, (*FSM).applyFailTask)
+	registerCommand(TaskResultsType, (*FSM).applyTaskResults)
 	registerCommand(ExpireLeasesType, (*FSM).applyExpireLeases)
 }
 
@@ -301,6 +302,61 @@ func (f *FSM) applyFailTask(tx *Txn, body []byte) any {
 		e.Type = "error"
 	}
 	return f.finishTask(tx, req.TaskID, req.Token, req.Time, nil, &e)
+}
+
+// TaskOutcome is one attempt's result in a batch: an output, or an error.
+type TaskOutcome struct {
+	TaskID string          `json:"task_id"`
+	Token  string          `json:"token"`
+	Output json.RawMessage `json:"output,omitempty"`
+	Error  *TaskError      `json:"error,omitempty"`
+}
+
+// TaskResultsRequest reports many attempts' results in one command, so a
+// busy worker pays one HTTP round trip and one raft entry for a batch.
+type TaskResultsRequest struct {
+	Header
+	Results []TaskOutcome `json:"results"`
+}
+
+// TaskOutcomeResult is the answer to one result of a batch: what a single
+// completion would have answered, or its error.
+type TaskOutcomeResult struct {
+	TaskResultResponse
+	Error *Error `json:"error,omitempty"`
+}
+
+// TaskResultsResponse answers a batch, one entry per result in order.
+type TaskResultsResponse struct {
+	Results []TaskOutcomeResult `json:"results"`
+}
+
+// applyTaskResults settles each result as its own completion or failure
+// would, in order. A refused result (stale token, ended instance) changes
+// nothing and does not stop the others.
+func (f *FSM) applyTaskResults(tx *Txn, body []byte) any {
+	var req TaskResultsRequest
+	mustDecode(TaskResultsType, body, &req)
+	out := &TaskResultsResponse{Results: make([]TaskOutcomeResult, len(req.Results))}
+	for i, r := range req.Results {
+		var res any
+		if r.Error != nil {
+			e := *r.Error
+			if e.Type == "" {
+				e.Type = "error"
+			}
+			res = f.finishTask(tx, r.TaskID, r.Token, req.Time, nil, &e)
+		} else {
+			res = f.finishTask(tx, r.TaskID, r.Token, req.Time, normalizeJSON(r.Output), nil)
+		}
+		switch v := res.(type) {
+		case *TaskResultResponse:
+			out.Results[i].TaskResultResponse = *v
+		case *Error:
+			out.Results[i].TaskID, out.Results[i].Error = r.TaskID, v
+		}
+	}
+	return out
 }
 
 func (f *FSM) finishTask(tx *Txn, id, token string, now time.Time, output json.RawMessage, taskErr *TaskError) any {

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/agent/agenttest"
+	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
 // devAgent runs one real node (raft, gossip, engine, HTTP) on loopback
@@ -576,5 +579,61 @@ func TestWebhookDeliveriesAreSignedAndDeduplicated(t *testing.T) {
 	inst := call(t, "GET", base+"/v1/instances/incident.alert.a-17", "")
 	if string(mustJSON(t, inst.body["input"])) != `{"service":"checkout","severity":"high","via":"alertmanager"}` {
 		t.Fatalf("input = %s", inst.raw)
+	}
+}
+
+// Workers may take several tasks per poll and report several results per
+// request; each result is settled on its own.
+func TestBatchedPollAndResults(t *testing.T) {
+	base := devAgent(t, false)
+	ctx := context.Background()
+	c, err := api.New(api.Config{Address: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterWorkflow(ctx, "diamond.hcl", []byte(readExample(t))); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"b1", "b2", "b3"} {
+		if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tasks []api.Task
+	poll.Until(t, 10*time.Second, "three tasks leased", func() error {
+		got, err := c.PollTasks(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200}, 10)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, got...)
+		if len(tasks) < 3 {
+			return fmt.Errorf("%d tasks", len(tasks))
+		}
+		return nil
+	})
+	res, err := c.ReportResults(ctx, []api.TaskOutcome{
+		{TaskID: tasks[0].TaskID, Token: tasks[0].Token, Output: json.RawMessage(`{"n":1}`)},
+		{TaskID: tasks[1].TaskID, Token: "1.0", Output: json.RawMessage(`{"n":1}`)},
+		{TaskID: tasks[2].TaskID, Token: tasks[2].Token, Error: &api.TaskError{Type: "boom", NonRetryable: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || res[0].Error != nil || res[1].Error == nil || res[1].Error.Code != "stale_token" || res[2].Error != nil || res[2].InstanceStatus != "failed" {
+		t.Fatalf("results = %+v", res)
+	}
+	// The refused result left its lease alone: the real token still works.
+	if _, err := c.Complete(ctx, tasks[1].TaskID, tasks[1].Token, json.RawMessage(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	for body, want := range map[string]string{
+		`{"results":[]}`: "between 1 and 1000",
+		`{"results":[{"task_id":"t1","token":"1.0","output":{},"error":{"type":"x"}}]}`: "not both",
+		`{"results":[{"task_id":"t1"}]}`:                                                "required",
+	} {
+		r := call(t, "POST", base+"/v1/task-results", body)
+		if r.status != 400 || !strings.Contains(r.raw, want) {
+			t.Errorf("%s = %d %s", body, r.status, r.raw)
+		}
 	}
 }

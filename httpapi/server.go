@@ -164,6 +164,9 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/tasks/:id/fail", write, maxJSONBody, s.failTask},
 		{"POST", "/v1/tasks/:id/heartbeat", write, maxJSONBody, s.heartbeatTask},
 		{"GET", "/v1/tasks/:id", read, 0, s.getTask},
+		// Not /v1/tasks/complete: httprouter cannot have a static segment
+		// beside /v1/tasks/:id.
+		{"POST", "/v1/task-results", write, maxJSONBody, s.taskResults},
 
 		{"GET", "/v1/triggers", read, 0, s.listTriggers},
 		{"POST", "/v1/triggers/:id/:action", write, maxJSONBody, s.triggerAction},

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -123,6 +124,35 @@ func (s *Server) completeTask(r *http.Request, ps httprouter.Params, body []byte
 		return nil, &Error{Status: 400, Code: "bad_request", Message: "output is not valid JSON"}
 	}
 	return s.apply(r, fsm.CompleteTaskType, &fsm.CompleteTaskRequest{Header: s.header(), TaskID: ps.ByName("id"), Token: req.Token, Output: req.Output})
+}
+
+// TaskResultsRequest is the body of POST /v1/task-results.
+type TaskResultsRequest struct {
+	Results []fsm.TaskOutcome `json:"results"`
+}
+
+// POST /v1/task-results — many completions and failures in one request and
+// one raft entry. The answer lists each result's outcome in order; a
+// refused one (stale token, ended instance) does not stop the others.
+func (s *Server) taskResults(r *http.Request, _ httprouter.Params, body []byte) (any, error) {
+	var req TaskResultsRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Results) == 0 || len(req.Results) > 1000 {
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "results must hold between 1 and 1000 entries"}
+	}
+	for i, o := range req.Results {
+		switch {
+		case o.TaskID == "" || o.Token == "":
+			return nil, &Error{Status: 400, Code: "bad_request", Message: fmt.Sprintf("results[%d]: task_id and token are required", i)}
+		case o.Error != nil && len(o.Output) > 0:
+			return nil, &Error{Status: 400, Code: "bad_request", Message: fmt.Sprintf("results[%d]: give an output or an error, not both", i)}
+		case len(o.Output) > 0 && !json.Valid(o.Output):
+			return nil, &Error{Status: 400, Code: "bad_request", Message: fmt.Sprintf("results[%d]: output is not valid JSON", i)}
+		}
+	}
+	return s.apply(r, fsm.TaskResultsType, &fsm.TaskResultsRequest{Header: s.header(), Results: req.Results})
 }
 
 // POST /v1/tasks/:id/fail
