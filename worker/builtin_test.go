@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
 func task(activity, input string) *api.Task {
@@ -324,5 +326,68 @@ func TestHTTPActivityUsesItsService(t *testing.T) {
 	json.Unmarshal(out, &res)
 	if res.Body != "/v1/charge pay text/plain" {
 		t.Fatalf("body = %q", res.Body)
+	}
+}
+
+// batchingClient reports through ReportResults, as *api.Client does.
+type batchingClient struct {
+	*fakeClient
+	calls, results int
+}
+
+func (b *batchingClient) ReportResults(ctx context.Context, outs []api.TaskOutcome) ([]api.TaskOutcomeResult, error) {
+	b.mu.Lock()
+	b.calls++
+	b.results += len(outs)
+	b.mu.Unlock()
+	res := make([]api.TaskOutcomeResult, len(outs))
+	for _, o := range outs {
+		if o.Error != nil {
+			b.Fail(ctx, o.TaskID, o.Token, *o.Error)
+		} else {
+			b.Complete(ctx, o.TaskID, o.Token, o.Output)
+		}
+	}
+	return res, nil
+}
+
+func TestPoolBatchesResultsWhenTheClientCan(t *testing.T) {
+	fc := &fakeClient{completed: map[string]string{}, failed: map[string]api.TaskError{}}
+	for i := 0; i < 40; i++ {
+		tk := task("echo", fmt.Sprintf(`{"i":%d}`, i))
+		tk.TaskID = fmt.Sprintf("t%d", i)
+		if i%10 == 9 {
+			tk.Activity = "typed"
+		}
+		fc.tasks = append(fc.tasks, tk)
+	}
+	bc := &batchingClient{fakeClient: fc}
+	pool, err := NewPool(Config{Client: bc, Concurrency: 4, Activities: map[string]Activity{
+		"echo": func(_ context.Context, t *api.Task) (json.RawMessage, error) { return t.Input, nil },
+		"typed": func(context.Context, *api.Task) (json.RawMessage, error) {
+			return nil, &ActivityError{Type: "payments.declined", Message: "card declined"}
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pool.Run(ctx); close(done) }()
+	poll.Until(t, 5*time.Second, "40 results", func() error {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		if n := len(fc.completed) + len(fc.failed); n != 40 {
+			return fmt.Errorf("%d reported", n)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	if bc.results != 40 || bc.calls < 1 || bc.calls > 40 {
+		t.Fatalf("%d results in %d calls", bc.results, bc.calls)
+	}
+	if len(fc.failed) != 4 || fc.failed["t9"].Type != "payments.declined" || fc.completed["t3"] != `{"i":3}` {
+		t.Fatalf("completed %v failed %v", fc.completed, fc.failed)
 	}
 }

@@ -41,6 +41,13 @@ type Client interface {
 	Heartbeat(ctx context.Context, taskID, token string, details json.RawMessage) (*api.HeartbeatResult, error)
 }
 
+// BatchReporter is implemented by clients that can report many results in
+// one request (*api.Client does). A pool whose client has it sends results
+// through one reporter that batches whatever is waiting.
+type BatchReporter interface {
+	ReportResults(ctx context.Context, outcomes []api.TaskOutcome) ([]api.TaskOutcomeResult, error)
+}
+
 // Config configures a Pool.
 type Config struct {
 	Client Client
@@ -60,6 +67,10 @@ type Pool struct {
 	cfg    Config
 	logger hclog.Logger
 	names  []string
+	// results carries finished attempts to the batching reporter; nil when
+	// the client reports one result per request.
+	results chan api.TaskOutcome
+	batch   BatchReporter
 }
 
 // NewPool returns a pool; Run starts it.
@@ -90,11 +101,32 @@ func NewPool(cfg Config) (*Pool, error) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return &Pool{cfg: cfg, logger: cfg.Logger.Named("worker"), names: names}, nil
+	p := &Pool{cfg: cfg, logger: cfg.Logger.Named("worker"), names: names}
+	if br, ok := cfg.Client.(BatchReporter); ok {
+		p.batch = br
+	}
+	return p, nil
 }
 
 // Run blocks until ctx ends and every in-flight activity has been reported.
 func (p *Pool) Run(ctx context.Context) {
+	var reporterDone chan struct{}
+	if p.batch != nil {
+		p.results = make(chan api.TaskOutcome, len(p.cfg.Queues)*p.cfg.Concurrency)
+		reporterDone = make(chan struct{})
+		var rwg sync.WaitGroup
+		for i := 0; i < reporters; i++ {
+			rwg.Add(1)
+			go func() {
+				defer rwg.Done()
+				p.report()
+			}()
+		}
+		go func() {
+			rwg.Wait()
+			close(reporterDone)
+		}()
+	}
 	var wg sync.WaitGroup
 	for _, q := range p.cfg.Queues {
 		for i := 0; i < p.cfg.Concurrency; i++ {
@@ -107,6 +139,66 @@ func (p *Pool) Run(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	if p.results != nil {
+		close(p.results)
+		<-reporterDone
+	}
+}
+
+// reporters is how many result requests a pool keeps in flight: enough
+// that a result does not wait behind a whole raft commit of the previous
+// batch, few enough that a busy pool's results pile up into batches.
+const reporters = 4
+
+// maxBatch and maxBatchBytes bound one request (the API takes up to 1000
+// results and a 4 MiB body).
+const (
+	maxBatch      = 256
+	maxBatchBytes = 1 << 20
+)
+
+// report sends finished attempts in batches: it takes whatever is waiting
+// when the previous request returns, so an idle pool reports each result at
+// once and a busy one amortises the round trip. A batch whose request fails
+// is sent again (a result already recorded is answered stale_token, which
+// changes nothing); after a few tries it is dropped and the leases expire,
+// so the tasks run again (at least once).
+func (p *Pool) report() {
+	for first := range p.results {
+		batch, size := []api.TaskOutcome{first}, len(first.Output)
+	fill:
+		for len(batch) < maxBatch && size < maxBatchBytes {
+			select {
+			case o, ok := <-p.results:
+				if !ok {
+					break fill
+				}
+				batch, size = append(batch, o), size+len(o.Output)
+			default:
+				break fill
+			}
+		}
+		backoff := 100 * time.Millisecond
+		for try := 1; ; try++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			res, err := p.batch.ReportResults(ctx, batch)
+			cancel()
+			if err == nil {
+				for i, r := range res {
+					if r.Error != nil && i < len(batch) {
+						p.logger.Warn("result refused", "task", batch[i].TaskID, "error", r.Error.Message)
+					}
+				}
+				break
+			}
+			if try == 5 {
+				p.logger.Warn("reporting results failed; their leases will expire", "results", len(batch), "error", err)
+				break
+			}
+			time.Sleep(backoff) // a pause between retries, not a wait for a condition
+			backoff *= 2
+		}
+	}
 }
 
 func (p *Pool) loop(ctx context.Context, queue, id string) {
@@ -164,15 +256,29 @@ func (p *Pool) run(ctx context.Context, task *api.Task) {
 		p.logger.Info("abandoning task on shutdown", "task", task.TaskID, "activity", task.Activity)
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	var te *api.TaskError
 	if err != nil {
-		te := api.TaskError{Type: "error", Message: err.Error()}
+		te = &api.TaskError{Type: "error", Message: err.Error()}
 		var ae *ActivityError
 		if errors.As(err, &ae) {
-			te = api.TaskError{Type: ae.Type, Message: ae.Message, NonRetryable: ae.NonRetryable}
+			te = &api.TaskError{Type: ae.Type, Message: ae.Message, NonRetryable: ae.NonRetryable}
 		}
-		_, err = p.cfg.Client.Fail(rctx, task.TaskID, task.Token, te)
+	}
+	if p.results != nil {
+		o := api.TaskOutcome{TaskID: task.TaskID, Token: task.Token, Error: te}
+		if te == nil {
+			o.Output = out
+			if len(o.Output) == 0 {
+				o.Output = json.RawMessage("null")
+			}
+		}
+		p.results <- o
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if te != nil {
+		_, err = p.cfg.Client.Fail(rctx, task.TaskID, task.Token, *te)
 	} else {
 		_, err = p.cfg.Client.Complete(rctx, task.TaskID, task.Token, out)
 	}
