@@ -198,6 +198,7 @@ func newCompensationTask(tx *Txn, inst *Instance, s *hcl.Step, input []byte, now
 		Step:           s.Name,
 		Activity:       s.Compensate.Activity,
 		Queue:          s.Compensate.Queue,
+		Priority:       s.Priority,
 		Compensation:   true,
 		IdempotencyKey: inst.ID + "/" + s.Name + "/compensate",
 		Input:          input,

@@ -716,3 +716,21 @@ func TestTaskResultsBatch(t *testing.T) {
 		t.Fatal("i2's valid completion refused after the batch")
 	}
 }
+
+// Pending tasks of a queue are handed out by priority, then oldest first.
+func TestPendingTasksByPriority(t *testing.T) {
+	h := newHarness(t)
+	h.register("workflow \"low\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n")
+	h.register("workflow \"high\" {\n  step \"a\" {\n    activity = \"noop\"\n    priority = 80\n  }\n}\n")
+	h.start("l1", "low", `{}`)
+	h.start("h1", "high", `{}`)
+	h.start("l2", "low", `{}`)
+	h.start("h2", "high", `{}`)
+	var got []string
+	for _, task := range h.fsm.State().Read().PendingTasks("default", 0) {
+		got = append(got, fmt.Sprintf("%s:%d", task.InstanceID, task.Priority))
+	}
+	if want := "h1:80 h2:80 l1:0 l2:0"; strings.Join(got, " ") != want {
+		t.Fatalf("pending order = %v, want %s", got, want)
+	}
+}

@@ -30,6 +30,8 @@ type Task struct {
 	Step       string `json:"step"`
 	Activity   string `json:"activity"`
 	Queue      string `json:"queue"`
+	// Priority orders pending tasks of a queue: higher first, then by Seq.
+	Priority int `json:"priority,omitempty"`
 	// Element is the for_each element the task runs, if any.
 	Element *int `json:"element,omitempty"`
 	// Compensation marks the task that undoes its step (instance cancelling).
@@ -82,6 +84,7 @@ func init() {
 			"queue": {Name: "queue", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				&memdb.StringFieldIndex{Field: "Queue"},
 				&memdb.StringFieldIndex{Field: "Status"},
+				priorityIndex{},
 				&memdb.UintFieldIndex{Field: "Seq"},
 			}}},
 			"deadline": {Name: "deadline", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
@@ -112,6 +115,7 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		Step:             s.Name,
 		Activity:         s.Activity,
 		Queue:            s.Queue,
+		Priority:         s.Priority,
 		Element:          element,
 		IdempotencyKey:   key,
 		Input:            input,
@@ -531,7 +535,32 @@ func (t *Txn) Task(id string) *Task {
 	return raw.(*Task)
 }
 
-// PendingTasks returns up to limit pending tasks of a queue, oldest first.
+// priorityIndex orders tasks by descending priority: one byte, 255 minus
+// the priority (0 to 100), so that an ascending walk meets the highest
+// first.
+type priorityIndex struct{}
+
+func (priorityIndex) FromObject(obj any) (bool, []byte, error) {
+	t, ok := obj.(*Task)
+	if !ok {
+		return false, nil, fmt.Errorf("priority index: %T is not a task", obj)
+	}
+	return true, []byte{byte(255 - t.Priority)}, nil
+}
+
+func (priorityIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("priority index: one argument, got %d", len(args))
+	}
+	p, ok := args[0].(int)
+	if !ok {
+		return nil, fmt.Errorf("priority index: %T is not an int", args[0])
+	}
+	return []byte{byte(255 - p)}, nil
+}
+
+// PendingTasks returns up to limit pending tasks of a queue, highest
+// priority first, then oldest first.
 func (t *Txn) PendingTasks(queue string, limit int) []*Task {
 	out := []*Task{}
 	it, err := t.Get(tableTasks, "queue_prefix", queue, TaskPending)
@@ -548,7 +577,8 @@ func (t *Txn) PendingTasks(queue string, limit int) []*Task {
 	return out
 }
 
-// EachPendingTask calls fn with the pending tasks of a queue, oldest first,
+// EachPendingTask calls fn with the pending tasks of a queue, highest
+// priority first, then oldest first,
 // until fn returns false.
 func (t *Txn) EachPendingTask(queue string, fn func(*Task) bool) {
 	it, err := t.Get(tableTasks, "queue_prefix", queue, TaskPending)

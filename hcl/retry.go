@@ -155,6 +155,7 @@ func decodeDuration(attr *hhcl.Attribute, out *time.Duration) hhcl.Diagnostics {
 // stepDefaults are what a defaults block gives every activity step.
 type stepDefaults struct {
 	Queue            string
+	Priority         int
 	Timeout          time.Duration
 	HeartbeatTimeout time.Duration
 	ScheduleTimeout  time.Duration
@@ -162,7 +163,7 @@ type stepDefaults struct {
 }
 
 var defaultsSchema = &hhcl.BodySchema{
-	Attributes: []hhcl.AttributeSchema{{Name: "queue"}, {Name: "timeout"}, {Name: "heartbeat_timeout"}, {Name: "schedule_timeout"}},
+	Attributes: []hhcl.AttributeSchema{{Name: "queue"}, {Name: "priority"}, {Name: "timeout"}, {Name: "heartbeat_timeout"}, {Name: "schedule_timeout"}},
 	Blocks:     []hhcl.BlockHeaderSchema{{Type: "retry"}},
 }
 
@@ -174,6 +175,10 @@ func decodeDefaults(block *hhcl.Block) (stepDefaults, hhcl.Diagnostics) {
 		if !validName(def.Queue) {
 			diags = append(diags, attrError(attr, "Invalid queue name", "Use 1 to 64 letters, digits, '_' or '-', starting with a letter."))
 		}
+	}
+	if attr, ok := content.Attributes["priority"]; ok {
+		p, d := decodeInt(attr, MinPriority, MaxPriority, priorityDetail)
+		diags, def.Priority = append(diags, d...), p
 	}
 	if attr, ok := content.Attributes["timeout"]; ok {
 		diags = append(diags, decodeDuration(attr, &def.Timeout)...)

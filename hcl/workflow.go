@@ -26,6 +26,15 @@ const MaxSourceBytes = 1 << 20
 // the raw bytes before the parser sees them.
 const MaxNesting = 64
 
+// A step's priority orders the tasks waiting in one queue: higher first,
+// then oldest first. Without one a step has DefaultPriority.
+const (
+	MinPriority     = 0
+	MaxPriority     = 100
+	DefaultPriority = 0
+	priorityDetail  = "priority must be a whole number from 0 to 100; higher runs first among the tasks waiting in the same queue."
+)
+
 // DefaultQueue is the queue a step's tasks wait in when it names none.
 const DefaultQueue = "default"
 
@@ -100,6 +109,9 @@ type Step struct {
 	Kind     string
 	Activity string
 	Queue    string
+	// Priority orders the step's tasks among those pending in its queue
+	// (MinPriority to MaxPriority, higher first).
+	Priority int
 	Timeout  time.Duration
 	// When, if set, is evaluated once the trigger rule lets the step run;
 	// false skips it.
@@ -191,6 +203,7 @@ var stepSchema = &hhcl.BodySchema{
 		{Name: "input"},
 		{Name: "depends_on"},
 		{Name: "queue"},
+		{Name: "priority"},
 		{Name: "timeout"},
 		{Name: "when"},
 		{Name: "trigger_rule"},
@@ -480,7 +493,7 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 			Subject:  block.LabelRanges[0].Ptr(),
 		})
 	}
-	step := &Step{Name: name, Queue: def.Queue, Timeout: def.Timeout, Retry: def.Retry, HeartbeatTimeout: def.HeartbeatTimeout,
+	step := &Step{Name: name, Queue: def.Queue, Priority: def.Priority, Timeout: def.Timeout, Retry: def.Retry, HeartbeatTimeout: def.HeartbeatTimeout,
 		ScheduleTimeout: def.ScheduleTimeout, TriggerRule: RuleNoneFailed, DeclRange: block.DefRange}
 	content, d := block.Body.Content(stepSchema)
 	diags = append(diags, d...)
@@ -585,6 +598,10 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 		if !validName(step.Queue) {
 			diags = append(diags, attrError(attr, "Invalid queue name", "Use 1 to 64 letters, digits, '_' or '-', starting with a letter."))
 		}
+	}
+	if attr, ok := content.Attributes["priority"]; ok {
+		p, d := decodeInt(attr, MinPriority, MaxPriority, priorityDetail)
+		diags, step.Priority = append(diags, d...), p
 	}
 	if attr, ok := content.Attributes["timeout"]; ok {
 		var s string

@@ -402,3 +402,31 @@ func TestEvalSeesWhatItNames(t *testing.T) {
 		t.Fatalf("got %s %v", out, err)
 	}
 }
+
+func TestPriority(t *testing.T) {
+	wf := mustParse(t, `workflow "w" {
+  defaults {
+    priority = 10
+  }
+  step "a" {
+    activity = "noop"
+  }
+  step "b" {
+    activity = "noop"
+    priority = 90
+  }
+}
+`)
+	if wf.Step("a").Priority != 10 || wf.Step("b").Priority != 90 {
+		t.Fatalf("priorities a=%d b=%d", wf.Step("a").Priority, wf.Step("b").Priority)
+	}
+	if p := mustParse(t, "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n").Step("a").Priority; p != DefaultPriority {
+		t.Fatalf("default priority = %d", p)
+	}
+	for _, bad := range []string{"101", "-1", "2.5", `"high"`} {
+		_, diags := Parse("test.hcl", []byte("workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n    priority = "+bad+"\n  }\n}\n"))
+		if out := RenderDiagnostics(diags, nil); !strings.Contains(out, "test.hcl:4:") || !strings.Contains(out, "Invalid priority") {
+			t.Errorf("priority = %s: diagnostics = %s", bad, out)
+		}
+	}
+}
