@@ -22,12 +22,14 @@ import (
 type clientFlags struct {
 	address string
 	json    bool
+	name    string // the command, for error messages
+	stderr  io.Writer
 }
 
 func newFlagSet(name, usage string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cf := &clientFlags{}
+	cf := &clientFlags{name: name, stderr: stderr}
 	fs.StringVar(&cf.address, "address", "", "address of any node (default $LOCKSTEP_ADDR or "+api.DefaultAddr+")")
 	fs.BoolVar(&cf.json, "json", false, "print JSON")
 	fs.Usage = func() {
@@ -38,6 +40,30 @@ func newFlagSet(name, usage string, stderr io.Writer) (*flag.FlagSet, *clientFla
 }
 
 func (cf *clientFlags) client() (*api.Client, error) { return api.New(api.Config{Address: cf.address}) }
+
+// run is the shape of every client command: parse the flags, check that
+// there are nargs positional arguments (any number when nargs < 0), connect,
+// and call fn with a context that Ctrl-C cancels. An error from fn is
+// printed as "lockstep NAME: ..." and exits 1.
+func (cf *clientFlags) run(fs *flag.FlagSet, args []string, nargs int, fn func(c context.Context, cl *api.Client) error) int {
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if nargs >= 0 && fs.NArg() != nargs {
+		fs.Usage()
+		return 1
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return fail(cf.stderr, cf.name, err)
+	}
+	c, cancel := ctx()
+	defer cancel()
+	if err := fn(c, cl); err != nil {
+		return fail(cf.stderr, cf.name, err)
+	}
+	return 0
+}
 
 // parse handles -h (exit 0) and bad flags (exit 1); ok is false when the
 // command should return code.
@@ -198,30 +224,23 @@ func workflowValidate(args []string, stdout, stderr io.Writer) int {
 
 func workflowList(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("workflow list", "workflow list [-address ADDR] [-json]", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "workflow list", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	wfs, err := cl.Workflows(c)
-	if err != nil {
-		return fail(stderr, "workflow list", err)
-	}
-	if cf.json {
-		printJSON(stdout, wfs)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tREGISTERED\tLABELS\tDESCRIPTION")
-	for _, w := range wfs {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", w.Name, w.Version, w.CreatedAt.Local().Format(time.DateTime), formatLabels(w.Labels), w.Description)
-	}
-	tw.Flush()
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		wfs, err := cl.Workflows(c)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, wfs)
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tVERSION\tREGISTERED\tLABELS\tDESCRIPTION")
+		for _, w := range wfs {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", w.Name, w.Version, w.CreatedAt.Local().Format(time.DateTime), formatLabels(w.Labels), w.Description)
+		}
+		tw.Flush()
+		return nil
+	})
 }
 
 func runInstance(args []string, stdout, stderr io.Writer) int {
@@ -312,25 +331,14 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 
 func instanceStatus(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance status", "instance status [-address ADDR] [-json] ID", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance status", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	inst, err := cl.Instance(c, fs.Arg(0))
-	if err != nil {
-		return fail(stderr, "instance status", err)
-	}
-	printInstance(stdout, inst, cf.json)
-	return 0
+	return cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		inst, err := cl.Instance(c, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		printInstance(stdout, inst, cf.json)
+		return nil
+	})
 }
 
 func printInstance(w io.Writer, inst *api.Instance, asJSON bool) {
@@ -375,113 +383,85 @@ func instanceList(args []string, stdout, stderr io.Writer) int {
 	wf := fs.String("workflow", "", "only instances of this workflow")
 	size := fs.Int("page-size", 50, "instances per page")
 	next := fs.String("next-token", "", "continue a listing from this token")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance list", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	insts, token, err := cl.Instances(c, *wf, *next, *size)
-	if err != nil {
-		return fail(stderr, "instance list", err)
-	}
-	if cf.json {
-		printJSON(stdout, map[string]any{"instances": insts, "next_token": token})
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tWORKFLOW\tVERSION\tSTATUS\tSTARTED")
-	for _, i := range insts {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", i.ID, i.Workflow, i.Version, i.Status, i.CreatedAt.Local().Format(time.DateTime))
-	}
-	tw.Flush()
-	if token != "" {
-		fmt.Fprintf(stdout, "\nMore: lockstep instance list -next-token %s\n", token)
-	}
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		insts, token, err := cl.Instances(c, *wf, *next, *size)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, map[string]any{"instances": insts, "next_token": token})
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tWORKFLOW\tVERSION\tSTATUS\tSTARTED")
+		for _, i := range insts {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", i.ID, i.Workflow, i.Version, i.Status, i.CreatedAt.Local().Format(time.DateTime))
+		}
+		tw.Flush()
+		if token != "" {
+			fmt.Fprintf(stdout, "\nMore: lockstep instance list -next-token %s\n", token)
+		}
+		return nil
+	})
 }
 
 func runMembers(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("members", "members [-address ADDR] [-json]", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "members", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	ms, err := cl.Members(c)
-	if err != nil {
-		return fail(stderr, "members", err)
-	}
-	if cf.json {
-		printJSON(stdout, ms)
-		return 0
-	}
-	leader, _ := cl.Leader(c)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tGOSSIP\tHTTP\tSTATUS\tLEADER")
-	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", m.Name, m.Addr, m.HTTPAddr, m.Status, leader != nil && leader.Node == m.Name)
-	}
-	tw.Flush()
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		ms, err := cl.Members(c)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, ms)
+			return nil
+		}
+		leader, _ := cl.Leader(c)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tGOSSIP\tHTTP\tSTATUS\tLEADER")
+		for _, m := range ms {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", m.Name, m.Addr, m.HTTPAddr, m.Status, leader != nil && leader.Node == m.Name)
+		}
+		tw.Flush()
+		return nil
+	})
 }
 
 func runPeers(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("peers", "peers [-address ADDR] [-json]", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "peers", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	ps, err := cl.Peers(c)
-	if err != nil {
-		return fail(stderr, "peers", err)
-	}
-	if cf.json {
-		printJSON(stdout, ps)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tSUFFRAGE\tLEADER")
-	for _, p := range ps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)
-	}
-	tw.Flush()
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		ps, err := cl.Peers(c)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, ps)
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tADDRESS\tSUFFRAGE\tLEADER")
+		for _, p := range ps {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", p.ID, p.Address, p.Suffrage, p.Leader)
+		}
+		tw.Flush()
+		return nil
+	})
 }
 
 func runLeader(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("leader", "leader [-address ADDR] [-json]", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "leader", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	l, err := cl.Leader(c)
-	if err != nil {
-		return fail(stderr, "leader", err)
-	}
-	if cf.json {
-		printJSON(stdout, l)
-	} else {
-		fmt.Fprintf(stdout, "%s (http://%s)\n", l.Node, l.HTTPAddr)
-	}
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		l, err := cl.Leader(c)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, l)
+		} else {
+			fmt.Fprintf(stdout, "%s (http://%s)\n", l.Node, l.HTTPAddr)
+		}
+		return nil
+	})
 }
 
 func formatLabels(labels map[string]string) string {
@@ -599,40 +579,29 @@ func instanceSignal(args []string, stdout, stderr io.Writer) int {
 func instanceHistory(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance history", "instance history [-after SEQ] ID", stderr)
 	after := fs.Uint64("after", 0, "only events after this sequence number")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance history", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	var all []api.Event
-	for {
-		page, err := cl.History(c, fs.Arg(0), *after)
-		if err != nil {
-			return fail(stderr, "instance history", err)
+	return cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		var all []api.Event
+		for {
+			page, err := cl.History(c, fs.Arg(0), *after)
+			if err != nil {
+				return err
+			}
+			all = append(all, page...)
+			if len(page) < 1000 {
+				break
+			}
+			*after = page[len(page)-1].Seq
 		}
-		all = append(all, page...)
-		if len(page) < 1000 {
-			break
+		if cf.json {
+			printJSON(stdout, all)
+			return nil
 		}
-		*after = page[len(page)-1].Seq
-	}
-	if cf.json {
-		printJSON(stdout, all)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
-	printEvents(tw, all)
-	tw.Flush()
-	return 0
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
+		printEvents(tw, all)
+		tw.Flush()
+		return nil
+	})
 }
 
 // printEvents writes history events as table rows.
@@ -671,103 +640,70 @@ var endEvents = map[string]bool{"instance_completed": true, "instance_failed": t
 
 func instanceWatch(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance watch", "instance watch ID", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance watch", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	var after uint64
-	index := "0"
-	for {
-		events, next, err := cl.HistoryAfter(c, fs.Arg(0), after, index, 30*time.Second)
-		if err != nil {
-			if c.Err() != nil {
-				return 0
+	return cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		var after uint64
+		index := "0"
+		for {
+			events, next, err := cl.HistoryAfter(c, fs.Arg(0), after, index, 30*time.Second)
+			if err != nil {
+				if c.Err() != nil {
+					return nil
+				}
+				return err
 			}
-			return fail(stderr, "instance watch", err)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		printEvents(tw, events)
-		tw.Flush()
-		for _, e := range events {
-			after = e.Seq
-			if endEvents[e.Type] {
-				return 0
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			printEvents(tw, events)
+			tw.Flush()
+			for _, e := range events {
+				after = e.Seq
+				if endEvents[e.Type] {
+					return nil
+				}
 			}
+			index = next
 		}
-		index = next
-	}
+	})
 }
 
 func instanceSteps(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance steps", "instance steps ID STEP", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance steps", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	d, err := cl.Step(c, fs.Arg(0), fs.Arg(1))
-	if err != nil {
-		return fail(stderr, "instance steps", err)
-	}
-	if cf.json {
-		printJSON(stdout, d)
-		return 0
-	}
-	fmt.Fprintf(stdout, "Step:      %s\nStatus:    %s\nAttempts:  %d\n", d.Step, d.State.Status, d.State.Attempts)
-	if len(d.State.Output) > 0 {
-		fmt.Fprintf(stdout, "Output:    %s\n", d.State.Output)
-	}
-	if d.State.Error != nil {
-		fmt.Fprintf(stdout, "Error:     %s: %s\n", d.State.Error.Type, d.State.Error.Message)
-	}
-	fmt.Fprintln(stdout)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
-	printEvents(tw, d.Events)
-	tw.Flush()
-	return 0
+	return cf.run(fs, args, 2, func(c context.Context, cl *api.Client) error {
+		d, err := cl.Step(c, fs.Arg(0), fs.Arg(1))
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, d)
+			return nil
+		}
+		fmt.Fprintf(stdout, "Step:      %s\nStatus:    %s\nAttempts:  %d\n", d.Step, d.State.Status, d.State.Attempts)
+		if len(d.State.Output) > 0 {
+			fmt.Fprintf(stdout, "Output:    %s\n", d.State.Output)
+		}
+		if d.State.Error != nil {
+			fmt.Fprintf(stdout, "Error:     %s: %s\n", d.State.Error.Type, d.State.Error.Message)
+		}
+		fmt.Fprintln(stdout)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tSTEP\tDETAIL")
+		printEvents(tw, d.Events)
+		tw.Flush()
+		return nil
+	})
 }
 
 func instanceRetry(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance retry", "instance retry [-step NAME] [-reason TEXT] ID", stderr)
 	step := fs.String("step", "", "run this step and everything after it again (default: every step that did not succeed)")
 	reason := fs.String("reason", "", "why, recorded in the history")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance retry", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	status, err := cl.Retry(c, fs.Arg(0), *step, *reason)
-	if err != nil {
-		return fail(stderr, "instance retry", err)
-	}
-	fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
-	return 0
+	return cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		status, err := cl.Retry(c, fs.Arg(0), *step, *reason)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
+		return nil
+	})
 }
 
 func instanceStep(args []string, stdout, stderr io.Writer) int {
@@ -813,53 +749,35 @@ func runService(args []string, stdout, stderr io.Writer) int {
 
 func serviceList(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("service list", "service list [-address ADDR] [-json]", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "service list", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	bs, err := cl.Services(c)
-	if err != nil {
-		return fail(stderr, "service list", err)
-	}
-	if cf.json {
-		printJSON(stdout, bs)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tBREAKER\tRECENT FAILURES\tTRIPS AT\tBASE URL")
-	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", b.Name, b.State, len(b.Recent), b.Failures, b.BaseURL)
-	}
-	tw.Flush()
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		bs, err := cl.Services(c)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, bs)
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tBREAKER\tRECENT FAILURES\tTRIPS AT\tBASE URL")
+		for _, b := range bs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", b.Name, b.State, len(b.Recent), b.Failures, b.BaseURL)
+		}
+		tw.Flush()
+		return nil
+	})
 }
 
 func serviceBreaker(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("service breaker", "service breaker NAME closed|open", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "service breaker", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	b, err := cl.SetBreaker(c, fs.Arg(0), fs.Arg(1))
-	if err != nil {
-		return fail(stderr, "service breaker", err)
-	}
-	fmt.Fprintf(stdout, "%s %s\n", b.Name, b.State)
-	return 0
+	return cf.run(fs, args, 2, func(c context.Context, cl *api.Client) error {
+		b, err := cl.SetBreaker(c, fs.Arg(0), fs.Arg(1))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s %s\n", b.Name, b.State)
+		return nil
+	})
 }
 
 func runTrigger(args []string, stdout, stderr io.Writer) int {
@@ -897,28 +815,21 @@ func runTrigger(args []string, stdout, stderr io.Writer) int {
 
 func triggerList(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("trigger list", "trigger list [-address ADDR] [-json]", stderr)
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "trigger list", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	ts, err := cl.Triggers(c)
-	if err != nil {
-		return fail(stderr, "trigger list", err)
-	}
-	if cf.json {
-		printJSON(stdout, ts)
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TRIGGER\tSCHEDULE\tZONE\tENABLED\tOVERLAP\tLAST FIRE\tFIRED\tSKIPPED")
-	for _, t := range ts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%d\n", t.ID, t.Schedule, t.Timezone, t.Enabled, t.Overlap, t.LastFire.Local().Format(time.DateTime), t.Fired, t.Skipped)
-	}
-	tw.Flush()
-	return 0
+	return cf.run(fs, args, -1, func(c context.Context, cl *api.Client) error {
+		ts, err := cl.Triggers(c)
+		if err != nil {
+			return err
+		}
+		if cf.json {
+			printJSON(stdout, ts)
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TRIGGER\tSCHEDULE\tZONE\tENABLED\tOVERLAP\tLAST FIRE\tFIRED\tSKIPPED")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%d\n", t.ID, t.Schedule, t.Timezone, t.Enabled, t.Overlap, t.LastFire.Local().Format(time.DateTime), t.Fired, t.Skipped)
+		}
+		tw.Flush()
+		return nil
+	})
 }
