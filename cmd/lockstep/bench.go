@@ -269,7 +269,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		return nil, fmt.Errorf("register the %s workload: %w", cfg.workload, err)
 	}
 	name := reg.Name
-	run := fmt.Sprintf("%x", time.Now().UnixNano())
+	runID := fmt.Sprintf("%x", time.Now().UnixNano())
 	leaderClient, before := leaderStats(ctx, clients[0])
 
 	var (
@@ -375,7 +375,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			cl := clients[w%len(clients)]
 			for i := range jobs {
 				t0 := time.Now()
-				s, err := cl.StartInstance(ctx, name, api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", run, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+				s, err := cl.StartInstance(ctx, name, api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", runID, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
 				if err != nil {
 					noteErr(err)
 					continue
