@@ -73,8 +73,15 @@ func TestChildWorkflowRunsAndReturnsItsOutput(t *testing.T) {
 	if q.Status != InstanceCompleted || q.Steps["kid"].Error.Type != "child_failed" || string(q.Steps["rescue"].Output) != `{"why":"child_failed"}` {
 		t.Fatalf("failed child: %s %+v %s", q.Status, q.Steps["kid"].Error, q.Steps["rescue"].Output)
 	}
-	// A child that cannot start (input of the wrong type) fails the step.
-	h.register(strings.Replace(parentWF, `input    = { n = step.prep.output.n * 2 }`, `input    = { n = "many" }`, 1))
+	// An input the child would reject whatever happens is refused at
+	// registration.
+	bad := strings.Replace(parentWF, `input    = { n = step.prep.output.n * 2 }`, `input    = { n = "many" }`, 1)
+	if e, ok := h.apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: h.hdr(), Source: bad}).(*Error); !ok || e.Code != CodeInvalid || !strings.Contains(e.Message, "a number is required") {
+		t.Fatalf("register mismatched parent = %v", e)
+	}
+	// A child that cannot start (input of the wrong type, known only at
+	// run time) fails the step.
+	h.register(strings.Replace(parentWF, `input    = { n = step.prep.output.n * 2 }`, `input    = { n = "many${step.prep.output.n}" }`, 1))
 	h.start("r", "parent", `{"n": 1}`)
 	h.runToEnd()
 	if r := h.instance("r"); r.Steps["kid"].Error == nil || r.Steps["kid"].Error.Type != "child_start_failed" {

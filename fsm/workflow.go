@@ -62,6 +62,9 @@ func (f *FSM) applyRegisterWorkflow(tx *Txn, body []byte) any {
 	if diags.HasErrors() {
 		return errorf(CodeInvalid, "workflow does not compile: %s", diags.Error())
 	}
+	if diags := hcl.CheckChildInputs(wf, f.ChildLookup(tx, wf)); diags.HasErrors() {
+		return errorf(CodeInvalid, "workflow does not compile: %s", diags.Error())
+	}
 	if latest := tx.LatestWorkflow(wf.Name); latest != nil && latest.Source == req.Source {
 		return &RegisterWorkflowResponse{Name: wf.Name, Version: latest.Version}
 	}
@@ -78,6 +81,29 @@ func (f *FSM) applyRegisterWorkflow(tx *Txn, body []byte) any {
 	tx.upsertServices(wf)
 	tx.upsertTriggers(wf, req.Time)
 	return &RegisterWorkflowResponse{Name: wv.Name, Version: wv.Version, Created: true}
+}
+
+// ChildLookup finds the child workflows a workflow being registered starts,
+// among those stored; self stands for the workflow's own new version, so a
+// workflow that starts itself is checked against itself.
+func (f *FSM) ChildLookup(tx *Txn, self *hcl.Workflow) hcl.ChildLookup {
+	return func(name string, version uint64) *hcl.Workflow {
+		if self != nil && name == self.Name && version == 0 {
+			return self
+		}
+		wv := tx.LatestWorkflow(name)
+		if version > 0 {
+			wv = tx.WorkflowVersion(name, version)
+		}
+		if wv == nil {
+			return nil
+		}
+		wf, err := f.workflow(wv)
+		if err != nil {
+			return nil
+		}
+		return wf
+	}
 }
 
 // WorkflowVersion returns one version of a workflow, or nil.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	hhcl "github.com/hashicorp/hcl/v2"
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/lockstep-io/lockstep/fsm"
@@ -11,7 +12,7 @@ import (
 )
 
 // parseWorkflow validates an HCL body, answering 400 with every diagnostic.
-func parseWorkflow(r *http.Request, body []byte) (*hcl.Workflow, error) {
+func (s *Server) parseWorkflow(r *http.Request, body []byte) (*hcl.Workflow, error) {
 	filename := r.URL.Query().Get("filename")
 	if filename == "" {
 		filename = "workflow.hcl"
@@ -19,16 +20,26 @@ func parseWorkflow(r *http.Request, body []byte) (*hcl.Workflow, error) {
 	if len(body) == 0 {
 		return nil, &Error{Status: 400, Code: "invalid_workflow", Message: "the request body must be the workflow's HCL source"}
 	}
-	wf, diags := hcl.Parse(filename, body)
+	wf, diags := s.checkWorkflow(filename, body)
 	if diags.HasErrors() {
 		return nil, &Error{Status: 400, Code: "invalid_workflow", Message: diags.Error(), Diagnostics: hcl.DiagnosticsJSON(diags)}
 	}
 	return wf, nil
 }
 
+// checkWorkflow parses and validates a workflow, and checks the input of
+// its child workflow steps against the children this node knows.
+func (s *Server) checkWorkflow(filename string, body []byte) (*hcl.Workflow, hhcl.Diagnostics) {
+	wf, diags := hcl.Parse(filename, body)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return wf, hcl.CheckChildInputs(wf, s.cfg.FSM.ChildLookup(s.cfg.FSM.State().Read(), wf))
+}
+
 // POST /v1/workflows[?dry_run=true]
 func (s *Server) registerWorkflow(r *http.Request, _ httprouter.Params, body []byte) (any, error) {
-	wf, err := parseWorkflow(r, body)
+	wf, err := s.parseWorkflow(r, body)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +67,7 @@ func (s *Server) postWorkflowAction(r *http.Request, ps httprouter.Params, body 
 	if filename == "" {
 		filename = "workflow.hcl"
 	}
-	wf, diags := hcl.Parse(filename, body)
+	wf, diags := s.checkWorkflow(filename, body)
 	out := map[string]any{"valid": !diags.HasErrors(), "diagnostics": hcl.DiagnosticsJSON(diags)}
 	if wf != nil {
 		out["name"] = wf.Name

@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	hhcl "github.com/hashicorp/hcl/v2"
+
 	"github.com/lockstep-io/lockstep/api"
 	"github.com/lockstep-io/lockstep/hcl"
 )
@@ -182,7 +184,7 @@ func workflowValidate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print diagnostics as JSON")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: lockstep workflow validate [-json] FILE...\n\nChecks workflow files without a server. Exit 0 when clean, 1 with diagnostics.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: lockstep workflow validate [-json] FILE...\n\nChecks workflow files without a server. A child workflow step is checked\nagainst the child's declared input when the child is among the files given.\nExit 0 when clean, 1 with diagnostics.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if code, ok := parse(fs, args); !ok {
@@ -194,6 +196,14 @@ func workflowValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	all := []hcl.Diagnostic{}
+	type file struct {
+		path  string
+		src   []byte
+		wf    *hcl.Workflow
+		diags hhcl.Diagnostics
+	}
+	var files []*file
+	byName := map[string]*hcl.Workflow{}
 	for _, path := range fs.Args() {
 		src, err := os.ReadFile(path)
 		if err != nil {
@@ -201,19 +211,35 @@ func workflowValidate(args []string, stdout, stderr io.Writer) int {
 			code = 1
 			continue
 		}
-		wf, diags := hcl.Parse(path, src)
-		if diags.HasErrors() {
+		f := &file{path: path, src: src}
+		f.wf, f.diags = hcl.Parse(path, src)
+		if f.wf != nil {
+			byName[f.wf.Name] = f.wf
+		}
+		files = append(files, f)
+	}
+	// A child workflow step is checked against the child's declared input
+	// when the child is one of the files given.
+	lookup := func(name string, _ uint64) *hcl.Workflow { return byName[name] }
+	for _, f := range files {
+		if f.wf != nil {
+			if d := hcl.CheckChildInputs(f.wf, lookup); d.HasErrors() {
+				f.diags = append(f.diags, d...)
+				f.wf = nil
+			}
+		}
+		if f.diags.HasErrors() {
 			code = 1
 		}
 		if *asJSON {
-			all = append(all, hcl.DiagnosticsJSON(diags)...)
+			all = append(all, hcl.DiagnosticsJSON(f.diags)...)
 			continue
 		}
-		if len(diags) > 0 {
-			fmt.Fprint(stderr, hcl.RenderDiagnostics(diags, src))
+		if len(f.diags) > 0 {
+			fmt.Fprint(stderr, hcl.RenderDiagnostics(f.diags, f.src))
 		}
-		if wf != nil {
-			fmt.Fprintf(stdout, "%s: workflow %q is valid (%d steps)\n", path, wf.Name, len(wf.Steps))
+		if f.wf != nil {
+			fmt.Fprintf(stdout, "%s: workflow %q is valid (%d steps)\n", f.path, f.wf.Name, len(f.wf.Steps))
 		}
 	}
 	if *asJSON {

@@ -118,3 +118,20 @@ func TestWorkflowFmtAndGraph(t *testing.T) {
 		t.Fatalf("graph mermaid = %d %q", code, out)
 	}
 }
+
+// Files validated together check a child workflow step against the child
+// among them.
+func TestWorkflowValidateChildInput(t *testing.T) {
+	dir := t.TempDir()
+	child := filepath.Join(dir, "child.hcl")
+	parent := filepath.Join(dir, "parent.hcl")
+	os.WriteFile(child, []byte("workflow \"charge\" {\n  input {\n    amount = number\n  }\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"), 0o600)
+	os.WriteFile(parent, []byte("workflow \"parent\" {\n  step \"pay\" {\n    workflow = \"charge\"\n    input    = { amount = \"lots\", colour = \"red\" }\n  }\n}\n"), 0o600)
+	if code, _, errOut := runCLI("workflow", "validate", parent); code != 0 {
+		t.Fatalf("alone, the child is unknown: %d %q", code, errOut)
+	}
+	code, out, errOut := runCLI("workflow", "validate", child, parent)
+	if code != 1 || !strings.Contains(errOut, "parent.hcl:4:16") || !strings.Contains(errOut, "declares no colour") || !strings.Contains(out, `"charge" is valid`) {
+		t.Fatalf("together = %d %q %q", code, out, errOut)
+	}
+}
