@@ -94,9 +94,7 @@ func (f *FSM) applySignal(tx *Txn, body []byte) any {
 	for _, s := range wf.Steps {
 		if s.Kind == hcl.KindSignal && s.SignalName == req.Name && ic.Steps[s.Name].Status == StepWaitingSignal {
 			sig.ConsumedBy = s.Name
-			st := ic.Steps[s.Name]
-			st.Output = sig.Payload
-			endStep(st, StepSucceeded, nil, req.Time)
+			takeSignal(ic, s, ic.Steps[s.Name], sig, req.Time)
 			break
 		}
 	}
@@ -117,8 +115,7 @@ func (f *FSM) waitForSignal(tx *Txn, inst *Instance, s *hcl.Step, st *StepState,
 			c := *sig
 			c.ConsumedBy = s.Name
 			tx.mustInsert(tableSignals, &c)
-			st.Output = c.Payload
-			endStep(st, StepSucceeded, nil, now)
+			takeSignal(inst, s, st, &c, now)
 			return
 		}
 	}
@@ -127,6 +124,26 @@ func (f *FSM) waitForSignal(tx *Txn, inst *Instance, s *hcl.Step, st *StepState,
 	if s.SignalTimeout > 0 {
 		newTimer(tx, TimerSignalTimeout, inst.ID, s.Name, "", now.Add(s.SignalTimeout))
 	}
+}
+
+// takeSignal ends a wait_signal step with the signal it took: its output
+// is the payload, or what the step's output expression makes of the
+// signal. An output expression that cannot be evaluated fails the step.
+func takeSignal(inst *Instance, s *hcl.Step, st *StepState, sig *Signal, now time.Time) {
+	if s.SignalOutput == nil {
+		st.Output = sig.Payload
+		endStep(st, StepSucceeded, nil, now)
+		return
+	}
+	scope := scopeOf(inst, now)
+	scope.Signal = &hcl.SignalInfo{Name: sig.Name, Payload: sig.Payload, RequestID: sig.RequestID, ReceivedAt: sig.ReceivedAt}
+	out, err := hcl.Eval(s.SignalOutput, scope)
+	if err != nil {
+		endStep(st, StepFailed, &TaskError{Type: "output_error", Message: err.Error()}, now)
+		return
+	}
+	st.Output = out
+	endStep(st, StepSucceeded, nil, now)
 }
 
 // signalTimedOut fails a wait_signal step still waiting at its deadline.

@@ -111,3 +111,54 @@ func TestSignalTimeoutTakesTheErrorPath(t *testing.T) {
 		t.Fatal("signal after the end accepted")
 	}
 }
+
+const shapedApproval = `workflow "shaped" {
+  step "approve" {
+    wait_signal "approve" {
+      output = {
+        by      = signal.payload.by
+        via     = signal.name
+        request = signal.request_id
+        at      = signal.received_at
+        run     = instance.id
+      }
+    }
+  }
+  step "strict" {
+    depends_on = [step.approve]
+    wait_signal "strict" {
+      output = signal.payload.missing
+    }
+  }
+}
+`
+
+// A wait_signal output shapes the step's output from the signal, whether
+// the signal was waiting in the buffer or arrived while the step waited; an
+// output that cannot be evaluated fails the step, naming the expression.
+func TestSignalOutputReadsTheSignal(t *testing.T) {
+	h := newHarness(t)
+	h.register(shapedApproval)
+	h.start("i", "shaped", `{}`)
+	h.signal("i", "approve", `{"by": "ada"}`, "req-7")
+	h.play()
+	inst := h.instance("i")
+	var out map[string]any
+	if err := json.Unmarshal(inst.Steps["approve"].Output, &out); err != nil {
+		t.Fatal(err)
+	}
+	at, _ := time.Parse(time.RFC3339Nano, out["at"].(string))
+	if out["by"] != "ada" || out["via"] != "approve" || out["request"] != "req-7" || out["run"] != "i" || at.IsZero() {
+		t.Fatalf("approve output = %s", inst.Steps["approve"].Output)
+	}
+	h.signal("i", "strict", `{"other": 1}`, "")
+	h.play()
+	inst = h.instance("i")
+	st := inst.Steps["strict"]
+	if st.Status != StepFailed || st.Error.Type != "output_error" || !strings.Contains(st.Error.Message, ".hcl:") {
+		t.Fatalf("strict = %s %+v", st.Status, st.Error)
+	}
+	if inst.Status != InstanceFailed {
+		t.Fatalf("instance = %s", inst.Status)
+	}
+}

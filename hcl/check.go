@@ -222,6 +222,28 @@ func checkEach(expr hhcl.Expression, allowed bool) hhcl.Diagnostics {
 	return diags
 }
 
+// signalAttrs are what a wait_signal output reads of the signal it took.
+var signalAttrs = map[string]bool{"name": true, "payload": true, "request_id": true, "received_at": true}
+
+// checkSignal reports signal references, in a wait_signal output, to
+// attributes a signal does not have.
+func checkSignal(expr hhcl.Expression) hhcl.Diagnostics {
+	var diags hhcl.Diagnostics
+	for _, t := range expr.Variables() {
+		if t.RootName() != "signal" {
+			continue
+		}
+		if len(t) < 2 {
+			continue // the whole signal object
+		}
+		if a, ok := t[1].(hhcl.TraverseAttr); !ok || !signalAttrs[a.Name] {
+			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Unsupported signal attribute",
+				Detail: "A signal has name, payload, request_id and received_at.", Subject: t.SourceRange().Ptr()})
+		}
+	}
+	return diags
+}
+
 // checkCollection reports a constant for_each that is not a list, set or map.
 func checkCollection(attr *hhcl.Attribute) hhcl.Diagnostics {
 	if len(attr.Expr.Variables()) > 0 {

@@ -172,6 +172,16 @@ type Scope struct {
 	Each *Element
 	// Request is the webhook delivery a trigger's expressions read.
 	Request *Request
+	// Signal is the signal a wait_signal step took, for its output.
+	Signal *SignalInfo
+}
+
+// SignalInfo is what a wait_signal output sees as signal.
+type SignalInfo struct {
+	Name       string
+	Payload    json.RawMessage
+	RequestID  string
+	ReceivedAt time.Time
 }
 
 // Element is one element of a for_each: its key (the index of a list or
@@ -280,6 +290,18 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 			hv = cty.MapVal(headers)
 		}
 		vars["request"] = cty.ObjectVal(map[string]cty.Value{"body": body, "headers": hv})
+	}
+	if s.Signal != nil {
+		payload, err := FromJSON(s.Signal.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("signal payload: %w", err)
+		}
+		vars["signal"] = cty.ObjectVal(map[string]cty.Value{
+			"name":        cty.StringVal(s.Signal.Name),
+			"payload":     payload,
+			"request_id":  cty.StringVal(s.Signal.RequestID),
+			"received_at": cty.StringVal(s.Signal.ReceivedAt.UTC().Format(time.RFC3339Nano)),
+		})
 	}
 	if s.Each != nil {
 		val, err := FromJSON(s.Each.Value)

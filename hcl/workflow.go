@@ -142,6 +142,10 @@ type Step struct {
 	// instance, or fails with signal_timeout after SignalTimeout (if set).
 	SignalName    string
 	SignalTimeout time.Duration
+	// SignalOutput, if set, shapes the step's output from the signal it
+	// took: it reads signal.name, signal.payload, signal.request_id and
+	// signal.received_at. Without it the output is the payload.
+	SignalOutput hhcl.Expression
 	// Sleep (a duration) or SleepUntil (an RFC 3339 time expression) make
 	// a sleep step: it succeeds once that time has come.
 	Sleep      time.Duration
@@ -545,10 +549,15 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 			diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Invalid signal name",
 				Detail: fmt.Sprintf("%q is not a valid signal name: use 1 to 64 letters, digits, '_' or '-', starting with a letter.", step.SignalName), Subject: sb.LabelRanges[0].Ptr()})
 		}
-		sc, d := sb.Body.Content(&hhcl.BodySchema{Attributes: []hhcl.AttributeSchema{{Name: "timeout"}}})
+		sc, d := sb.Body.Content(&hhcl.BodySchema{Attributes: []hhcl.AttributeSchema{{Name: "timeout"}, {Name: "output"}}})
 		diags = append(diags, d...)
 		if attr, ok := sc.Attributes["timeout"]; ok {
 			diags = append(diags, decodeDuration(attr, &step.SignalTimeout)...)
+		}
+		if attr, ok := sc.Attributes["output"]; ok {
+			step.SignalOutput = attr.Expr
+			refExprs = append(refExprs, attr.Expr)
+			diags = append(diags, checkSignal(attr.Expr)...)
 		}
 	}
 	retries := 0
@@ -701,7 +710,7 @@ func decodeStep(block *hhcl.Block, def stepDefaults) (*Step, []pendingRef, hhcl.
 		refExprs = append(refExprs, step.Input)
 	}
 	for _, e := range refExprs {
-		diags = append(diags, checkExpr(e, name, nil, true)...)
+		diags = append(diags, checkExpr(e, name, nil, e == step.SignalOutput)...)
 		for _, t := range e.Variables() {
 			if target, rng, ok := stepRef(t); ok {
 				refs = append(refs, pendingRef{from: name, target: target, rng: rng, what: "reference"})
@@ -770,12 +779,18 @@ func unknownStep(r pendingRef, wf *Workflow) *hhcl.Diagnostic {
 
 // checkExpr checks the root variables an expression uses and the functions
 // it calls. Step references inside steps are resolved by the caller; here
-// (wf != nil) they are checked directly.
-func checkExpr(expr hhcl.Expression, from string, wf *Workflow, inStep bool) hhcl.Diagnostics {
+// (wf != nil) they are checked directly. signal says the expression is a
+// wait_signal output, where signal is in scope (checkSignal checks it).
+func checkExpr(expr hhcl.Expression, from string, wf *Workflow, signal bool) hhcl.Diagnostics {
 	var diags hhcl.Diagnostics
 	for _, t := range expr.Variables() {
 		switch t.RootName() {
 		case "input", "each": // each is checked by checkEach
+		case "signal":
+			if !signal {
+				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "signal outside wait_signal",
+					Detail: "signal exists only in the output of a wait_signal block, where it is the signal the step took. Elsewhere, read a signal step's result as step.NAME.output.", Subject: t.SourceRange().Ptr()})
+			}
 		case "instance":
 			if len(t) < 2 {
 				diags = append(diags, &hhcl.Diagnostic{Severity: hhcl.DiagError, Summary: "Incomplete instance reference",
@@ -911,7 +926,7 @@ func decodeCompensate(block *hhcl.Block, from string, step *Step, def stepDefaul
 	if attr, ok := content.Attributes["input"]; ok {
 		c.Input = attr.Expr
 		diags = append(diags, checkEach(attr.Expr, false)...)
-		diags = append(diags, checkExpr(attr.Expr, from, nil, true)...)
+		diags = append(diags, checkExpr(attr.Expr, from, nil, false)...)
 		for _, t := range attr.Expr.Variables() {
 			if target, rng, ok := stepRef(t); ok {
 				refs = append(refs, pendingRef{from: from, target: target, rng: rng, what: "compensate"})
