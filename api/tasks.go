@@ -21,6 +21,9 @@ type Task struct {
 	// HeartbeatTimeoutMS, when set, is how long the attempt may go
 	// without a heartbeat before it is given up.
 	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms"`
+	// Priority is the step's priority: within a queue, higher is
+	// dispatched first.
+	Priority int `json:"priority"`
 	// Service, for a step that calls a workflow service, is where and how.
 	Service *TaskService `json:"service,omitempty"`
 }

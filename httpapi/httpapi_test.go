@@ -637,3 +637,40 @@ func TestBatchedPollAndResults(t *testing.T) {
 		}
 	}
 }
+
+// A child workflow step whose input the registered child would reject is
+// refused at registration, with a diagnostic pointing at the input.
+func TestRegisterChecksChildInput(t *testing.T) {
+	base := devAgent(t, false)
+	child := "workflow \"charge\" {\n  input {\n    amount = number\n  }\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"
+	if r := call(t, "POST", base+"/v1/workflows", child); r.status != 201 {
+		t.Fatalf("child = %d %s", r.status, r.raw)
+	}
+	parent := "workflow \"parent\" {\n  step \"pay\" {\n    workflow = \"charge\"\n    input    = { amount = \"lots\" }\n  }\n}\n"
+	r := call(t, "POST", base+"/v1/workflows?filename=parent.hcl", parent)
+	diags, _ := r.body["error"].(map[string]any)["diagnostics"].([]any)
+	if r.status != 400 || len(diags) != 1 || !strings.Contains(r.raw, "a number is required") {
+		t.Fatalf("mismatched parent = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "POST", base+"/v1/workflows/validate", parent); r.body["valid"] != false {
+		t.Fatalf("validate = %s", r.raw)
+	}
+	ok := strings.Replace(parent, `"lots"`, `42`, 1)
+	if r := call(t, "POST", base+"/v1/workflows", ok); r.status != 201 {
+		t.Fatalf("matching parent = %d %s", r.status, r.raw)
+	}
+}
+
+// A leased task carries its step's priority.
+func TestLeasedTaskCarriesPriority(t *testing.T) {
+	base := devAgent(t, false)
+	wf := "workflow \"urgent\" {\n  step \"a\" {\n    activity = \"email.send\"\n    priority = 70\n  }\n}\n"
+	if r := call(t, "POST", base+"/v1/workflows", wf); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	call(t, "POST", base+"/v1/workflows/urgent/instances", `{"id":"u1"}`)
+	r := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":2000}`)
+	if r.status != 200 || r.body["priority"] != float64(70) {
+		t.Fatalf("poll = %d %s", r.status, r.raw)
+	}
+}

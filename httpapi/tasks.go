@@ -37,6 +37,8 @@ type LeasedTask struct {
 	// HeartbeatTimeoutMS, when set, is how long the attempt may go without
 	// a heartbeat.
 	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms,omitempty"`
+	// Priority is the step's priority (higher was dispatched first).
+	Priority int `json:"priority"`
 	// Service, for a step that calls one, is where and how to call it.
 	Service *TaskService `json:"service,omitempty"`
 }
@@ -52,7 +54,7 @@ type TaskService struct {
 func leasedTask(t *fsm.Task) LeasedTask {
 	return LeasedTask{TaskID: t.ID, Token: t.Token, InstanceID: t.InstanceID, Step: t.Step, Activity: t.Activity,
 		Input: t.Input, Attempt: t.Attempt, IdempotencyKey: t.IdempotencyKey, Deadline: t.LeaseDeadline,
-		HeartbeatTimeoutMS: t.HeartbeatTimeout.Milliseconds()}
+		HeartbeatTimeoutMS: t.HeartbeatTimeout.Milliseconds(), Priority: t.Priority}
 }
 
 // POST /v1/queues/:queue/poll — answered by the leader's dispatcher.
