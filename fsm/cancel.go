@@ -148,6 +148,7 @@ func (f *FSM) settleCancelling(tx *Txn, c *Task, inst *Instance, wf *hcl.Workflo
 	st := inst.Steps[c.Step]
 	switch {
 	case c.Compensation && taskErr != nil:
+		inst.note(Event{Type: "compensation_failed", Step: c.Step, TaskID: c.ID, Attempt: c.Attempt, Error: taskErr})
 		f.endInstance(tx, inst, InstanceFailed, &InstanceError{Step: c.Step, Type: "compensation_failed",
 			Message: "compensation of " + c.Step + " failed: " + taskErr.Type + ": " + taskErr.Message}, now)
 		return

@@ -169,7 +169,9 @@ func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, e
 	case StepSkipped:
 		e.Type = "step_skipped"
 	case StepCancelled:
-		e.Type = "step_cancelled"
+		// An attempt whose lease ran out while cancelling ends its step
+		// cancelled; the error says so.
+		e.Type, e.Error = "step_cancelled", err
 	case StepSleeping:
 		e.Type = "sleep_started"
 	case StepWaitingSignal:

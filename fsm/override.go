@@ -106,7 +106,13 @@ func (f *FSM) applyOverride(tx *Txn, body []byte) any {
 		return errorf(CodeConflict, "step %q has already ended (%s); %s applies to a step that has not", req.Step, st.Status, req.Action)
 	}
 	ic := inst.clone()
-	ic.note(Event{Type: "operator_" + req.Action, Step: req.Step, Detail: req.Reason})
+	// The event keeps what the operator decided (the output or error given),
+	// so that history alone can replay it.
+	ev := Event{Type: "operator_" + req.Action, Step: req.Step, Detail: req.Reason, Error: req.Error}
+	if req.Action == OverrideComplete {
+		ev.Data = normalizeJSON(req.Output)
+	}
+	ic.note(ev)
 	sc := ic.Steps[req.Step]
 	switch req.Action {
 	case OverrideComplete:

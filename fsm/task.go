@@ -404,7 +404,10 @@ func (f *FSM) settleTask(tx *Txn, t *Task, inst *Instance, now time.Time, output
 	if retry {
 		c.Status = TaskRetryWait
 		tx.mustInsert(tableTasks, &c)
-		newTimer(tx, TimerRetry, ic.ID, c.Step, c.ID, now.Add(policy.Delay(c.Attempt, c.ID)))
+		// The jitter comes from the idempotency key, not the task id: the
+		// same for the same step of the same instance wherever it is derived
+		// (a replay numbers its tasks afresh).
+		newTimer(tx, TimerRetry, ic.ID, c.Step, c.ID, now.Add(policy.Delay(c.Attempt, c.IdempotencyKey)))
 		if c.Compensation {
 			ic.note(Event{Type: "compensation_attempt_failed", Step: c.Step, TaskID: c.ID, Attempt: c.Attempt, Error: taskErr, Detail: "retrying after a backoff"})
 		} else if c.Element != nil {

@@ -171,7 +171,9 @@ func (f *FSM) scheduleTimedOut(tx *Txn, inst *Instance, tm *Timer, now time.Time
 	if task == nil || task.Status != TaskPending || task.Attempt != tm.Attempt {
 		return
 	}
-	_, _ = f.settleTask(tx, task, inst, now, nil, &TaskError{Type: "schedule_timeout", NonRetryable: true,
+	ic := inst.clone()
+	ic.note(Event{Type: "timer_fired", Step: tm.Step, TaskID: tm.TaskID, Attempt: tm.Attempt, Detail: tm.Kind})
+	_, _ = f.settleTask(tx, task, ic, now, nil, &TaskError{Type: "schedule_timeout", NonRetryable: true,
 		Message: fmt.Sprintf("no worker took the %s task from queue %s within %s", task.Activity, task.Queue, task.ScheduleTimeout)})
 }
 

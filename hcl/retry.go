@@ -44,7 +44,7 @@ func (p RetryPolicy) Retryable(attempt int, errType string) bool {
 
 // Delay is how long to wait after failed attempt n (1-based) before the
 // next: InitialInterval × Backoff^(n-1), capped at MaxInterval, plus up to
-// 10% jitter derived from seed (the task id), so every node computes the
+// 10% jitter derived from seed (the task's idempotency key), so every node computes the
 // same delay and retries of many tasks do not land together.
 func (p RetryPolicy) Delay(attempt int, seed string) time.Duration {
 	d := float64(p.InitialInterval) * math.Pow(p.Backoff, float64(attempt-1))
