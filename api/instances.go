@@ -211,6 +211,43 @@ func (c *Client) Step(ctx context.Context, id, step string) (*StepDetail, error)
 	return &out, nil
 }
 
+// ReplayReport is what replaying an instance from its history found.
+type ReplayReport struct {
+	InstanceID      string      `json:"instance_id"`
+	Workflow        string      `json:"workflow"`
+	Version         uint64      `json:"version"`
+	ReplayedVersion uint64      `json:"replayed_version"`
+	Events          int         `json:"events"`
+	ReplayedEvents  int         `json:"replayed_events"`
+	Matches         bool        `json:"matches"`
+	Divergence      *Divergence `json:"divergence,omitempty"`
+	Status          string      `json:"status"`
+}
+
+// Divergence is the first place a replay differs from the history.
+type Divergence struct {
+	Seq      uint64 `json:"seq"`
+	Step     string `json:"step,omitempty"`
+	Reason   string `json:"reason"`
+	Original *Event `json:"original,omitempty"`
+	Replayed *Event `json:"replayed,omitempty"`
+}
+
+// Replay re-derives an instance from its history on the node answering,
+// against its own workflow version (version 0) or another, and reports
+// whether it matches and, if not, the first divergence.
+func (c *Client) Replay(ctx context.Context, id string, version uint64) (*ReplayReport, error) {
+	path := "/v1/instances/" + url.PathEscape(id) + "/replay"
+	if version > 0 {
+		path += fmt.Sprintf("?version=%d", version)
+	}
+	var out ReplayReport
+	if _, err := c.doJSON(ctx, "GET", path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 func (c *Client) instanceAction(ctx context.Context, id, action, reason string) (string, error) {
 	var out struct {
 		Status string `json:"status"`

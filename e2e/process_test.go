@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -307,6 +308,30 @@ func TestRealProcessesFailover(t *testing.T) {
 	if _, out, _ := instanceStatus(rest[0], "after-1"); string(out) != `{"result":{"b":2,"c":1}}` {
 		t.Fatalf("after-1 output = %s", out)
 	}
+
+	// Every node re-derives each instance from its history, the one that
+	// lived through the leader's death included, with the CLI.
+	for _, id := range []string{"inflight-1", "after-1", "before-1"} {
+		for _, p := range rest {
+			out, err := exec.Command(bin, "instance", "replay", "-address", "http://"+p.http, id).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "matches (completed)") {
+				t.Fatalf("replay %s on %s: %v\n%s", id, p.name, err, out)
+			}
+		}
+	}
+	// Against a version that feeds c another input, the replay names c.
+	v2 := strings.Replace(string(readExample(t, "diamond.hcl")), "input      = { x = 1 }", "input      = { x = 2 }", 1)
+	if code, err := httpJSON("POST", fURL+"/v1/workflows", v2, nil); err != nil || code != 201 {
+		t.Fatalf("register diamond v2: %d %v", code, err)
+	}
+	waitFor(t, 10*time.Second, "a replay against v2 to name step c", func() error {
+		out, err := exec.Command(bin, "instance", "replay", "-address", fURL, "-version", "2", "after-1").CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `step "c"`) {
+			return fmt.Errorf("%v: %s", err, out) // the follower may not have v2 yet
+		}
+		return nil
+	})
 
 	// SIGTERM stops every remaining agent cleanly and promptly.
 	for _, p := range rest {

@@ -152,6 +152,19 @@ func TestRandomLogsConverge(t *testing.T) {
 		if !bytes.Equal(a.Bytes(), b.Bytes()) {
 			rt.Fatalf("replicas diverged after %d commands", len(logs))
 		}
+		// Every instance replays from its history to the state it is in.
+		for _, inst := range f.State().Read().Instances("", "", 0) {
+			rep, err := f.Replay(f.State().Read(), inst.ID, 0)
+			if err != nil {
+				rt.Fatalf("replay %s: %v", inst.ID, err)
+			}
+			if !rep.Matches {
+				for _, e := range f.State().Read().History(inst.ID, 0, 0) {
+					rt.Logf("%d @%d %s step=%s el=%s task=%s att=%d err=%v data=%s detail=%s", e.Seq, e.Index, e.Type, e.Step, e.Element, e.TaskID, e.Attempt, e.Error, e.Data, e.Detail)
+				}
+				rt.Fatalf("replay of %s (%s) diverged: %+v\noriginal %+v\nreplayed %+v", inst.ID, inst.Workflow, rep.Divergence, rep.Divergence.Original, rep.Divergence.Replayed)
+			}
+		}
 		// Snapshot -> restore -> snapshot is the identity.
 		restored := New(nil)
 		if err := restored.Restore(io.NopCloser(bytes.NewReader(a.Bytes()))); err != nil {

@@ -231,6 +231,20 @@ func (s *Server) instanceVariables(_ *http.Request, ps httprouter.Params, _ []by
 	return map[string]any{"input": inst.Input, "steps": outputs}, nil
 }
 
+// GET /v1/instances/:id/replay[?version=N] — re-derive the instance from
+// its history, against its own version or another, on this node.
+func (s *Server) replayInstance(r *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	var version uint64
+	if v := r.URL.Query().Get("version"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "version must be a positive integer"}
+		}
+		version = n
+	}
+	return s.cfg.FSM.Replay(s.cfg.FSM.State().Read(), ps.ByName("id"), version)
+}
+
 // POST /v1/instances/:id/cancel — stop, then undo the succeeded steps.
 func (s *Server) cancelInstance(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
 	var req TerminateRequest

@@ -150,6 +150,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/instances/:id/history", read, 0, s.instanceHistory},
 		{"GET", "/v1/instances/:id/steps/:step", read, 0, s.instanceStep},
 		{"GET", "/v1/instances/:id/variables", read, 0, s.instanceVariables},
+		{"GET", "/v1/instances/:id/replay", read, 0, s.replayInstance},
 		{"POST", "/v1/instances/:id/terminate", write, maxJSONBody, s.terminateInstance},
 		{"POST", "/v1/instances/:id/cancel", write, maxJSONBody, s.cancelInstance},
 		{"POST", "/v1/instances/:id/suspend", write, maxJSONBody, s.suspendInstance},

@@ -284,6 +284,7 @@ func runInstance(args []string, stdout, stderr io.Writer) int {
 		"history":   {"Show everything that happened to an instance, in order", instanceHistory},
 		"watch":     {"Follow an instance live until it ends", instanceWatch},
 		"steps":     {"Show one step of an instance: its state and every attempt", instanceSteps},
+		"replay":    {"Re-derive an instance from its history (against another version with -version)", instanceReplay},
 	}, args, stdout, stderr)
 }
 
@@ -633,32 +634,37 @@ func instanceHistory(args []string, stdout, stderr io.Writer) int {
 // printEvents writes history events as table rows.
 func printEvents(tw *tabwriter.Writer, events []api.Event) {
 	for _, e := range events {
-		step := e.Step
-		if e.Element != "" {
-			step += "[" + e.Element + "]"
-		}
-		var detail []string
-		if e.Attempt > 0 {
-			detail = append(detail, fmt.Sprintf("attempt %d", e.Attempt))
-		}
-		if e.Worker != "" {
-			detail = append(detail, "worker "+e.Worker)
-		}
-		if e.Error != nil {
-			detail = append(detail, e.Error.Type+": "+e.Error.Message)
-		}
-		if e.Detail != "" {
-			detail = append(detail, e.Detail)
-		}
-		if len(e.Data) > 0 && e.Type != "instance_started" {
-			detail = append(detail, string(e.Data))
-		}
-		text := strings.Join(detail, ", ")
-		if len(text) > 100 {
-			text = text[:97] + "..."
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format("15:04:05.000"), e.Type, step, text)
+		fmt.Fprintln(tw, eventRow(e))
 	}
+}
+
+// eventRow is one event as tab-separated columns: SEQ TIME EVENT STEP DETAIL.
+func eventRow(e api.Event) string {
+	step := e.Step
+	if e.Element != "" {
+		step += "[" + e.Element + "]"
+	}
+	var detail []string
+	if e.Attempt > 0 {
+		detail = append(detail, fmt.Sprintf("attempt %d", e.Attempt))
+	}
+	if e.Worker != "" {
+		detail = append(detail, "worker "+e.Worker)
+	}
+	if e.Error != nil {
+		detail = append(detail, e.Error.Type+": "+e.Error.Message)
+	}
+	if e.Detail != "" {
+		detail = append(detail, e.Detail)
+	}
+	if len(e.Data) > 0 && e.Type != "instance_started" {
+		detail = append(detail, string(e.Data))
+	}
+	text := strings.Join(detail, ", ")
+	if len(text) > 100 {
+		text = text[:97] + "..."
+	}
+	return fmt.Sprintf("%d\t%s\t%s\t%s\t%s", e.Seq, e.Time.Local().Format("15:04:05.000"), e.Type, step, text)
 }
 
 var endEvents = map[string]bool{"instance_completed": true, "instance_failed": true, "instance_cancelled": true,
@@ -716,6 +722,54 @@ func instanceSteps(args []string, stdout, stderr io.Writer) int {
 		tw.Flush()
 		return nil
 	})
+}
+
+func instanceReplay(args []string, stdout, stderr io.Writer) int {
+	fs, cf := newFlagSet("instance replay", "instance replay [-version N] ID\n\nRe-derives the instance from its history on the node answering and compares\nthe result with its stored state. With -version N it replays against that\nversion of the workflow and names the first step where it would decide\ndifferently. Exit 0 when it matches, 2 when it diverges", stderr)
+	version := fs.Uint64("version", 0, "workflow version to replay against (default: the instance's)")
+	code := 0
+	rc := cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		rep, err := cl.Replay(c, fs.Arg(0), *version)
+		if err != nil {
+			return err
+		}
+		if !rep.Matches {
+			code = 2
+		}
+		if cf.json {
+			printJSON(stdout, rep)
+			return nil
+		}
+		fmt.Fprintf(stdout, "Instance:  %s (%s version %d)\nReplayed:  version %d, %d of %d events\n", rep.InstanceID, rep.Workflow, rep.Version, rep.ReplayedVersion, rep.ReplayedEvents, rep.Events)
+		if rep.Matches {
+			fmt.Fprintf(stdout, "Result:    matches (%s)\n", rep.Status)
+			return nil
+		}
+		d := rep.Divergence
+		fmt.Fprintf(stdout, "Result:    diverges at event %d", d.Seq)
+		if d.Step != "" {
+			fmt.Fprintf(stdout, ", step %q", d.Step)
+		}
+		fmt.Fprintf(stdout, "\n           %s\n", d.Reason)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "\n\tSEQ\tTIME\tEVENT\tSTEP\tDETAIL")
+		for _, x := range []struct {
+			label string
+			e     *api.Event
+		}{{"original", d.Original}, {"replayed", d.Replayed}} {
+			if x.e == nil {
+				fmt.Fprintf(tw, "%s\t-\t\t(none)\t\t\n", x.label)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", x.label, eventRow(*x.e))
+		}
+		tw.Flush()
+		return nil
+	})
+	if rc != 0 {
+		return rc
+	}
+	return code
 }
 
 func instanceRetry(args []string, stdout, stderr io.Writer) int {
