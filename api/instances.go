@@ -44,6 +44,20 @@ type StepState struct {
 	Error    *TaskError      `json:"error,omitempty"`
 	Attempts int             `json:"attempts"`
 	TaskID   string          `json:"task_id,omitempty"`
+	// ChildID is the child instance of a workflow step.
+	ChildID string `json:"child_id,omitempty"`
+	// Elements are a for_each step's elements, in order.
+	Elements []ElementState `json:"elements,omitempty"`
+}
+
+// ElementState is one for_each element's progress.
+type ElementState struct {
+	Key      string          `json:"key"`
+	Value    json.RawMessage `json:"value"`
+	Status   string          `json:"status"`
+	Output   json.RawMessage `json:"output,omitempty"`
+	Error    *TaskError      `json:"error,omitempty"`
+	Attempts int             `json:"attempts"`
 }
 
 // Instance reads an instance from the node the client talks to.

@@ -14,15 +14,17 @@ type ParentRef struct {
 }
 
 // startChild starts the child instance of a workflow step, in the same
-// command. Its id is derived from the parent, the step and a sequence in the
-// state, so it is the same on every node and never reused.
+// command. Its id is derived from the parent, the step and the parent's
+// count of children, so it is the same on every node and in a replay, and
+// never reused.
 func (f *FSM) startChild(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, now time.Time) {
 	input, err := hcl.Eval(s.Input, scopeOf(inst, now))
 	if err != nil {
 		endStep(st, StepFailed, &TaskError{Type: "input_error", Message: err.Error()}, now)
 		return
 	}
-	id := inst.ID + ":" + s.Name + ":" + itoa(tx.nextSeq("child"))
+	inst.ChildSeq++
+	id := inst.ID + ":" + s.Name + ":" + itoa(inst.ChildSeq)
 	child, e := f.createInstance(tx, id, s.ChildWorkflow, s.ChildVersion, input, now, &ParentRef{InstanceID: inst.ID, Step: s.Name}, "")
 	if e != nil {
 		endStep(st, StepFailed, &TaskError{Type: "child_start_failed", Message: e.Message}, now)
@@ -94,6 +96,13 @@ func (f *FSM) stopChild(tx *Txn, id string, cancel bool, reason string, now time
 	}
 	cc := child.clone()
 	cc.quiet = true
+	// The cause is the parent's, so the child's history says so: a replay
+	// of the child reads it there.
+	if cancel {
+		cc.note(Event{Type: "parent_cancel", Detail: reason})
+	} else {
+		cc.note(Event{Type: "parent_terminate", Detail: reason})
+	}
 	if cancel && cc.Status != InstanceCancelling {
 		if wf, err := f.workflow(tx.WorkflowVersion(cc.Workflow, cc.Version)); err == nil {
 			f.cancelInstance(tx, cc, wf, reason, now)

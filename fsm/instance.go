@@ -60,7 +60,11 @@ type Instance struct {
 	// CompletionSeq counts step completions; each succeeded step keeps its
 	// number (StepState.CompletedSeq), the order compensation reverses.
 	CompletionSeq uint64 `json:"completion_seq,omitempty"`
-	CancelReason  string `json:"cancel_reason,omitempty"`
+	// ChildSeq counts the children the instance started; it numbers their
+	// ids, so that they depend on the instance alone (a replay derives the
+	// same ids) and are never reused.
+	ChildSeq     uint64 `json:"child_seq,omitempty"`
+	CancelReason string `json:"cancel_reason,omitempty"`
 	// Parent is set on a child instance: the step of the parent waiting
 	// for it.
 	Parent *ParentRef `json:"parent,omitempty"`

@@ -169,6 +169,12 @@ func (r *replayer) replayGroup(group []*Event, workflow string) string {
 		case "operator_complete", "operator_skip", "operator_fail", "operator_rerun":
 			res = r.apply(StepOverrideType, &StepOverrideRequest{Header: h, ID: r.id, Step: e.Step,
 				Action: strings.TrimPrefix(e.Type, "operator_"), Output: e.Data, Error: e.Error, Reason: e.Detail})
+		case "parent_cancel", "parent_terminate":
+			r.index++
+			tx := r.scratch.state.write(r.index)
+			r.scratch.stopChild(tx, r.id, e.Type == "parent_cancel", e.Detail, e.Time)
+			tx.setCounter("index", r.index)
+			tx.Commit()
 		case "signal_received":
 			res = r.apply(SignalInstanceType, &SignalInstanceRequest{Header: h, ID: r.id, Name: e.Detail, Payload: e.Data})
 		case "timer_fired":
