@@ -22,6 +22,7 @@ import (
 	"github.com/lockstep-io/lockstep/engine"
 	"github.com/lockstep-io/lockstep/fsm"
 	"github.com/lockstep-io/lockstep/httpapi"
+	"github.com/lockstep-io/lockstep/internal/metrics"
 	"github.com/lockstep-io/lockstep/worker"
 )
 
@@ -35,6 +36,7 @@ type Agent struct {
 	FSM     *fsm.FSM
 	Cluster *cluster.Cluster
 	Engine  *engine.Engine
+	Metrics *metrics.Metrics
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -73,6 +75,7 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	a.httpLn = ln
 
 	a.FSM = fsm.New(a.logger)
+	a.Metrics = metrics.New()
 	expect := *cfg.BootstrapExpect
 	cl, err := cluster.New(cluster.Config{
 		NodeName:         cfg.NodeName,
@@ -88,6 +91,10 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 		GossipLocal:      cfg.GossipLocal,
 		Logger:           a.logger,
 		FSM:              a.FSM,
+		Metrics:          a.Metrics,
+		CommandName: func(cmd []byte) string {
+			return (fsm.MessageType(cmd[0]) &^ fsm.IgnoreUnknownTypeFlag).String()
+		},
 	})
 	if err != nil {
 		ln.Close()
@@ -95,7 +102,7 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.Cluster = cl
-	a.Engine = engine.New(engine.Config{Logger: a.logger, Raft: cl, State: a.FSM})
+	a.Engine = engine.New(engine.Config{Logger: a.logger, Raft: cl, State: a.FSM, Metrics: a.Metrics})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -105,7 +112,7 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 		a.Engine.Run(ctx)
 	}()
 
-	api := httpapi.New(httpapi.Config{Logger: a.logger, NodeName: cfg.NodeName, Cluster: cl, Dispatcher: a.Engine, FSM: a.FSM})
+	api := httpapi.New(httpapi.Config{Logger: a.logger, NodeName: cfg.NodeName, Cluster: cl, Dispatcher: a.Engine, FSM: a.FSM, Metrics: a.Metrics})
 	// No write timeout: worker polls are held open. Reading a request is
 	// bounded, so a slow client cannot hold a connection forever.
 	a.httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}

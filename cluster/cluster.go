@@ -23,6 +23,8 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/lockstep-io/lockstep/internal/metrics"
 )
 
 // Errors a proposer must tell apart (RELIABILITY.md, promise 2).
@@ -158,7 +160,11 @@ func (c *Cluster) setupRaft() error {
 		return fmt.Errorf("raft transport on %s: %w", bind, err)
 	}
 	c.transport = trans
-	r, err := raft.NewRaft(c.cfg.raftConfig(c.id, c.notifyCh), c.cfg.FSM, store, store, snaps, trans)
+	var machine raft.FSM = c.cfg.FSM
+	if bf, ok := machine.(raft.BatchingFSM); ok && c.cfg.Metrics != nil {
+		machine = &timedFSM{BatchingFSM: bf, m: c.cfg.Metrics}
+	}
+	r, err := raft.NewRaft(c.cfg.raftConfig(c.id, c.notifyCh), machine, store, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("start raft: %w", err)
@@ -196,8 +202,13 @@ func (c *Cluster) Apply(ctx context.Context, cmd []byte) (any, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
+	start := time.Now()
 	f := c.raft.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	if c.cfg.Metrics != nil && c.cfg.CommandName != nil {
+		c.cfg.Metrics.ObserveRaftApply(c.cfg.CommandName(cmd), time.Since(start).Seconds())
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
 			return nil, ErrNotLeader
@@ -366,4 +377,18 @@ func (c *Cluster) Shutdown() error {
 		c.publish(false)
 	})
 	return err
+}
+
+// timedFSM measures the state machine's batches for the metrics, outside
+// the state machine, which never reads the clock.
+type timedFSM struct {
+	raft.BatchingFSM
+	m *metrics.Metrics
+}
+
+func (t *timedFSM) ApplyBatch(logs []*raft.Log) []any {
+	start := time.Now()
+	out := t.BatchingFSM.ApplyBatch(logs)
+	t.m.ObserveBatch(len(logs), time.Since(start).Seconds())
+	return out
 }

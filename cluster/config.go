@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/lockstep-io/lockstep/internal/metrics"
 )
 
 // Config configures one node's membership in the cluster. The agent fills it
@@ -42,6 +44,10 @@ type Config struct {
 
 	Logger hclog.Logger
 	FSM    raft.FSM
+	// Metrics, if set, records proposal round trips and FSM batches;
+	// CommandName labels a proposal by its command (from its first byte).
+	Metrics     *metrics.Metrics
+	CommandName func(cmd []byte) string
 }
 
 // Validate reports a configuration that cannot work.

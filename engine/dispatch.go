@@ -184,7 +184,9 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 		// tasks are dispatched again: at least once, never lost.
 		e.logger.Warn("lease round failed", "leases", len(leases), "error", err)
 	} else if r, ok := res.(*fsm.LeaseTasksResponse); ok {
+		committed := e.cfg.Now()
 		for _, t := range r.Granted {
+			e.cfg.Metrics.ObserveDispatch(committed.Sub(t.ReadyAt).Seconds())
 			w := owner[t.ID]
 			granted[w] = append(granted[w], t)
 		}

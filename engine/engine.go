@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/internal/metrics"
 )
 
 // ErrNotLeader is returned by Poll on a node whose engine is not running:
@@ -42,6 +43,8 @@ type Config struct {
 	Now func() time.Time
 	// MaxLeasesPerRound bounds one LeaseTasks command.
 	MaxLeasesPerRound int
+	// Metrics, if set, records dispatch latency.
+	Metrics *metrics.Metrics
 }
 
 // Engine runs the leader-only components while this node leads.

@@ -205,6 +205,7 @@ func newCompensationTask(tx *Txn, inst *Instance, s *hcl.Step, input []byte, now
 		Input:          input,
 		Status:         TaskPending,
 		Timeout:        s.Compensate.Timeout,
+		ReadyAt:        now,
 		CreatedAt:      now,
 		CreateIndex:    tx.Index,
 		ModifyIndex:    tx.Index,

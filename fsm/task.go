@@ -60,7 +60,10 @@ type Task struct {
 	// DeadlineKey is the effective deadline (the earlier of the lease's and
 	// the heartbeat's) in Unix nanoseconds, indexed so the leader finds the
 	// next lease to expire without a scan.
-	DeadlineKey uint64    `json:"deadline_key,omitempty"`
+	DeadlineKey uint64 `json:"deadline_key,omitempty"`
+	// ReadyAt is when the task last entered its queue (created, or back
+	// from a backoff): dispatch latency is measured from it.
+	ReadyAt     time.Time `json:"ready_at"`
 	CreatedAt   time.Time `json:"created_at"`
 	CreateIndex uint64    `json:"create_index"`
 	ModifyIndex uint64    `json:"modify_index"`
@@ -124,6 +127,7 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		HeartbeatTimeout: s.HeartbeatTimeout,
 		Service:          s.Service,
 		ScheduleTimeout:  s.ScheduleTimeout,
+		ReadyAt:          now,
 		CreatedAt:        now,
 		CreateIndex:      tx.Index,
 		ModifyIndex:      tx.Index,

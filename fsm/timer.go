@@ -145,6 +145,7 @@ func (f *FSM) endBackoff(tx *Txn, inst *Instance, tm *Timer, now time.Time) {
 	}
 	c := *task
 	c.Status = TaskPending
+	c.ReadyAt = now
 	c.ModifyIndex = tx.Index
 	tx.mustInsert(tableTasks, &c)
 	armScheduleTimeout(tx, &c, now)

@@ -674,3 +674,38 @@ func TestLeasedTaskCarriesPriority(t *testing.T) {
 		t.Fatalf("poll = %d %s", r.status, r.raw)
 	}
 }
+
+// A node serves Prometheus metrics, and /v1/stats carries the same
+// histograms as cumulative buckets.
+func TestMetricsAndStatsHistograms(t *testing.T) {
+	base := devAgent(t, true)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	r := call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"m1","input":{"n":1}}`)
+	idx := r.header.Get("X-Lockstep-Index")
+	if r := call(t, "GET", base+"/v1/instances/m1?wait=10s&index="+idx, ""); r.status != 200 {
+		t.Fatalf("instance = %d %s", r.status, r.raw)
+	}
+	poll.Until(t, 10*time.Second, "the diamond to complete", func() error {
+		if r := call(t, "GET", base+"/v1/instances/m1", ""); r.body["status"] != "completed" {
+			return fmt.Errorf("status %v", r.body["status"])
+		}
+		return nil
+	})
+	resp, err := http.Get(base + "/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"lockstep_dispatch_latency_seconds_count 4", `lockstep_raft_apply_seconds_count{command="StartInstance"} 1`,
+		"lockstep_fsm_batch_commands_bucket", `lockstep_http_requests_total{code="2xx",route="POST /v1/workflows"} 1`, "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	st := call(t, "GET", base+"/v1/stats", "")
+	h, _ := st.body["histograms"].(map[string]any)["lockstep_dispatch_latency_seconds"].(map[string]any)
+	if h["count"] != float64(4) || len(h["buckets"].([]any)) < 10 {
+		t.Fatalf("dispatch histogram = %v", h)
+	}
+}

@@ -18,10 +18,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lockstep-io/lockstep/cluster"
 	"github.com/lockstep-io/lockstep/engine"
 	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/internal/metrics"
 )
 
 // Cluster is what the API needs of the node's cluster membership.
@@ -48,6 +50,9 @@ type Config struct {
 	Cluster    Cluster
 	Dispatcher Dispatcher
 	FSM        *fsm.FSM
+	// Metrics, if set, is served at /v1/metrics (Prometheus) and its
+	// histograms in /v1/stats; requests are counted by route.
+	Metrics *metrics.Metrics
 	// Now is the proposer's clock, stamped into commands.
 	Now func() time.Time
 }
@@ -119,7 +124,41 @@ func (s *Server) routes() {
 	}
 
 	for _, rt := range s.table() {
-		r.Handle(rt.Method, rt.Path, s.wrap(rt.kind, rt.limit, rt.handler))
+		r.Handle(rt.Method, rt.Path, s.count(rt.Method+" "+rt.Path, s.wrap(rt.kind, rt.limit, rt.handler)))
+	}
+	if s.cfg.Metrics != nil {
+		// Prometheus text, not the JSON envelope: outside the route table.
+		r.Handler("GET", "/v1/metrics", promhttp.HandlerFor(s.cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+}
+
+// count counts each request by route and status class.
+func (s *Server) count(route string, h httprouter.Handle) httprouter.Handle {
+	if s.cfg.Metrics == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r, ps)
+		s.cfg.Metrics.CountHTTP(route, sw.status)
+	}
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush passes through, for forwarded long polls that stream.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
 	}
 }
 
@@ -131,8 +170,12 @@ type Route struct {
 	handler      handlerFunc
 }
 
-// Routes lists every endpoint, for the OpenAPI document's test.
-func (s *Server) Routes() []Route { return s.table() }
+// Routes lists every endpoint, for the OpenAPI document's test: the
+// table, and /v1/metrics (served when Config.Metrics is set, as the agent
+// always sets it).
+func (s *Server) Routes() []Route {
+	return append(s.table(), Route{Method: "GET", Path: "/v1/metrics"})
+}
 
 func (s *Server) table() []Route {
 	return []Route{

@@ -81,6 +81,9 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 		"raft":    raftStats,
 		"state":   s.cfg.FSM.State().Counts(),
 		"process": proc,
+		// Cumulative histograms since the node started; diff two readings
+		// for a run's distribution (lockstep bench does).
+		"histograms": s.cfg.Metrics.Histograms(),
 	}, nil
 }
 

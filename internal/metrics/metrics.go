@@ -1,0 +1,188 @@
+// Package metrics holds one node's Prometheus metrics: a registry of its
+// own (several nodes may share a process in tests and in `bench -local`),
+// the collectors the cluster, engine and API record into, and a JSON
+// summary of the histograms for GET /v1/stats. Every method is safe on a
+// nil *Metrics, which records nothing.
+package metrics
+
+import (
+	"math"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Metrics is one node's metrics.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// DispatchLatency is from a task becoming ready in its queue to its
+	// lease being committed (leader only).
+	DispatchLatency prometheus.Histogram
+	// RaftApply is from proposing a command on the leader to its response,
+	// by command type: commit through a quorum plus the local apply.
+	RaftApply *prometheus.HistogramVec
+	// FSMBatch is the number of commands the FSM applied in one batch, and
+	// FSMApply the time it took (every node).
+	FSMBatch prometheus.Histogram
+	FSMApply prometheus.Histogram
+	// Leases counts the tasks leased by this node's engine; HTTP counts
+	// requests by route and status class.
+	Leases prometheus.Counter
+	HTTP   *prometheus.CounterVec
+}
+
+// New returns a node's metrics, with the Go runtime and process collectors
+// registered beside Lockstep's own.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	latency := prometheus.ExponentialBucketsRange(0.0001, 30, 24) // 100µs .. 30s
+	m.DispatchLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lockstep_dispatch_latency_seconds", Buckets: latency,
+		Help: "From a task becoming ready in its queue to its lease being committed (leader).",
+	})
+	m.RaftApply = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "lockstep_raft_apply_seconds", Buckets: latency,
+		Help: "From proposing a command on the leader to its response: quorum commit and local apply.",
+	}, []string{"command"})
+	m.FSMBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lockstep_fsm_batch_commands", Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		Help: "Commands applied by the state machine in one raft batch.",
+	})
+	m.FSMApply = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lockstep_fsm_batch_apply_seconds", Buckets: latency,
+		Help: "Time the state machine took to apply one raft batch.",
+	})
+	m.Leases = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lockstep_tasks_leased_total", Help: "Tasks leased by this node's engine while it led.",
+	})
+	m.HTTP = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lockstep_http_requests_total", Help: "HTTP API requests by route and status class.",
+	}, []string{"route", "code"})
+	m.Registry.MustRegister(m.DispatchLatency, m.RaftApply, m.FSMBatch, m.FSMApply, m.Leases, m.HTTP,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveDispatch records one task's dispatch latency.
+func (m *Metrics) ObserveDispatch(seconds float64) {
+	if m != nil {
+		m.DispatchLatency.Observe(seconds)
+		m.Leases.Inc()
+	}
+}
+
+// ObserveRaftApply records one proposal's round trip.
+func (m *Metrics) ObserveRaftApply(command string, seconds float64) {
+	if m != nil {
+		m.RaftApply.WithLabelValues(command).Observe(seconds)
+	}
+}
+
+// ObserveBatch records one FSM batch.
+func (m *Metrics) ObserveBatch(commands int, seconds float64) {
+	if m != nil {
+		m.FSMBatch.Observe(float64(commands))
+		m.FSMApply.Observe(seconds)
+	}
+}
+
+// CountHTTP counts one request.
+func (m *Metrics) CountHTTP(route string, status int) {
+	if m != nil {
+		m.HTTP.WithLabelValues(route, statusClass(status)).Inc()
+	}
+}
+
+func statusClass(s int) string {
+	switch {
+	case s >= 500:
+		return "5xx"
+	case s >= 400:
+		return "4xx"
+	case s >= 300:
+		return "3xx"
+	default:
+		return "2xx"
+	}
+}
+
+// Histogram is a histogram's cumulative buckets as JSON: a client diffs two
+// readings to get the distribution of what happened between them.
+type Histogram struct {
+	Count   uint64   `json:"count"`
+	Sum     float64  `json:"sum"`
+	Buckets []Bucket `json:"buckets"`
+}
+
+// Bucket counts the observations at most LE.
+type Bucket struct {
+	LE    float64 `json:"le"`
+	Count uint64  `json:"count"`
+}
+
+// Histograms returns Lockstep's histograms by name (the raft apply one
+// summed over command types), for GET /v1/stats.
+func (m *Metrics) Histograms() map[string]Histogram {
+	out := map[string]Histogram{}
+	if m == nil {
+		return out
+	}
+	families, err := m.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, f := range families {
+		if f.GetType() != dto.MetricType_HISTOGRAM {
+			continue
+		}
+		var h Histogram
+		for _, metric := range f.GetMetric() {
+			mh := metric.GetHistogram()
+			h.Count += mh.GetSampleCount()
+			h.Sum += mh.GetSampleSum()
+			for i, b := range mh.GetBucket() {
+				if i >= len(h.Buckets) {
+					h.Buckets = append(h.Buckets, Bucket{LE: b.GetUpperBound()})
+				}
+				h.Buckets[i].Count += b.GetCumulativeCount()
+			}
+		}
+		out[f.GetName()] = h
+	}
+	return out
+}
+
+// Quantile estimates the q-quantile of the observations between two
+// readings of one histogram (before may be empty), interpolating within a
+// bucket as Prometheus's histogram_quantile does. NaN when there are none.
+func Quantile(q float64, before, after Histogram) float64 {
+	n := after.Count - before.Count
+	if n == 0 || len(after.Buckets) == 0 {
+		return math.NaN()
+	}
+	counts := make([]uint64, len(after.Buckets))
+	for i, b := range after.Buckets {
+		counts[i] = b.Count
+		if i < len(before.Buckets) {
+			counts[i] -= before.Buckets[i].Count
+		}
+	}
+	rank := q * float64(n)
+	i := sort.Search(len(counts), func(i int) bool { return float64(counts[i]) >= rank })
+	if i == len(counts) {
+		return after.Buckets[len(after.Buckets)-1].LE
+	}
+	lower, below := 0.0, uint64(0)
+	if i > 0 {
+		lower, below = after.Buckets[i-1].LE, counts[i-1]
+	}
+	upper := after.Buckets[i].LE
+	inBucket := counts[i] - below
+	if inBucket == 0 {
+		return upper
+	}
+	return lower + (upper-lower)*(rank-float64(below))/float64(inBucket)
+}
