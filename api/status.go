@@ -1,6 +1,10 @@
 package api
 
-import "context"
+import (
+	"context"
+	"math"
+	"sort"
+)
 
 // Leader is the current leader.
 type Leader struct {
@@ -63,6 +67,75 @@ type Stats struct {
 	Raft    map[string]any `json:"raft"`
 	State   map[string]int `json:"state"`
 	Process ProcessStats   `json:"process"`
+	// Histograms are the node's latency and batch histograms by name
+	// (lockstep_dispatch_latency_seconds, ...), since it started.
+	Histograms map[string]Histogram `json:"histograms"`
+}
+
+// RaftNoop commits an empty command through raft (POST
+// /v1/operator/raft/noop) and returns its index: the cost of the write
+// path itself.
+func (c *Client) RaftNoop(ctx context.Context) (uint64, error) {
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	_, err := c.doJSON(ctx, "POST", "/v1/operator/raft/noop", struct{}{}, &out)
+	return out.Index, err
+}
+
+// Histogram is a histogram's cumulative buckets, as GET /v1/stats gives
+// them: the difference of two readings is what happened between them.
+type Histogram struct {
+	Count   uint64   `json:"count"`
+	Sum     float64  `json:"sum"`
+	Buckets []Bucket `json:"buckets"`
+}
+
+// Bucket counts the observations at most LE.
+type Bucket struct {
+	LE    float64 `json:"le"`
+	Count uint64  `json:"count"`
+}
+
+// QuantileSince estimates the q-quantile of the observations made between
+// an earlier reading and h (before may be the zero Histogram), within a
+// bucket by linear interpolation as Prometheus's histogram_quantile does.
+// It is NaN when nothing was observed.
+func (h Histogram) QuantileSince(before Histogram, q float64) float64 {
+	n := h.Count - before.Count
+	if n == 0 || len(h.Buckets) == 0 {
+		return math.NaN()
+	}
+	counts := make([]uint64, len(h.Buckets))
+	for i, b := range h.Buckets {
+		counts[i] = b.Count
+		if i < len(before.Buckets) {
+			counts[i] -= before.Buckets[i].Count
+		}
+	}
+	rank := q * float64(n)
+	i := sort.Search(len(counts), func(i int) bool { return float64(counts[i]) >= rank })
+	if i == len(counts) {
+		return h.Buckets[len(h.Buckets)-1].LE
+	}
+	lower, below := 0.0, uint64(0)
+	if i > 0 {
+		lower, below = h.Buckets[i-1].LE, counts[i-1]
+	}
+	upper := h.Buckets[i].LE
+	if counts[i] == below {
+		return upper
+	}
+	return lower + (upper-lower)*(rank-float64(below))/float64(counts[i]-below)
+}
+
+// MeanSince is the mean of the observations made since before, NaN when
+// there were none.
+func (h Histogram) MeanSince(before Histogram) float64 {
+	if h.Count == before.Count {
+		return math.NaN()
+	}
+	return (h.Sum - before.Sum) / float64(h.Count-before.Count)
 }
 
 // ProcessStats are the node process's CPU time and memory.

@@ -34,6 +34,7 @@ const (
 	PutSecretType         MessageType = 20
 	WebhookDeliveryType   MessageType = 21
 	TaskResultsType       MessageType = 22
+	NoopType              MessageType = 23
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -98,6 +99,7 @@ var typeNames = map[MessageType]string{
 	PutSecretType:         "PutSecret",
 	WebhookDeliveryType:   "WebhookDelivery",
 	TaskResultsType:       "TaskResults",
+	NoopType:              "Noop",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

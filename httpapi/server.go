@@ -223,6 +223,7 @@ func (s *Server) table() []Route {
 		{"GET", "/v1/services/:name", read, 0, s.getService},
 		{"POST", "/v1/services/:name/breaker", write, maxJSONBody, s.setBreaker},
 
+		{"POST", "/v1/operator/raft/noop", write, maxJSONBody, s.raftNoop},
 		{"GET", "/v1/status/leader", read, 0, s.leader},
 		{"GET", "/v1/status/peers", read, 0, s.peers},
 		{"GET", "/v1/stats", read, 0, s.stats},

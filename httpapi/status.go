@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/julienschmidt/httprouter"
+
+	"github.com/lockstep-io/lockstep/fsm"
 )
 
 // GET /v1/status/leader
@@ -48,6 +50,13 @@ func (s *Server) health(*http.Request, httprouter.Params, []byte) (any, error) {
 // GET /v1/stats — this node's own figures: raft's statistics, the state
 // store's size and the process's CPU time and memory. Numbers only; a load
 // tool reads them before and after a run and reports the difference.
+// POST /v1/operator/raft/noop — commit an empty command through raft: a
+// probe of write availability and commit latency, and the raft ceiling of
+// lockstep bench -workload raft.
+func (s *Server) raftNoop(r *http.Request, _ httprouter.Params, _ []byte) (any, error) {
+	return s.apply(r, fsm.NoopType, &fsm.NoopRequest{Header: s.header()})
+}
+
 func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 	raftStats := map[string]any{}
 	for k, v := range s.cfg.Cluster.Stats() {

@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -93,6 +95,9 @@ var benchWorkloads = map[string]struct {
 type benchConfig struct {
 	addresses   []string
 	local       bool
+	nodes       int
+	workers     int
+	batch       int
 	workload    string
 	instances   int
 	duration    time.Duration
@@ -119,6 +124,10 @@ type benchResult struct {
 	// Leader is the leader's side of the run, from GET /v1/stats before
 	// and after; absent when leadership moved during the run.
 	Leader *benchLeader `json:"leader,omitempty"`
+	// Workers is how many bench workers ran the tasks (0: the cluster's
+	// built-in workers did), each taking up to Batch tasks per poll.
+	Workers int `json:"workers,omitempty"`
+	Batch   int `json:"batch,omitempty"`
 }
 
 // benchLeader is what the leader's process did during the run. With
@@ -130,6 +139,14 @@ type benchLeader struct {
 	CPUPercent float64 `json:"cpu_percent"`
 	RSSBytes   uint64  `json:"rss_bytes"`
 	Applied    uint64  `json:"raft_applied"`
+	// DispatchMS is the distribution of task ready → lease committed over
+	// the run; RaftApplyMS of proposal → response (commit and apply).
+	DispatchMS  map[string]float64 `json:"dispatch_latency_ms,omitempty"`
+	RaftApplyMS map[string]float64 `json:"raft_apply_ms,omitempty"`
+	// BatchMean is the mean number of commands per raft batch the leader's
+	// FSM applied, and BatchApplyMS the mean time it took per batch.
+	BatchMean    float64 `json:"fsm_batch_mean"`
+	BatchApplyMS float64 `json:"fsm_batch_apply_ms"`
 }
 
 func runBench(args []string, stdout, stderr io.Writer) int {
@@ -138,19 +155,24 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	var cfg benchConfig
 	var addrs stringList
 	fs.Var(&addrs, "address", "a node's HTTP address; repeat to spread starts over nodes (default $LOCKSTEP_ADDR)")
-	fs.BoolVar(&cfg.local, "local", false, "start a 3-node cluster on 127.0.0.1 in a temporary dir, bench it, tear it down")
-	fs.StringVar(&cfg.workload, "workload", "chain3", "chain3, fanout, signal or timer")
+	fs.BoolVar(&cfg.local, "local", false, "start a cluster (-nodes) on 127.0.0.1 in a temporary dir, bench it, tear it down")
+	fs.IntVar(&cfg.nodes, "nodes", 3, "with -local: how many nodes")
+	fs.IntVar(&cfg.workers, "workers", 0, "run this many workers in the bench (HTTP protocol, queue \"bench\") instead of the cluster's built-in ones")
+	fs.IntVar(&cfg.batch, "batch", 16, "with -workers: tasks each worker takes per poll (max_tasks) and reports per request")
+	fs.StringVar(&cfg.workload, "workload", "chain3", "chain3, fanout, signal, timer or raft")
 	fs.IntVar(&cfg.instances, "instances", 2000, "instances to run (ignored with -duration)")
 	fs.DurationVar(&cfg.duration, "duration", 0, "run for this long instead of a fixed number of instances")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second (0: closed loop)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lockstep bench [flags]\n\nRuns a workload against a cluster and reports completed instances per second\nand start-to-completion latency. Workloads:\n")
 		for _, n := range []string{"chain3", "fanout", "signal", "timer"} {
 			fmt.Fprintf(stderr, "  %-8s %s\n", n, benchWorkloads[n].about)
 		}
+		fmt.Fprintf(stderr, "  %-8s %s\n", "raft", "no workflow: empty commands through the write path (POST /v1/operator/raft/noop), the raft ceiling")
 		fmt.Fprintf(stderr, "\nExamples:\n  lockstep bench -local -workload chain3 -instances 5000\n  lockstep bench -address http://10.0.0.1:7700 -address http://10.0.0.2:7700 -duration 1m -rate 200\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -161,12 +183,12 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	cfg.addresses = addrs
-	if _, ok := benchWorkloads[cfg.workload]; !ok {
-		fmt.Fprintf(stderr, "lockstep bench: unknown workload %q (one of: chain3, fanout, signal, timer)\n", cfg.workload)
+	if _, ok := benchWorkloads[cfg.workload]; !ok && cfg.workload != "raft" {
+		fmt.Fprintf(stderr, "lockstep bench: unknown workload %q (one of: chain3, fanout, signal, timer, raft)\n", cfg.workload)
 		return 1
 	}
-	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 {
-		fmt.Fprintln(stderr, "lockstep bench: -concurrency and -instances must be positive, -rate not negative")
+	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
+		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate and -workers not negative, -batch from 1 to 1000")
 		return 1
 	}
 	if cfg.local && len(cfg.addresses) > 0 {
@@ -176,7 +198,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.local {
-		addrs, shutdown, err := startLocalCluster(ctx, 3, stderr)
+		addrs, shutdown, err := startLocalCluster(ctx, cfg.nodes, cfg.workers == 0, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "lockstep bench: local cluster: %v\n", err)
 			return 1
@@ -186,6 +208,19 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(cfg.addresses) == 0 {
 		cfg.addresses = []string{""} // $LOCKSTEP_ADDR or the default
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res, err := bench(ctx, cfg, stderr)
 	if err != nil {
@@ -206,7 +241,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 }
 
 func printBench(w io.Writer, r *benchResult) {
-	fmt.Fprintf(w, "workload %s on %d node(s), %d in flight", r.Workload, r.Nodes, r.Concurrency)
+	fmt.Fprintf(w, "workload %s through %d address(es), %d in flight", r.Workload, r.Nodes, r.Concurrency)
+	if r.Workers > 0 {
+		fmt.Fprintf(w, ", %d bench workers taking %d tasks per poll", r.Workers, r.Batch)
+	}
 	if r.Rate > 0 {
 		fmt.Fprintf(w, ", %.0f starts/s offered", r.Rate)
 	}
@@ -220,6 +258,12 @@ func printBench(w io.Writer, r *benchResult) {
 			who = "local cluster and bench (one process)"
 		}
 		fmt.Fprintf(w, "  server      %s: %.0f%% CPU, %.0f MiB resident, %d raft entries applied\n", who, l.CPUPercent, float64(l.RSSBytes)/(1<<20), l.Applied)
+		if d := l.DispatchMS; d != nil {
+			fmt.Fprintf(w, "  dispatch    p50 %.1fms  p90 %.1fms  p99 %.1fms (task ready to lease committed, leader)\n", d["p50"], d["p90"], d["p99"])
+		}
+		if a := l.RaftApplyMS; a != nil {
+			fmt.Fprintf(w, "  raft        apply p50 %.1fms  p99 %.1fms (proposal to response); %.1f commands per batch, %.2fms per batch in the FSM\n", a["p50"], a["p99"], l.BatchMean, l.BatchApplyMS)
+		}
 	}
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "  errors      none")
@@ -264,11 +308,18 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		}
 		clients[i] = c
 	}
-	reg, err := clients[0].RegisterWorkflow(ctx, "bench-"+cfg.workload+".hcl", []byte(wl.source))
-	if err != nil {
-		return nil, fmt.Errorf("register the %s workload: %w", cfg.workload, err)
+	var name string
+	if cfg.workload != "raft" {
+		src := wl.source
+		if cfg.workers > 0 {
+			src = onQueue(src, benchQueue)
+		}
+		reg, err := clients[0].RegisterWorkflow(ctx, "bench-"+cfg.workload+".hcl", []byte(src))
+		if err != nil {
+			return nil, fmt.Errorf("register the %s workload: %w", cfg.workload, err)
+		}
+		name = reg.Name
 	}
-	name := reg.Name
 	runID := fmt.Sprintf("%x", time.Now().UnixNano())
 	leaderClient, before := leaderStats(ctx, clients[0])
 
@@ -329,6 +380,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 
 	var csv *os.File
 	if cfg.csvOut != "" {
+		var err error
 		if csv, err = os.Create(cfg.csvOut); err != nil {
 			return nil, err
 		}
@@ -367,6 +419,18 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		}
 	}()
 
+	// The bench's own workers, if asked: they run every task of the
+	// workload (its queue is theirs) over the HTTP protocol, in batches.
+	wctx, stopWorkers := context.WithCancel(ctx)
+	var workersWG sync.WaitGroup
+	for i := 0; i < cfg.workers; i++ {
+		workersWG.Add(1)
+		go func(i int) {
+			defer workersWG.Done()
+			benchWorker(wctx, clients[i%len(clients)], fmt.Sprintf("bench-%s-w%d", runID, i), cfg.batch, noteErr)
+		}(i)
+	}
+
 	var wg sync.WaitGroup
 	for w := 0; w < cfg.concurrency; w++ {
 		wg.Add(1)
@@ -375,6 +439,20 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			cl := clients[w%len(clients)]
 			for i := range jobs {
 				t0 := time.Now()
+				if cfg.workload == "raft" {
+					idx, err := cl.RaftNoop(ctx)
+					if err != nil {
+						noteErr(err)
+						continue
+					}
+					started.Add(1)
+					completed.Add(1)
+					noteIndex(idx)
+					mu.Lock()
+					lat = append(lat, time.Since(t0))
+					mu.Unlock()
+					continue
+				}
 				s, err := cl.StartInstance(ctx, name, api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", runID, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
 				if err != nil {
 					noteErr(err)
@@ -406,6 +484,8 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 	}
 	wg.Wait()
 	elapsed := time.Since(begin)
+	stopWorkers()
+	workersWG.Wait()
 	close(doneProgress)
 	progressWG.Wait()
 	if err := ctx.Err(); err != nil {
@@ -414,7 +494,10 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 	res := &benchResult{
 		Workload: cfg.workload, Nodes: len(clients), Concurrency: cfg.concurrency, Rate: cfg.rate,
 		Seconds: elapsed.Seconds(), Started: started.Load(), Completed: completed.Load(), Failed: failed.Load(),
-		LatencyMS: map[string]float64{}, Errors: errs,
+		LatencyMS: map[string]float64{}, Errors: errs, Workers: cfg.workers,
+	}
+	if cfg.workers > 0 {
+		res.Batch = cfg.batch
 	}
 	if res.Seconds > 0 {
 		res.InstancesPerSec = float64(res.Completed) / res.Seconds
@@ -428,6 +511,10 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			res.Leader = &benchLeader{
 				Node: after.Node, SharedProc: cfg.local, CPUPercent: 100 * cpu / res.Seconds,
 				RSSBytes: after.Process.RSSBytes, Applied: statUint(after.Raft, "applied_index") - statUint(before.Raft, "applied_index"),
+				DispatchMS:   quantilesMS(before.Histograms["lockstep_dispatch_latency_seconds"], after.Histograms["lockstep_dispatch_latency_seconds"]),
+				RaftApplyMS:  quantilesMS(before.Histograms["lockstep_raft_apply_seconds"], after.Histograms["lockstep_raft_apply_seconds"]),
+				BatchMean:    orZero(after.Histograms["lockstep_fsm_batch_commands"].MeanSince(before.Histograms["lockstep_fsm_batch_commands"])),
+				BatchApplyMS: 1000 * orZero(after.Histograms["lockstep_fsm_batch_apply_seconds"].MeanSince(before.Histograms["lockstep_fsm_batch_apply_seconds"])),
 			}
 			res.RaftIndexPerSec = float64(res.Leader.Applied) / res.Seconds
 		}
@@ -438,6 +525,65 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		res.LatencyMS["p50"], res.LatencyMS["p90"], res.LatencyMS["p99"], res.LatencyMS["max"] = q(0.5), q(0.9), q(0.99), q(1)
 	}
 	return res, nil
+}
+
+// benchQueue is the queue the bench's own workers serve.
+const benchQueue = "bench"
+
+// onQueue puts every step of a workload on a queue: a defaults block as
+// the workflow's first statement.
+func onQueue(src, queue string) string {
+	i := strings.Index(src, "{\n")
+	return src[:i+2] + fmt.Sprintf("  defaults {\n    queue = %q\n  }\n", queue) + src[i+2:]
+}
+
+// benchWorker runs the workload's tasks as an external worker would:
+// long-poll for up to batch tasks, run them (every bench activity is a
+// noop, so the output is the input), report them in one request.
+func benchWorker(ctx context.Context, cl *api.Client, id string, batch int, noteErr func(error)) {
+	for ctx.Err() == nil {
+		tasks, err := cl.PollTasks(ctx, benchQueue, api.PollRequest{WorkerID: id, WaitMS: 1000}, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				noteErr(err)
+			}
+			continue
+		}
+		if len(tasks) == 0 {
+			continue
+		}
+		out := make([]api.TaskOutcome, len(tasks))
+		for i, t := range tasks {
+			out[i] = api.TaskOutcome{TaskID: t.TaskID, Token: t.Token, Output: t.Input}
+		}
+		// Reported whatever the run's state: a result left unreported
+		// would only expire later.
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := cl.ReportResults(rctx, out); err != nil {
+			noteErr(err)
+		}
+		cancel()
+	}
+}
+
+// quantilesMS is the p50, p90 and p99 of what a histogram observed between
+// two readings, in milliseconds; nil when it observed nothing.
+func quantilesMS(before, after api.Histogram) map[string]float64 {
+	if after.Count == before.Count {
+		return nil
+	}
+	out := map[string]float64{}
+	for name, q := range map[string]float64{"p50": 0.5, "p90": 0.9, "p99": 0.99} {
+		out[name] = 1000 * after.QuantileSince(before, q)
+	}
+	return out
+}
+
+func orZero(f float64) float64 {
+	if math.IsNaN(f) {
+		return 0
+	}
+	return f
 }
 
 // leaderStats finds the leader and reads its figures; nil when either fails
@@ -466,8 +612,9 @@ func statUint(m map[string]any, k string) uint64 {
 }
 
 // startLocalCluster runs n agents in this process on 127.0.0.1 with
-// OS-assigned ports and the built-in workers, and waits for a leader.
-func startLocalCluster(ctx context.Context, n int, logOut io.Writer) ([]string, func(), error) {
+// OS-assigned ports (and the built-in workers if asked), and waits for a
+// leader.
+func startLocalCluster(ctx context.Context, n int, builtinWorkers bool, logOut io.Writer) ([]string, func(), error) {
 	dir, err := os.MkdirTemp("", "lockstep-bench-")
 	if err != nil {
 		return nil, nil, err
@@ -484,7 +631,7 @@ func startLocalCluster(ctx context.Context, n int, logOut io.Writer) ([]string, 
 	logger = hclog.New(&hclog.LoggerOptions{Name: "bench", Level: hclog.Warn, Output: logOut})
 	var addrs []string
 	for i := 0; i < n; i++ {
-		zero, expect, workers := 0, n, true
+		zero, expect, workers := 0, n, builtinWorkers
 		c := &agent.Config{
 			NodeName: fmt.Sprintf("bench%d", i+1), DataDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
 			HTTPPort: &zero, RaftPort: &zero, GossipPort: &zero,

@@ -32,6 +32,9 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
 				t.Fatalf("latencies: %v", res.LatencyMS)
 			}
+			if res.Leader.DispatchMS["p99"] <= 0 || res.Leader.RaftApplyMS["p50"] <= 0 || res.Leader.BatchMean < 1 {
+				t.Fatalf("server side: %+v", res.Leader)
+			}
 			var out bytes.Buffer
 			printBench(&out, res)
 			if !strings.Contains(out.String(), "completed   6 of 6") || !strings.Contains(out.String(), "errors      none") {
@@ -41,10 +44,34 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 	}
 }
 
+// The bench's own workers run the tasks through the HTTP protocol, in
+// batches, with the built-in workers off; the raft workload commits empty
+// commands.
+func TestBenchWorkersAndRaftCeiling(t *testing.T) {
+	a := agenttest.Dev(t, false)
+	addr := []string{"http://" + a.HTTPAddr()}
+	res, err := bench(context.Background(), benchConfig{addresses: addr, workload: "chain3", instances: 20, concurrency: 5, workers: 2, batch: 4}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 20 || len(res.Errors) != 0 || res.Workers != 2 || res.Batch != 4 {
+		t.Fatalf("with workers: %+v", res)
+	}
+	res, err = bench(context.Background(), benchConfig{addresses: addr, workload: "raft", instances: 50, concurrency: 5}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 50 || len(res.Errors) != 0 || res.RaftIndexPerSec <= 0 || res.Leader.RaftApplyMS == nil {
+		t.Fatalf("raft: %+v %+v", res, res.Leader)
+	}
+}
+
 func TestBenchFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-workload", "nope"},
 		{"-concurrency", "0"},
+		{"-local", "-nodes", "0"},
+		{"-batch", "0"},
 		{"-local", "-address", "http://127.0.0.1:1"},
 	} {
 		var stderr bytes.Buffer

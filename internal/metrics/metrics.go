@@ -6,12 +6,11 @@
 package metrics
 
 import (
-	"math"
-	"sort"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/lockstep-io/lockstep/api"
 )
 
 // Metrics is one node's metrics.
@@ -109,24 +108,10 @@ func statusClass(s int) string {
 	}
 }
 
-// Histogram is a histogram's cumulative buckets as JSON: a client diffs two
-// readings to get the distribution of what happened between them.
-type Histogram struct {
-	Count   uint64   `json:"count"`
-	Sum     float64  `json:"sum"`
-	Buckets []Bucket `json:"buckets"`
-}
-
-// Bucket counts the observations at most LE.
-type Bucket struct {
-	LE    float64 `json:"le"`
-	Count uint64  `json:"count"`
-}
-
 // Histograms returns Lockstep's histograms by name (the raft apply one
 // summed over command types), for GET /v1/stats.
-func (m *Metrics) Histograms() map[string]Histogram {
-	out := map[string]Histogram{}
+func (m *Metrics) Histograms() map[string]api.Histogram {
+	out := map[string]api.Histogram{}
 	if m == nil {
 		return out
 	}
@@ -138,14 +123,14 @@ func (m *Metrics) Histograms() map[string]Histogram {
 		if f.GetType() != dto.MetricType_HISTOGRAM {
 			continue
 		}
-		var h Histogram
+		var h api.Histogram
 		for _, metric := range f.GetMetric() {
 			mh := metric.GetHistogram()
 			h.Count += mh.GetSampleCount()
 			h.Sum += mh.GetSampleSum()
 			for i, b := range mh.GetBucket() {
 				if i >= len(h.Buckets) {
-					h.Buckets = append(h.Buckets, Bucket{LE: b.GetUpperBound()})
+					h.Buckets = append(h.Buckets, api.Bucket{LE: b.GetUpperBound()})
 				}
 				h.Buckets[i].Count += b.GetCumulativeCount()
 			}
@@ -153,36 +138,4 @@ func (m *Metrics) Histograms() map[string]Histogram {
 		out[f.GetName()] = h
 	}
 	return out
-}
-
-// Quantile estimates the q-quantile of the observations between two
-// readings of one histogram (before may be empty), interpolating within a
-// bucket as Prometheus's histogram_quantile does. NaN when there are none.
-func Quantile(q float64, before, after Histogram) float64 {
-	n := after.Count - before.Count
-	if n == 0 || len(after.Buckets) == 0 {
-		return math.NaN()
-	}
-	counts := make([]uint64, len(after.Buckets))
-	for i, b := range after.Buckets {
-		counts[i] = b.Count
-		if i < len(before.Buckets) {
-			counts[i] -= before.Buckets[i].Count
-		}
-	}
-	rank := q * float64(n)
-	i := sort.Search(len(counts), func(i int) bool { return float64(counts[i]) >= rank })
-	if i == len(counts) {
-		return after.Buckets[len(after.Buckets)-1].LE
-	}
-	lower, below := 0.0, uint64(0)
-	if i > 0 {
-		lower, below = after.Buckets[i-1].LE, counts[i-1]
-	}
-	upper := after.Buckets[i].LE
-	inBucket := counts[i] - below
-	if inBucket == 0 {
-		return upper
-	}
-	return lower + (upper-lower)*(rank-float64(below))/float64(inBucket)
 }

@@ -22,13 +22,13 @@ func TestQuantileOfADiff(t *testing.T) {
 		t.Fatalf("count %d", after.Count)
 	}
 	// Only the 100 observations of the run count: p50 near 10ms, p99 near 1s.
-	if p := Quantile(0.5, before, after); p < 0.005 || p > 0.02 {
+	if p := after.QuantileSince(before, 0.5); p < 0.005 || p > 0.02 {
 		t.Fatalf("p50 = %v", p)
 	}
-	if p := Quantile(0.99, before, after); p < 0.5 || p > 2 {
+	if p := after.QuantileSince(before, 0.99); p < 0.5 || p > 2 {
 		t.Fatalf("p99 = %v", p)
 	}
-	if !math.IsNaN(Quantile(0.5, after, after)) {
+	if !math.IsNaN(after.QuantileSince(after, 0.5)) {
 		t.Fatal("an empty diff has a quantile")
 	}
 	var none *Metrics
