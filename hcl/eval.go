@@ -14,7 +14,6 @@ import (
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
-	ctyjson "github.com/zclconf/go-cty/cty/json"
 )
 
 // functions is the whole function library of the language. Every function is
@@ -407,34 +406,6 @@ func EvalForEach(expr hhcl.Expression, scope Scope) (elems []Element, isMap bool
 		}
 	}
 	return elems, isMap, nil
-}
-
-// FromJSON converts a JSON document to a cty value of its implied type.
-// Empty input is null.
-func FromJSON(raw json.RawMessage) (cty.Value, error) {
-	if len(raw) == 0 {
-		return cty.NullVal(cty.DynamicPseudoType), nil
-	}
-	var v ctyjson.SimpleJSONValue
-	if err := v.UnmarshalJSON(raw); err != nil {
-		return cty.NilVal, err
-	}
-	return v.Value, nil
-}
-
-// ToJSON converts a cty value to JSON. Unknown values are an error.
-func ToJSON(v cty.Value) (json.RawMessage, error) {
-	if !v.IsWhollyKnown() {
-		return nil, fmt.Errorf("value is not known")
-	}
-	if v.IsNull() {
-		return json.RawMessage("null"), nil
-	}
-	b, err := ctyjson.SimpleJSONValue{Value: v}.MarshalJSON()
-	if err != nil {
-		return nil, err
-	}
-	return json.RawMessage(b), nil
 }
 
 // EvalError is an expression that could not be evaluated; its text names the
