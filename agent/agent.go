@@ -145,7 +145,7 @@ func (a *Agent) startWorkers(ctx context.Context) error {
 	}
 	pool, err := worker.NewPool(worker.Config{
 		Client: client, Logger: a.logger, Name: a.cfg.NodeName + "-builtin",
-		Queues: a.cfg.WorkerQueues, Concurrency: *a.cfg.WorkerCount, Activities: acts,
+		Queues: a.cfg.WorkerQueues, Concurrency: *a.cfg.WorkerCount, Batch: *a.cfg.WorkerBatch, Activities: acts,
 	})
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ type Config struct {
 	Worker          *bool    `hcl:"worker,optional"`
 	WorkerQueues    []string `hcl:"worker_queues,optional"`
 	WorkerCount     *int     `hcl:"worker_concurrency,optional"`
+	WorkerBatch     *int     `hcl:"worker_batch,optional"`
 	HTTPAllow       []string `hcl:"http_allow,optional"`
 	Dev             *bool    `hcl:"dev,optional"`
 	LogLevel        string   `hcl:"log_level,optional"`
@@ -55,6 +56,7 @@ func DefaultConfig() *Config {
 		Worker:          boolp(true),
 		WorkerQueues:    []string{"default"},
 		WorkerCount:     intp(8),
+		WorkerBatch:     intp(16),
 		HTTPAllow:       append([]string{}, worker.DefaultHTTPAllow...),
 		Dev:             boolp(false),
 		LogLevel:        "info",
@@ -96,6 +98,9 @@ func (c *Config) Merge(o *Config) *Config {
 	}
 	if o.WorkerCount != nil {
 		r.WorkerCount = o.WorkerCount
+	}
+	if o.WorkerBatch != nil {
+		r.WorkerBatch = o.WorkerBatch
 	}
 	if o.HTTPAllow != nil {
 		r.HTTPAllow = o.HTTPAllow
@@ -167,6 +172,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WorkerCount == nil || *c.WorkerCount < 1 {
 		errs = append(errs, errors.New("worker_concurrency must be at least 1"))
+	}
+	if c.WorkerBatch == nil || *c.WorkerBatch < 1 || *c.WorkerBatch > 1000 {
+		errs = append(errs, errors.New("worker_batch must be from 1 to 1000"))
 	}
 	for _, q := range c.WorkerQueues {
 		if !hcldiag.ValidName(q) {

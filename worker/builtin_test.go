@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,5 +390,76 @@ func TestPoolBatchesResultsWhenTheClientCan(t *testing.T) {
 	}
 	if len(fc.failed) != 4 || fc.failed["t9"].Type != "payments.declined" || fc.completed["t3"] != `{"i":3}` {
 		t.Fatalf("completed %v failed %v", fc.completed, fc.failed)
+	}
+}
+
+// batchPollingClient hands out up to max tasks per poll.
+type batchPollingClient struct {
+	*batchingClient
+	polls, most int
+}
+
+func (b *batchPollingClient) PollTasks(ctx context.Context, queue string, req api.PollRequest, most int) ([]api.Task, error) {
+	b.mu.Lock()
+	if len(b.tasks) > 0 {
+		n := min(most, len(b.tasks))
+		out := make([]api.Task, n)
+		for i := range out {
+			out[i] = *b.tasks[i]
+		}
+		b.tasks = b.tasks[n:]
+		b.polls++
+		b.most = max(b.most, n)
+		b.mu.Unlock()
+		return out, nil
+	}
+	b.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// With Batch > 1 a poller takes several tasks per poll and runs them at
+// once: eight slow tasks in one poll finish in about the time of one.
+func TestPoolTakesBatchesPerPoll(t *testing.T) {
+	fc := &fakeClient{completed: map[string]string{}, failed: map[string]api.TaskError{}}
+	for i := 0; i < 24; i++ {
+		tk := task("slow", fmt.Sprintf(`{"i":%d}`, i))
+		tk.TaskID = fmt.Sprintf("t%d", i)
+		fc.tasks = append(fc.tasks, tk)
+	}
+	bp := &batchPollingClient{batchingClient: &batchingClient{fakeClient: fc}}
+	var running, peak atomic.Int32
+	pool, err := NewPool(Config{Client: bp, Concurrency: 1, Batch: 8, Activities: map[string]Activity{
+		"slow": func(_ context.Context, t *api.Task) (json.RawMessage, error) {
+			n := running.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			time.Sleep(20 * time.Millisecond) // the activity's work, not a wait for a condition
+			running.Add(-1)
+			return t.Input, nil
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pool.Run(ctx); close(done) }()
+	poll.Until(t, 5*time.Second, "24 results", func() error {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		if n := len(fc.completed); n != 24 {
+			return fmt.Errorf("%d completed", n)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	if bp.polls != 3 || bp.most != 8 || peak.Load() < 2 {
+		t.Fatalf("%d polls, at most %d tasks per poll, %d running at once", bp.polls, bp.most, peak.Load())
 	}
 }

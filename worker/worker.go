@@ -48,6 +48,13 @@ type BatchReporter interface {
 	ReportResults(ctx context.Context, outcomes []api.TaskOutcome) ([]api.TaskOutcomeResult, error)
 }
 
+// BatchPoller is implemented by clients that can take many tasks in one
+// poll (*api.Client does). A pool with Batch > 1 whose client has it asks
+// for up to Batch tasks per poll and runs them at once.
+type BatchPoller interface {
+	PollTasks(ctx context.Context, queue string, req api.PollRequest, max int) ([]api.Task, error)
+}
+
 // Config configures a Pool.
 type Config struct {
 	Client Client
@@ -60,6 +67,9 @@ type Config struct {
 	Activities  map[string]Activity
 	// PollWait is how long one poll is held open.
 	PollWait time.Duration
+	// Batch is how many tasks one poller takes per poll (max_tasks) and
+	// runs concurrently; 1 (the default) runs one task at a time.
+	Batch int
 }
 
 // Pool polls queues and runs activities until its context ends.
@@ -71,6 +81,7 @@ type Pool struct {
 	// the client reports one result per request.
 	results chan api.TaskOutcome
 	batch   BatchReporter
+	poller  BatchPoller
 }
 
 // NewPool returns a pool; Run starts it.
@@ -105,6 +116,9 @@ func NewPool(cfg Config) (*Pool, error) {
 	if br, ok := cfg.Client.(BatchReporter); ok {
 		p.batch = br
 	}
+	if bp, ok := cfg.Client.(BatchPoller); ok && cfg.Batch > 1 {
+		p.poller = bp
+	}
 	return p, nil
 }
 
@@ -112,7 +126,7 @@ func NewPool(cfg Config) (*Pool, error) {
 func (p *Pool) Run(ctx context.Context) {
 	var reporterDone chan struct{}
 	if p.batch != nil {
-		p.results = make(chan api.TaskOutcome, len(p.cfg.Queues)*p.cfg.Concurrency)
+		p.results = make(chan api.TaskOutcome, len(p.cfg.Queues)*p.cfg.Concurrency*max(1, p.cfg.Batch))
 		reporterDone = make(chan struct{})
 		var rwg sync.WaitGroup
 		for i := 0; i < reporters; i++ {
@@ -204,7 +218,7 @@ func (p *Pool) report() {
 func (p *Pool) loop(ctx context.Context, queue, id string) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		task, err := p.cfg.Client.Poll(ctx, queue, api.PollRequest{WorkerID: id, WaitMS: p.cfg.PollWait.Milliseconds(), Activities: p.names})
+		tasks, err := p.poll(ctx, queue, id)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -221,10 +235,33 @@ func (p *Pool) loop(ctx context.Context, queue, id string) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		if task != nil {
-			p.run(ctx, task)
+		if len(tasks) == 1 {
+			p.run(ctx, &tasks[0])
+			continue
 		}
+		var wg sync.WaitGroup
+		for i := range tasks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.run(ctx, &tasks[i])
+			}()
+		}
+		wg.Wait()
 	}
+}
+
+// poll takes the next tasks: up to Batch with a batch poller, else one.
+func (p *Pool) poll(ctx context.Context, queue, id string) ([]api.Task, error) {
+	req := api.PollRequest{WorkerID: id, WaitMS: p.cfg.PollWait.Milliseconds(), Activities: p.names}
+	if p.poller != nil {
+		return p.poller.PollTasks(ctx, queue, req, p.cfg.Batch)
+	}
+	task, err := p.cfg.Client.Poll(ctx, queue, req)
+	if err != nil || task == nil {
+		return nil, err
+	}
+	return []api.Task{*task}, nil
 }
 
 // run executes one task and reports it. The report uses a context of its

@@ -31,6 +31,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		expect     = fs.Int("bootstrap-expect", 0, "bootstrap raft once this many servers have found each other")
 		workers    = fs.Bool("worker", true, "run the built-in worker pool (noop, log, delay, http)")
 		workerN    = fs.Int("worker-concurrency", 8, "pollers per queue in the built-in worker pool")
+		workerB    = fs.Int("worker-batch", 16, "tasks each built-in poller takes per poll and runs at once")
 		dev        = fs.Bool("dev", false, "run one node with a temporary data dir, bootstrapped at once")
 		join       stringList
 		allow      stringList
@@ -75,6 +76,8 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			flags.Worker = workers
 		case "worker-concurrency":
 			flags.WorkerCount = workerN
+		case "worker-batch":
+			flags.WorkerBatch = workerB
 		case "dev":
 			flags.Dev = dev
 		case "join":
