@@ -104,19 +104,36 @@ func (e *Engine) removeWaiter(w *waiter) {
 	}
 }
 
-// dispatchLoop runs one dispatch round each time the state changes, a poll
-// arrives or a lease deadline passes. A round commits all its leases in one
-// command, so dispatch throughput grows with load instead of paying one
-// raft round trip per task.
+// dispatchLoop runs one dispatch round each time the state changes or a
+// poll arrives. A round commits all its leases in one command, so dispatch
+// throughput grows with load instead of paying one raft round trip per
+// task.
 func (e *Engine) dispatchLoop(ctx context.Context) {
+	for {
+		state := e.cfg.State.State()
+		changed := state.Changed()
+		if e.dispatchRound(ctx, state) {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-changed:
+		}
+	}
+}
+
+// timeLoop proposes what comes due (lease expiries, timers, cron fires)
+// each time a deadline passes or the state changes (a new deadline).
+func (e *Engine) timeLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		state := e.cfg.State.State()
 		changed := state.Changed()
-		progressed := e.dispatchRound(ctx, state)
-		next, timed := e.timeRound(ctx, state)
-		if progressed || timed {
+		next, acted := e.timeRound(ctx, state)
+		if acted {
 			continue
 		}
 		if !timer.Stop() {
@@ -129,7 +146,6 @@ func (e *Engine) dispatchLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-e.wake:
 		case <-changed:
 		case <-timer.C:
 		}

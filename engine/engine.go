@@ -136,7 +136,16 @@ func (e *Engine) leaderTerm(ctx context.Context) {
 	e.enabled = true
 	e.mu.Unlock()
 	e.logger.Info("leadership established; dispatching")
+	// Dispatch and time run side by side, so that a lease round is never
+	// queued behind a timer or expiry proposal (and the other way round):
+	// raft commits their proposals together.
+	timeDone := make(chan struct{})
+	go func() {
+		defer close(timeDone)
+		e.timeLoop(ctx)
+	}()
 	e.dispatchLoop(ctx)
+	<-timeDone
 	e.logger.Info("leadership revoked; dispatcher stopped")
 }
 
