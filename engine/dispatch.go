@@ -276,6 +276,23 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 			acted = true
 		}
 	}
+	// Retention: ended instances whose time is up are deleted, a bounded
+	// batch per command.
+	if exp := tx.NextExpiry(); !exp.IsZero() {
+		if exp.After(now) {
+			next = min(next, exp.Sub(now))
+		} else {
+			res, err := e.propose(ctx, fsm.PurgeInstancesType, &fsm.PurgeInstancesRequest{Header: fsm.Header{Time: now}, Max: fsm.MaxPurge})
+			if err != nil {
+				e.logger.Warn("purging expired instances failed", "error", err)
+				return 100 * time.Millisecond, acted
+			}
+			if r, ok := res.(*fsm.PurgeInstancesResponse); ok && len(r.Purged) > 0 {
+				e.logger.Debug("expired instances deleted", "count", len(r.Purged))
+				acted = true
+			}
+		}
+	}
 	// Cron triggers: the leader fires each enabled trigger's next scheduled
 	// time once it has passed. Without catchup only the most recent missed
 	// time fires (after downtime); with it, each in turn.

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -219,4 +220,52 @@ func TestLeaderFiresCronTriggers(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The leader deletes an instance once its workflow's retention has passed
+// after it ended; reads then answer 404.
+func TestLeaderPurgesExpiredInstances(t *testing.T) {
+	a := node(t, "dev", t.TempDir(), true, 0, nil)
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !a.Engine.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	ctx := context.Background()
+	src := `workflow "brief" {
+  retention = "300ms"
+  step "a" {
+    activity = "noop"
+  }
+}
+`
+	if _, err := cl.RegisterWorkflow(ctx, "brief.hcl", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := cl.StartInstance(ctx, "brief", api.StartRequest{ID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 5000})
+	if err != nil || task == nil {
+		t.Fatalf("poll: %+v %v", task, err)
+	}
+	if _, err := cl.Complete(ctx, task.TaskID, task.Token, nil); err != nil {
+		t.Fatal(err)
+	}
+	if inst, err := cl.WaitInstanceSince(ctx, "b", s.Index); err != nil || inst.Status != "completed" {
+		t.Fatalf("instance = %+v %v", inst, err)
+	}
+	waitFor(t, 10*time.Second, "the instance to be deleted", func() error {
+		_, err := cl.Instance(ctx, "b")
+		if !api.IsStatus(err, 404) {
+			return fmt.Errorf("still there: %v", err)
+		}
+		return nil
+	})
+	if _, err := cl.History(ctx, "b", 0); !api.IsStatus(err, 404) {
+		t.Fatalf("history after purge: %v", err)
+	}
 }

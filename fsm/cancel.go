@@ -211,6 +211,7 @@ func newCompensationTask(tx *Txn, inst *Instance, s *hcl.Step, input []byte, now
 		ModifyIndex:    tx.Index,
 	}
 	tx.mustInsert(tableTasks, t)
+	inst.TaskIDs = append(inst.TaskIDs, t.ID)
 	return t
 }
 

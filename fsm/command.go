@@ -35,6 +35,7 @@ const (
 	WebhookDeliveryType   MessageType = 21
 	TaskResultsType       MessageType = 22
 	NoopType              MessageType = 23
+	PurgeInstancesType    MessageType = 24
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -100,6 +101,7 @@ var typeNames = map[MessageType]string{
 	WebhookDeliveryType:   "WebhookDelivery",
 	TaskResultsType:       "TaskResults",
 	NoopType:              "Noop",
+	PurgeInstancesType:    "PurgeInstances",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

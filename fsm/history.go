@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+
+	"github.com/lockstep-io/lockstep/hcl"
 )
 
 // Event is one entry of an instance's history: what changed, when (the
@@ -129,6 +131,16 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 	}
 	quiet := inst.quiet
 	inst.quiet = false
+	inst.ExpiresKey = 0
+	if inst.Terminal() && inst.EndedAt != nil {
+		retention := hcl.DefaultRetention
+		if wv := tx.WorkflowVersion(inst.Workflow, inst.Version); wv != nil {
+			if wf, err := f.workflow(wv); err == nil {
+				retention = wf.Retention
+			}
+		}
+		inst.ExpiresKey = uint64(inst.EndedAt.Add(retention).UnixNano())
+	}
 	tx.mustInsert(tableInstances, inst)
 	// A child that just ended moves its parent on; a triggered instance
 	// that ended lets a buffered fire start.

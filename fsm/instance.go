@@ -70,6 +70,13 @@ type Instance struct {
 	Parent *ParentRef `json:"parent,omitempty"`
 	// Trigger is the trigger that started the instance, if any.
 	Trigger string `json:"trigger,omitempty"`
+	// TaskIDs lists every task the instance created (every run of every
+	// step, and compensations), so that retention deletes them all. A
+	// clone's list has no spare capacity: its first append copies it.
+	TaskIDs []string `json:"task_ids,omitempty"`
+	// ExpiresKey is when an ended instance is deleted (its end plus its
+	// workflow's retention), in Unix nanoseconds; 0 while it runs.
+	ExpiresKey uint64 `json:"expires_key,omitempty"`
 
 	quiet bool // ended by its parent: no call back to the parent
 
@@ -143,6 +150,7 @@ func (i *Instance) Terminal() bool {
 
 func (i *Instance) clone() *Instance {
 	c := *i
+	c.TaskIDs = i.TaskIDs[:len(i.TaskIDs):len(i.TaskIDs)]
 	c.Steps = make(map[string]*StepState, len(i.Steps))
 	for k, v := range i.Steps {
 		s := *v
@@ -166,6 +174,11 @@ func init() {
 		Indexes: map[string]*memdb.IndexSchema{
 			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 			"workflow": {Name: "workflow", Indexer: &memdb.StringFieldIndex{Field: "Workflow"}},
+			// Ended instances by when they expire; running ones are absent.
+			"expires": {Name: "expires", AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				nonZeroUint{field: func(o any) uint64 { return o.(*Instance).ExpiresKey }},
+				&memdb.StringFieldIndex{Field: "ID"},
+			}}},
 		},
 	})
 	registerRecord(tableInstances, func() any { return new(Instance) })

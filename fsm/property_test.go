@@ -51,7 +51,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		for i := 0; i < n; i++ {
 			id := rapid.SampledFrom(ids).Draw(rt, "id")
 			state := f.State().Read()
-			switch rapid.IntRange(0, 13).Draw(rt, "kind") {
+			switch rapid.IntRange(0, 14).Draw(rt, "kind") {
 			case 0, 1:
 				input := `{"n": 3}`
 				if rapid.Bool().Draw(rt, "items") {
@@ -130,6 +130,11 @@ func TestRandomLogsConverge(t *testing.T) {
 			case 11:
 				apply(StepOverrideType, &StepOverrideRequest{Header: hdr(), ID: id, Step: rapid.SampledFrom(steps).Draw(rt, "step"),
 					Action: rapid.SampledFrom([]string{OverrideComplete, OverrideSkip, OverrideFail, OverrideRerun}).Draw(rt, "action"), Output: json.RawMessage(`{"id":"o"}`)})
+			case 14:
+				// Retention: purge what expired by a time up to 8 days on.
+				h := hdr()
+				h.Time = h.Time.Add(time.Duration(rapid.IntRange(0, 8*24).Draw(rt, "purge_hours")) * time.Hour)
+				apply(PurgeInstancesType, &PurgeInstancesRequest{Header: h, Max: rapid.IntRange(0, 3).Draw(rt, "purge_max")})
 			case 12:
 				inner, _ := Encode(StartInstanceType, &StartInstanceRequest{Header: hdr(), ID: id + "-k", Workflow: "order", Input: json.RawMessage(`{}`)})
 				apply(IdempotentType, &IdempotentRequest{Header: hdr(), Key: rapid.SampledFrom([]string{"k1", "k2"}).Draw(rt, "key"), Fingerprint: "fp", Command: inner})

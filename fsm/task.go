@@ -133,6 +133,7 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		ModifyIndex:      tx.Index,
 	}
 	tx.mustInsert(tableTasks, t)
+	inst.TaskIDs = append(inst.TaskIDs, t.ID)
 	armScheduleTimeout(tx, t, now)
 	return t
 }

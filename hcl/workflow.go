@@ -38,6 +38,10 @@ const (
 // DefaultQueue is the queue a step's tasks wait in when it names none.
 const DefaultQueue = "default"
 
+// DefaultRetention is how long an ended instance is kept (with its tasks
+// and history) when its workflow sets no retention.
+const DefaultRetention = 7 * 24 * time.Hour
+
 // DefaultStepTimeout is the start-to-close timeout of an activity step that
 // sets none: a lease that is not completed by then is re-queued.
 const DefaultStepTimeout = 5 * time.Minute
@@ -50,6 +54,9 @@ type Workflow struct {
 	// Timeout, if set, bounds the whole instance: one still running that
 	// long after it started ends as timed_out.
 	Timeout time.Duration
+	// Retention is how long an instance is kept after it ended, with its
+	// tasks, signals and history; then it is deleted.
+	Retention time.Duration
 	// Labels are free-form key/value pairs for people and tools (owner,
 	// team, tier); they do not change how the workflow runs.
 	Labels map[string]string
@@ -190,6 +197,7 @@ var workflowSchema = &hhcl.BodySchema{
 		{Name: "description"},
 		{Name: "labels"},
 		{Name: "timeout"},
+		{Name: "retention"},
 		{Name: "output"},
 	},
 	Blocks: []hhcl.BlockHeaderSchema{
@@ -301,6 +309,10 @@ func decodeWorkflow(block *hhcl.Block) (*Workflow, hhcl.Diagnostics) {
 	}
 	if attr, ok := content.Attributes["timeout"]; ok {
 		diags = append(diags, decodeDuration(attr, &wf.Timeout)...)
+	}
+	wf.Retention = DefaultRetention
+	if attr, ok := content.Attributes["retention"]; ok {
+		diags = append(diags, decodeDuration(attr, &wf.Retention)...)
 	}
 	if attr, ok := content.Attributes["labels"]; ok {
 		labels, d := decodeLabels(attr)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustParse(t *testing.T, src string) *Workflow {
@@ -428,5 +429,20 @@ func TestPriority(t *testing.T) {
 		if out := RenderDiagnostics(diags, nil); !strings.Contains(out, "test.hcl:4:") || !strings.Contains(out, "Invalid priority") {
 			t.Errorf("priority = %s: diagnostics = %s", bad, out)
 		}
+	}
+}
+
+func TestRetention(t *testing.T) {
+	wf, diags := Parse("r.hcl", []byte("workflow \"r\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"))
+	if diags.HasErrors() || wf.Retention != DefaultRetention {
+		t.Fatalf("default retention = %v %v", wf.Retention, diags)
+	}
+	wf, diags = Parse("r.hcl", []byte("workflow \"r\" {\n  retention = \"90m\"\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"))
+	if diags.HasErrors() || wf.Retention != 90*time.Minute {
+		t.Fatalf("retention = %v %v", wf.Retention, diags)
+	}
+	_, diags = Parse("r.hcl", []byte("workflow \"r\" {\n  retention = \"7 days\"\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"))
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "r.hcl:2,15") || !strings.Contains(diags.Error(), "not a positive duration") {
+		t.Fatalf("bad retention = %v", diags)
 	}
 }

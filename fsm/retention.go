@@ -1,0 +1,133 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+func init() { registerCommand(PurgeInstancesType, (*FSM).applyPurge) }
+
+// PurgeInstancesRequest deletes ended instances whose retention has passed
+// by the command's time (the leader's clock when it proposed), with their
+// tasks, timers, signals and history, oldest first, at most Max of them.
+// Every node deletes the same ones: the choice depends only on the state
+// and the command.
+type PurgeInstancesRequest struct {
+	Header
+	Max int `json:"max"`
+}
+
+// PurgeInstancesResponse lists the instances deleted.
+type PurgeInstancesResponse struct {
+	Purged []string `json:"purged"`
+}
+
+// MaxPurge bounds one PurgeInstances command, so that one raft entry's
+// apply stays short.
+const MaxPurge = 256
+
+func (f *FSM) applyPurge(tx *Txn, body []byte) any {
+	var req PurgeInstancesRequest
+	mustDecode(PurgeInstancesType, body, &req)
+	limit := req.Max
+	if limit <= 0 || limit > MaxPurge {
+		limit = MaxPurge
+	}
+	resp := &PurgeInstancesResponse{Purged: []string{}}
+	for _, inst := range tx.Expired(req.Time, limit) {
+		tx.purge(inst)
+		resp.Purged = append(resp.Purged, inst.ID)
+	}
+	return resp
+}
+
+// Expired lists up to limit ended instances whose retention has passed at
+// now, the earliest expiry first.
+func (t *Txn) Expired(now time.Time, limit int) []*Instance {
+	out := []*Instance{}
+	it, err := t.Get(tableInstances, "expires_prefix")
+	if err != nil {
+		return out
+	}
+	cutoff := uint64(now.UnixNano())
+	for raw := it.Next(); raw != nil && len(out) < limit; raw = it.Next() {
+		inst := raw.(*Instance)
+		if inst.ExpiresKey > cutoff {
+			break
+		}
+		out = append(out, inst)
+	}
+	return out
+}
+
+// NextExpiry is when the next ended instance expires (zero when none).
+func (t *Txn) NextExpiry() time.Time {
+	raw, err := t.First(tableInstances, "expires_prefix")
+	if err != nil || raw == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(raw.(*Instance).ExpiresKey)).UTC()
+}
+
+// purge deletes an instance and everything recorded for it.
+func (t *Txn) purge(inst *Instance) {
+	del := func(table string, obj any) {
+		if err := t.Delete(table, obj); err != nil {
+			panic(fmt.Sprintf("fsm: purge %s of %s: %v", table, inst.ID, err))
+		}
+	}
+	var doomed []any
+	collect := func(it memdb.ResultIterator, err error, keep func(any) bool) {
+		if err != nil {
+			panic(fmt.Sprintf("fsm: purge %s: %v", inst.ID, err))
+		}
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			if keep(raw) {
+				doomed = append(doomed, raw)
+			}
+		}
+	}
+	for _, id := range inst.TaskIDs {
+		if task := t.Task(id); task != nil {
+			del(tableTasks, task)
+		}
+	}
+	it, err := t.Get(tableTimers, "instance", inst.ID)
+	collect(it, err, func(any) bool { return true })
+	for _, x := range doomed {
+		del(tableTimers, x)
+	}
+	for _, s := range t.Signals(inst.ID) {
+		del(tableSignals, s)
+	}
+	for _, e := range t.History(inst.ID, 0, 0) {
+		del(tableEvents, e)
+	}
+	del(tableInstances, inst)
+}
+
+// nonZeroUint indexes a uint64 field, big-endian so that byte order is
+// numeric order, leaving out records where it is zero.
+type nonZeroUint struct{ field func(any) uint64 }
+
+func (n nonZeroUint) FromObject(obj any) (bool, []byte, error) {
+	v := n.field(obj)
+	if v == 0 {
+		return false, nil, nil
+	}
+	return true, binary.BigEndian.AppendUint64(nil, v), nil
+}
+
+func (n nonZeroUint) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("one argument, got %d", len(args))
+	}
+	v, ok := args[0].(uint64)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a uint64", args[0])
+	}
+	return binary.BigEndian.AppendUint64(nil, v), nil
+}
