@@ -84,17 +84,21 @@ func init() {
 		Name: tableTasks,
 		Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-			"queue": {Name: "queue", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			// Only pending tasks are in the queue index and only leased
+			// ones in the deadline index: the ended tasks that retained
+			// instances keep cost no index entries there, and an attempt's
+			// end is a delete, not a re-insert.
+			"queue": {Name: "queue", AllowMissing: true, Indexer: onlyIf{status: TaskPending, inner: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				&memdb.StringFieldIndex{Field: "Queue"},
 				&memdb.StringFieldIndex{Field: "Status"},
 				priorityIndex{},
 				&memdb.UintFieldIndex{Field: "Seq"},
-			}}},
-			"deadline": {Name: "deadline", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			}}}},
+			"deadline": {Name: "deadline", AllowMissing: true, Indexer: onlyIf{status: TaskLeased, inner: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				&memdb.StringFieldIndex{Field: "Status"},
 				&memdb.UintFieldIndex{Field: "DeadlineKey"},
 				&memdb.StringFieldIndex{Field: "ID"},
-			}}},
+			}}}},
 		},
 	})
 	registerRecord(tableTasks, func() any { return new(Task) })
@@ -546,6 +550,23 @@ func (t *Txn) Task(id string) *Task {
 // priorityIndex orders tasks by descending priority: one byte, 255 minus
 // the priority (0 to 100), so that an ascending walk meets the highest
 // first.
+// onlyIf indexes a task only while it has the given status.
+type onlyIf struct {
+	status string
+	inner  *memdb.CompoundIndex
+}
+
+func (o onlyIf) FromObject(obj any) (bool, []byte, error) {
+	if t, ok := obj.(*Task); !ok || t.Status != o.status {
+		return false, nil, nil
+	}
+	return o.inner.FromObject(obj)
+}
+
+func (o onlyIf) FromArgs(args ...any) ([]byte, error) { return o.inner.FromArgs(args...) }
+
+func (o onlyIf) PrefixFromArgs(args ...any) ([]byte, error) { return o.inner.PrefixFromArgs(args...) }
+
 type priorityIndex struct{}
 
 func (priorityIndex) FromObject(obj any) (bool, []byte, error) {
