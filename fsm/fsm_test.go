@@ -460,7 +460,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 	cases := map[string][]byte{
 		"empty":     nil,
 		"not ours":  []byte(`{"magic":"other","format":1}` + "\n"),
-		"future":    bytes.Replace(good, []byte(`"format":1`), []byte(`"format":99`), 1),
+		"future":    bytes.Replace(good, []byte(`"format":2`), []byte(`"format":99`), 1),
 		"truncated": good[:len(good)/2],
 	}
 	for name, data := range cases {
@@ -468,6 +468,49 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 		if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err == nil {
 			t.Errorf("%s: restore accepted", name)
 		}
+	}
+}
+
+// A format-1 snapshot (one "events" record per event) restores, its events
+// gathered into history chunks.
+func TestRestoreReadsFormat1(t *testing.T) {
+	h := buildBusyLog(t)
+	good := snapshotBytes(t, h.fsm)
+	lines := bytes.Split(bytes.TrimSpace(good), []byte("\n"))
+	var hdr snapshotHeader
+	if err := json.Unmarshal(lines[0], &hdr); err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	records := 0
+	for _, l := range lines[1:] {
+		var rec snapshotRecord
+		if err := json.Unmarshal(l, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Table != tableHistory {
+			out, records = append(out, l), records+1
+			continue
+		}
+		var c historyChunk
+		if err := json.Unmarshal(rec.Record, &c); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range c.Events {
+			raw, _ := json.Marshal(e)
+			line, _ := json.Marshal(snapshotRecord{Table: "events", Record: raw})
+			out, records = append(out, line), records+1
+		}
+	}
+	hdr.Format, hdr.Records = 1, records
+	head, _ := json.Marshal(hdr)
+	v1 := append(append(head, '\n'), bytes.Join(out, []byte("\n"))...)
+	f := New(nil)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(append(v1, '\n')))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(snapshotBytes(t, f), good) {
+		t.Fatal("a format-1 snapshot restored to a different state")
 	}
 }
 

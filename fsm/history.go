@@ -29,19 +29,61 @@ type Event struct {
 	Detail     string          `json:"detail,omitempty"`
 }
 
-const tableEvents = "events"
+// historyChunk is one record of an instance's history: up to
+// eventsPerChunk consecutive events, the first with sequence number First.
+// One record (and one index entry) per 32 events rather than one per event
+// makes the history a few state-store writes per command instead of one
+// per event, and a fraction of the memory.
+type historyChunk struct {
+	InstanceID string   `json:"instance_id"`
+	First      uint64   `json:"first"`
+	Events     []*Event `json:"events"`
+}
+
+const (
+	tableHistory   = "history"
+	eventsPerChunk = 32
+)
+
+// chunkFirst is the first sequence number of the chunk holding seq (>= 1).
+func chunkFirst(seq uint64) uint64 { return (seq-1)/eventsPerChunk*eventsPerChunk + 1 }
 
 func init() {
 	registerTable(&memdb.TableSchema{
-		Name: tableEvents,
+		Name: tableHistory,
 		Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				&memdb.StringFieldIndex{Field: "InstanceID"},
-				&memdb.UintFieldIndex{Field: "Seq"},
+				&memdb.UintFieldIndex{Field: "First"},
 			}}},
 		},
 	})
-	registerRecord(tableEvents, func() any { return new(Event) })
+	registerRecord(tableHistory, func() any { return new(historyChunk) })
+}
+
+// appendHistory stores events (sequence numbers set) after the instance's
+// earlier ones: each chunk touched is copied, extended and written once.
+// A copy's slice has no spare capacity, so the stored chunk never changes.
+func (t *Txn) appendHistory(instance string, events []Event) {
+	var chunk *historyChunk
+	for i := range events {
+		e := events[i]
+		first := chunkFirst(e.Seq)
+		if chunk == nil || chunk.First != first {
+			if chunk != nil {
+				t.mustInsert(tableHistory, chunk)
+			}
+			chunk = &historyChunk{InstanceID: instance, First: first}
+			if raw, err := t.First(tableHistory, "id", instance, first); err == nil && raw != nil {
+				old := raw.(*historyChunk)
+				chunk.Events = old.Events[:len(old.Events):len(old.Events)]
+			}
+		}
+		chunk.Events = append(chunk.Events, &e)
+	}
+	if chunk != nil {
+		t.mustInsert(tableHistory, chunk)
+	}
 }
 
 // note queues an event that the state alone does not show (a signal, a
@@ -124,11 +166,12 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 			events = append(events, e)
 		}
 	}
-	for _, e := range events {
+	for i := range events {
 		inst.EventSeq++
+		e := &events[i]
 		e.InstanceID, e.Seq, e.Time, e.Index = inst.ID, inst.EventSeq, now, tx.Index
-		tx.mustInsert(tableEvents, &e)
 	}
+	tx.appendHistory(inst.ID, events)
 	quiet := inst.quiet
 	inst.quiet = false
 	inst.ExpiresKey = 0
@@ -206,16 +249,41 @@ func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, e
 // History returns an instance's events after seq, in order, at most limit.
 func (t *Txn) History(instance string, after uint64, limit int) []*Event {
 	out := []*Event{}
-	it, err := t.LowerBound(tableEvents, "id", instance, after+1)
+	it, err := t.LowerBound(tableHistory, "id", instance, chunkFirst(after+1))
 	if err != nil {
 		return out
 	}
-	for raw := it.Next(); raw != nil && (limit <= 0 || len(out) < limit); raw = it.Next() {
-		e := raw.(*Event)
-		if e.InstanceID != instance {
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		c := raw.(*historyChunk)
+		if c.InstanceID != instance {
 			break
 		}
-		out = append(out, e)
+		for _, e := range c.Events {
+			if e.Seq <= after {
+				continue
+			}
+			if limit > 0 && len(out) >= limit {
+				return out
+			}
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// historyChunks lists an instance's history records, for retention.
+func (t *Txn) historyChunks(instance string) []*historyChunk {
+	var out []*historyChunk
+	it, err := t.LowerBound(tableHistory, "id", instance, uint64(0))
+	if err != nil {
+		return out
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		c := raw.(*historyChunk)
+		if c.InstanceID != instance {
+			break
+		}
+		out = append(out, c)
 	}
 	return out
 }

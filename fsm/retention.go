@@ -103,8 +103,8 @@ func (t *Txn) purge(inst *Instance) {
 	for _, s := range t.Signals(inst.ID) {
 		del(tableSignals, s)
 	}
-	for _, e := range t.History(inst.ID, 0, 0) {
-		del(tableEvents, e)
+	for _, c := range t.historyChunks(inst.ID) {
+		del(tableHistory, c)
 	}
 	del(tableInstances, inst)
 }

@@ -11,8 +11,10 @@ import (
 )
 
 // SnapshotFormat is written in every snapshot's header. Bump it when the
-// record layout changes, and keep reading the older formats.
-const SnapshotFormat = 1
+// record layout changes, and keep reading the older formats. Format 2 keeps
+// history in chunks (table "history"); format 1 had one "events" record
+// per event, which Restore gathers into chunks.
+const SnapshotFormat = 2
 
 const snapshotMagic = "lockstep-snapshot"
 
@@ -112,12 +114,20 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 	if h.Magic != snapshotMagic {
 		return nil, fmt.Errorf("not a lockstep snapshot (magic %q)", h.Magic)
 	}
-	if h.Format != SnapshotFormat {
-		return nil, fmt.Errorf("snapshot format %d is not supported (this build reads %d)", h.Format, SnapshotFormat)
+	if h.Format != SnapshotFormat && h.Format != 1 {
+		return nil, fmt.Errorf("snapshot format %d is not supported (this build reads 1 and %d)", h.Format, SnapshotFormat)
 	}
 	store := NewStateStore()
 	tx := store.write(h.Index)
 	n := 0
+	// Format 1: events, in (instance, seq) order, become history chunks.
+	var v1 []Event
+	flushV1 := func() {
+		if len(v1) > 0 {
+			tx.appendHistory(v1[0].InstanceID, v1)
+			v1 = v1[:0]
+		}
+	}
 	for {
 		var rec snapshotRecord
 		err := dec.Decode(&rec)
@@ -127,6 +137,19 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 		if err != nil {
 			tx.Abort()
 			return nil, fmt.Errorf("snapshot record %d: %w", n, err)
+		}
+		if h.Format == 1 && rec.Table == "events" {
+			var e Event
+			if err := json.Unmarshal(rec.Record, &e); err != nil {
+				tx.Abort()
+				return nil, fmt.Errorf("snapshot record %d (events): %w", n, err)
+			}
+			if len(v1) > 0 && v1[0].InstanceID != e.InstanceID {
+				flushV1()
+			}
+			v1 = append(v1, e)
+			n++
+			continue
 		}
 		mk, ok := recordTypes[rec.Table]
 		if !ok {
@@ -144,6 +167,7 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 		}
 		n++
 	}
+	flushV1()
 	if n != h.Records {
 		tx.Abort()
 		return nil, fmt.Errorf("snapshot is truncated: %d of %d records", n, h.Records)
