@@ -26,6 +26,24 @@ func node(t *testing.T, name, dir string, dev bool, expect int, join []string) *
 	return agenttest.Start(t, agenttest.Options{Name: name, DataDir: dir, Dev: dev, BootstrapExpect: expect, Join: join})
 }
 
+// leadingDev starts a dev agent without built-in workers, waits until its
+// engine dispatches, and returns a client of it.
+func leadingDev(t *testing.T) *api.Client {
+	t.Helper()
+	a := node(t, "dev", t.TempDir(), true, 0, nil)
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !a.Engine.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	cl, err := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
 const shortLease = `
 workflow "w" {
   step "a" {
@@ -37,14 +55,7 @@ workflow "w" {
 `
 
 func TestExpiredLeaseIsRequeuedWithNewToken(t *testing.T) {
-	a := node(t, "dev", t.TempDir(), true, 0, nil)
-	waitFor(t, 10*time.Second, "leadership", func() error {
-		if !a.Engine.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
-	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	cl := leadingDev(t)
 	ctx := context.Background()
 	if _, err := cl.RegisterWorkflow(ctx, "w.hcl", []byte(shortLease)); err != nil {
 		t.Fatal(err)
@@ -108,14 +119,7 @@ func TestFollowerEngineRefusesPolls(t *testing.T) {
 // worker (noop only) still gets its task behind a long run of tasks for an
 // activity whose workers are all down.
 func TestFilteredPollSeesPastUnservedTasks(t *testing.T) {
-	a := node(t, "dev", t.TempDir(), true, 0, nil)
-	waitFor(t, 10*time.Second, "leadership", func() error {
-		if !a.Engine.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
-	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	cl := leadingDev(t)
 	ctx := context.Background()
 	src := "workflow \"ext\" {\n  step \"a\" {\n    activity = \"payments.charge\"\n  }\n}\n"
 	if _, err := cl.RegisterWorkflow(ctx, "ext.hcl", []byte(src)); err != nil {
@@ -140,14 +144,7 @@ func TestFilteredPollSeesPastUnservedTasks(t *testing.T) {
 
 // The leader's clock drives sleeps and retry backoffs through FireTimers.
 func TestLeaderFiresSleepAndRetryTimers(t *testing.T) {
-	a := node(t, "dev", t.TempDir(), true, 0, nil)
-	waitFor(t, 10*time.Second, "leadership", func() error {
-		if !a.Engine.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
-	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	cl := leadingDev(t)
 	ctx := context.Background()
 	src := `workflow "timed" {
   step "nap" {
@@ -192,14 +189,7 @@ func TestLeaderFiresSleepAndRetryTimers(t *testing.T) {
 
 // The leader fires cron triggers from its clock.
 func TestLeaderFiresCronTriggers(t *testing.T) {
-	a := node(t, "dev", t.TempDir(), true, 0, nil)
-	waitFor(t, 10*time.Second, "leadership", func() error {
-		if !a.Engine.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
-	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	cl := leadingDev(t)
 	ctx := context.Background()
 	src := "workflow \"tick\" {\n  trigger \"cron\" \"every\" {\n    schedule = \"@every 1s\"\n    overlap  = \"allow\"\n  }\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"
 	if _, err := cl.RegisterWorkflow(ctx, "tick.hcl", []byte(src)); err != nil {
@@ -225,14 +215,7 @@ func TestLeaderFiresCronTriggers(t *testing.T) {
 // The leader deletes an instance once its workflow's retention has passed
 // after it ended; reads then answer 404.
 func TestLeaderPurgesExpiredInstances(t *testing.T) {
-	a := node(t, "dev", t.TempDir(), true, 0, nil)
-	waitFor(t, 10*time.Second, "leadership", func() error {
-		if !a.Engine.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
-	cl, _ := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	cl := leadingDev(t)
 	ctx := context.Background()
 	src := `workflow "brief" {
   retention = "300ms"

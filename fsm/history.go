@@ -249,15 +249,7 @@ func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, e
 // History returns an instance's events after seq, in order, at most limit.
 func (t *Txn) History(instance string, after uint64, limit int) []*Event {
 	out := []*Event{}
-	it, err := t.LowerBound(tableHistory, "id", instance, chunkFirst(after+1))
-	if err != nil {
-		return out
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		c := raw.(*historyChunk)
-		if c.InstanceID != instance {
-			break
-		}
+	for _, c := range t.historyChunks(instance, chunkFirst(after+1)) {
 		for _, e := range c.Events {
 			if e.Seq <= after {
 				continue
@@ -271,10 +263,11 @@ func (t *Txn) History(instance string, after uint64, limit int) []*Event {
 	return out
 }
 
-// historyChunks lists an instance's history records, for retention.
-func (t *Txn) historyChunks(instance string) []*historyChunk {
+// historyChunks lists an instance's history records from the one starting
+// at first.
+func (t *Txn) historyChunks(instance string, first uint64) []*historyChunk {
 	var out []*historyChunk
-	it, err := t.LowerBound(tableHistory, "id", instance, uint64(0))
+	it, err := t.LowerBound(tableHistory, "id", instance, first)
 	if err != nil {
 		return out
 	}

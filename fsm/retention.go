@@ -103,7 +103,7 @@ func (t *Txn) purge(inst *Instance) {
 	for _, s := range t.Signals(inst.ID) {
 		del(tableSignals, s)
 	}
-	for _, c := range t.historyChunks(inst.ID) {
+	for _, c := range t.historyChunks(inst.ID, 1) {
 		del(tableHistory, c)
 	}
 	del(tableInstances, inst)
