@@ -41,10 +41,15 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 	if err != nil || len(peers) != 3 {
 		t.Fatalf("peers = %+v, %v", peers, err)
 	}
-	members, err := fc.Members(ctx)
-	if err != nil || len(members) != 3 {
-		t.Fatalf("members = %+v, %v", members, err)
-	}
+	// Gossip converges on its own schedule: a follower may have heard of
+	// the third member after raft has.
+	waitFor(t, 10*time.Second, "three gossip members on a follower", func() error {
+		members, err := fc.Members(ctx)
+		if err == nil && len(members) != 3 {
+			err = fmt.Errorf("members = %+v", members)
+		}
+		return err
+	})
 
 	// Register through a follower: the write is forwarded to the leader.
 	reg, err := fc.RegisterWorkflow(ctx, "diamond.hcl", readExample(t, "diamond.hcl"))
