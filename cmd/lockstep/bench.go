@@ -648,14 +648,32 @@ func startLocalCluster(ctx context.Context, n int, builtinWorkers bool, logOut i
 		agents = append(agents, a)
 		addrs = append(addrs, "http://"+a.HTTPAddr())
 	}
-	cl, err := api.New(api.Config{Address: addrs[0]})
-	if err != nil {
-		shutdown()
-		return nil, nil, err
+	// Ready means every node names the same leader and that leader's
+	// engine dispatches (its barrier passed): measuring from the first
+	// election on would count the cluster's start-up in the latencies.
+	ready := func() bool {
+		var leader string
+		for _, a := range addrs {
+			cl, err := api.New(api.Config{Address: a})
+			if err != nil {
+				return false
+			}
+			l, err := cl.Leader(ctx)
+			if err != nil || l.Node == "" || (leader != "" && l.Node != leader) {
+				return false
+			}
+			leader = l.Node
+		}
+		for _, a := range agents {
+			if a.NodeName() == leader {
+				return a.Engine.Enabled()
+			}
+		}
+		return false
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if l, err := cl.Leader(ctx); err == nil && l.Node != "" {
+		if ready() {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
