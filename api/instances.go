@@ -100,14 +100,18 @@ func (c *Client) WaitInstanceSince(ctx context.Context, id string, since uint64)
 		index = strconv.FormatUint(since-1, 10)
 	}
 	for {
-		inst, next, err := c.InstanceAfter(ctx, id, index, 10*time.Second)
+		// until=ended: the node answers at the end (or after the wait),
+		// not at every transition.
+		var inst Instance
+		path := fmt.Sprintf("/v1/instances/%s?index=%s&wait=%s&until=ended", url.PathEscape(id), url.QueryEscape(index), 10*time.Second)
+		meta, err := c.doJSON(ctx, "GET", path, nil, &inst)
 		if err != nil {
 			return nil, err
 		}
 		if inst.Terminal() {
-			return inst, nil
+			return &inst, nil
 		}
-		index = next
+		index = meta.Index
 	}
 }
 

@@ -709,3 +709,28 @@ func TestMetricsAndStatsHistograms(t *testing.T) {
 		t.Fatalf("dispatch histogram = %v", h)
 	}
 }
+
+// ?until=ended makes a blocking read of an instance return at its end, not
+// at its first change.
+func TestBlockingReadUntilEnded(t *testing.T) {
+	base := devAgent(t, false)
+	call(t, "POST", base+"/v1/workflows", readExample(t))
+	r := call(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"u1","input":{"n":1}}`)
+	idx := r.header.Get("X-Lockstep-Index")
+	got := make(chan result, 1)
+	go func() {
+		got <- call(t, "GET", base+"/v1/instances/u1?wait=30s&until=ended&index="+idx, "")
+	}()
+	// Run the four steps as a worker; each is a change the read sleeps through.
+	for done := 0; done < 4; {
+		p := call(t, "POST", base+"/v1/queues/default/poll", `{"worker_id":"w","wait_ms":5000}`)
+		if p.status != 200 {
+			continue
+		}
+		call(t, "POST", base+"/v1/tasks/"+p.body["task_id"].(string)+"/complete", fmt.Sprintf(`{"token":%q,"output":{"n":1,"from_a":1,"x":1}}`, p.body["token"]))
+		done++
+	}
+	if res := <-got; res.status != 200 || res.body["status"] != "completed" {
+		t.Fatalf("blocking read until ended = %d %s", res.status, res.raw)
+	}
+}

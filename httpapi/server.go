@@ -260,8 +260,14 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 			}
 		case instanceRead:
 			id := ps.ByName("id")
+			// ?until=ended waits for the instance's end rather than any
+			// change: one request instead of one per transition.
+			untilEnded := r.URL.Query().Get("until") == "ended"
 			if err := s.blockUntil(r, func(tx *fsm.Txn, min uint64) bool {
 				if inst := tx.Instance(id); inst != nil {
+					if untilEnded {
+						return inst.Terminal()
+					}
 					return inst.ModifyIndex > min
 				}
 				return false // not here yet (a follower catching up): wait
