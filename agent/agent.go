@@ -135,7 +135,19 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 }
 
 func (a *Agent) startWorkers(ctx context.Context) error {
-	client, err := api.New(api.Config{Address: "http://" + a.HTTPAddr()})
+	// The built-in workers talk to the leader directly: through this node
+	// (when it follows) every poll and result would take a second HTTP hop.
+	// Until a leader is known, and when it is this node, they use this node.
+	toLeader := &leaderTransport{
+		base: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second},
+		leader: func() string {
+			if l, ok := a.Cluster.Leader(); ok && l.HTTPAddr != "" {
+				return l.HTTPAddr
+			}
+			return a.HTTPAddr()
+		},
+	}
+	client, err := api.New(api.Config{Address: "http://" + a.HTTPAddr(), HTTPClient: &http.Client{Transport: toLeader}})
 	if err != nil {
 		return err
 	}
@@ -189,4 +201,19 @@ func (a *Agent) cleanupTemp() {
 	if a.tempDir != "" {
 		os.RemoveAll(a.tempDir)
 	}
+}
+
+// leaderTransport sends each request to the current leader's HTTP address.
+// A leader that has just lost its role answers as any follower does
+// (forwarding, or 503 no_leader), and the worker pool retries.
+type leaderTransport struct {
+	base   http.RoundTripper
+	leader func() string
+}
+
+func (t *leaderTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c := r.Clone(r.Context())
+	c.URL.Host = t.leader()
+	c.Host = c.URL.Host
+	return t.base.RoundTrip(c)
 }
