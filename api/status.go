@@ -70,6 +70,8 @@ type Stats struct {
 	// Histograms are the node's latency and batch histograms by name
 	// (lockstep_dispatch_latency_seconds, ...), since it started.
 	Histograms map[string]Histogram `json:"histograms"`
+	// WaitingPolls counts the worker polls waiting on this node, by queue.
+	WaitingPolls map[string]int `json:"waiting_polls"`
 }
 
 // RaftNoop commits an empty command through raft (POST

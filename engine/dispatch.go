@@ -91,6 +91,22 @@ func (e *Engine) Poll(ctx context.Context, req PollRequest) ([]*fsm.Task, error)
 	return <-w.result, nil
 }
 
+// WaitingPolls counts the polls waiting on this node, by queue: how many
+// workers are ready for a task right now (none on a follower).
+func (e *Engine) WaitingPolls() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[string]int{}
+	for q, ws := range e.waiters {
+		for _, w := range ws {
+			if !w.done {
+				out[q]++
+			}
+		}
+	}
+	return out
+}
+
 func (e *Engine) removeWaiter(w *waiter) {
 	ws := e.waiters[w.req.Queue]
 	for i, x := range ws {

@@ -703,6 +703,13 @@ func TestMetricsAndStatsHistograms(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	poll.Until(t, 10*time.Second, "the built-in pollers to wait on the leader", func() error {
+		st := call(t, "GET", base+"/v1/stats", "")
+		if w, _ := st.body["waiting_polls"].(map[string]any); w["default"] == nil || w["default"].(float64) < 1 {
+			return fmt.Errorf("waiting polls %v", st.body["waiting_polls"])
+		}
+		return nil
+	})
 	st := call(t, "GET", base+"/v1/stats", "")
 	h, _ := st.body["histograms"].(map[string]any)["lockstep_dispatch_latency_seconds"].(map[string]any)
 	if h["count"] != float64(4) || len(h["buckets"].([]any)) < 10 {

@@ -41,6 +41,8 @@ type Cluster interface {
 // Dispatcher hands tasks to polling workers (the leader's engine).
 type Dispatcher interface {
 	Poll(ctx context.Context, req engine.PollRequest) ([]*fsm.Task, error)
+	// WaitingPolls counts the polls waiting for tasks, by queue.
+	WaitingPolls() map[string]int
 }
 
 // Config configures a Server.

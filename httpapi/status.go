@@ -57,6 +57,13 @@ func (s *Server) raftNoop(r *http.Request, _ httprouter.Params, _ []byte) (any, 
 	return s.apply(r, fsm.NoopType, &fsm.NoopRequest{Header: s.header()})
 }
 
+func (s *Server) waitingPolls() map[string]int {
+	if s.cfg.Dispatcher == nil {
+		return map[string]int{}
+	}
+	return s.cfg.Dispatcher.WaitingPolls()
+}
+
 func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 	raftStats := map[string]any{}
 	for k, v := range s.cfg.Cluster.Stats() {
@@ -90,6 +97,8 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 		"raft":    raftStats,
 		"state":   s.cfg.FSM.State().Counts(),
 		"process": proc,
+		// Polls waiting for tasks on this node (the leader holds them all).
+		"waiting_polls": s.waitingPolls(),
 		// Cumulative histograms since the node started; diff two readings
 		// for a run's distribution (lockstep bench does).
 		"histograms": s.cfg.Metrics.Histograms(),

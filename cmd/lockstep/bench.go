@@ -612,8 +612,10 @@ func statUint(m map[string]any, k string) uint64 {
 }
 
 // startLocalCluster runs n agents in this process on 127.0.0.1 with
-// OS-assigned ports (and the built-in workers if asked), and waits for a
-// leader.
+// OS-assigned ports (and the built-in workers if asked), and waits until it
+// is ready: one leader all agree on, dispatching, with every node's
+// built-in pollers waiting on it (pollers that met the election back off
+// before they poll again; measuring before they are back would count that).
 func startLocalCluster(ctx context.Context, n int, builtinWorkers bool, logOut io.Writer) ([]string, func(), error) {
 	dir, err := os.MkdirTemp("", "lockstep-bench-")
 	if err != nil {
@@ -666,7 +668,10 @@ func startLocalCluster(ctx context.Context, n int, builtinWorkers bool, logOut i
 		}
 		for _, a := range agents {
 			if a.NodeName() == leader {
-				return a.Engine.Enabled()
+				if !a.Engine.Enabled() {
+					return false
+				}
+				return !builtinWorkers || a.Engine.WaitingPolls()["default"] >= n**agent.DefaultConfig().WorkerCount
 			}
 		}
 		return false
