@@ -294,7 +294,7 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 	}
 	// Retention: ended instances whose time is up are deleted, a bounded
 	// batch per command.
-	if exp := tx.NextExpiry(); !exp.IsZero() {
+	if exp := tx.NextPurge(); !exp.IsZero() {
 		if exp.After(now) {
 			next = min(next, exp.Sub(now))
 		} else {
@@ -303,8 +303,8 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 				e.logger.Warn("purging expired instances failed", "error", err)
 				return 100 * time.Millisecond, acted
 			}
-			if r, ok := res.(*fsm.PurgeInstancesResponse); ok && len(r.Purged) > 0 {
-				e.logger.Debug("expired instances deleted", "count", len(r.Purged))
+			if r, ok := res.(*fsm.PurgeInstancesResponse); ok && len(r.Purged)+r.Keys > 0 {
+				e.logger.Debug("expired instances deleted", "count", len(r.Purged), "idempotency_keys", r.Keys)
 				acted = true
 			}
 		}

@@ -33,6 +33,11 @@ type idempotencyRecord struct {
 
 const tableIdempotency = "idempotency"
 
+// IdempotencyWindow is how long an Idempotency-Key is remembered: a repeat
+// within it gets the first answer; after it the key is forgotten (deleted
+// by PurgeInstances) and may be used afresh.
+const IdempotencyWindow = 72 * time.Hour
+
 // responseTypes makes an empty response of each command that can be sent
 // with an idempotency key, to decode a stored answer.
 var responseTypes = map[MessageType]func() any{
@@ -61,6 +66,11 @@ func init() {
 		Name: tableIdempotency,
 		Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+			// By age, for retention.
+			"created": {Name: "created", Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				&memdb.UintFieldIndex{Field: "CreateIndex"},
+				&memdb.StringFieldIndex{Field: "Key"},
+			}}},
 		},
 	})
 	registerRecord(tableIdempotency, func() any { return new(idempotencyRecord) })

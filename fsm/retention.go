@@ -12,7 +12,8 @@ func init() { registerCommand(PurgeInstancesType, (*FSM).applyPurge) }
 
 // PurgeInstancesRequest deletes ended instances whose retention has passed
 // by the command's time (the leader's clock when it proposed), with their
-// tasks, timers, signals and history, oldest first, at most Max of them.
+// tasks, timers, signals and history, oldest first, at most Max of them;
+// and up to Max idempotency keys older than IdempotencyWindow.
 // Every node deletes the same ones: the choice depends only on the state
 // and the command.
 type PurgeInstancesRequest struct {
@@ -20,9 +21,11 @@ type PurgeInstancesRequest struct {
 	Max int `json:"max"`
 }
 
-// PurgeInstancesResponse lists the instances deleted.
+// PurgeInstancesResponse lists the instances deleted, and counts the
+// idempotency keys forgotten (older than IdempotencyWindow).
 type PurgeInstancesResponse struct {
 	Purged []string `json:"purged"`
+	Keys   int      `json:"keys,omitempty"`
 }
 
 // MaxPurge bounds one PurgeInstances command, so that one raft entry's
@@ -41,7 +44,45 @@ func (f *FSM) applyPurge(tx *Txn, body []byte) any {
 		tx.purge(inst)
 		resp.Purged = append(resp.Purged, inst.ID)
 	}
+	for _, rec := range tx.expiredKeys(req.Time, limit) {
+		if err := tx.Delete(tableIdempotency, rec); err != nil {
+			panic(fmt.Sprintf("fsm: purge idempotency key: %v", err))
+		}
+		resp.Keys++
+	}
 	return resp
+}
+
+// expiredKeys lists up to limit idempotency records older than the window
+// at now, oldest (by raft index, the order they were written) first.
+func (t *Txn) expiredKeys(now time.Time, limit int) []*idempotencyRecord {
+	var out []*idempotencyRecord
+	it, err := t.Get(tableIdempotency, "created_prefix")
+	if err != nil {
+		return out
+	}
+	for raw := it.Next(); raw != nil && len(out) < limit; raw = it.Next() {
+		rec := raw.(*idempotencyRecord)
+		if rec.CreatedAt.Add(IdempotencyWindow).After(now) {
+			break
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// NextPurge is when the next ended instance expires or the oldest
+// idempotency key leaves its window, whichever is first (zero when neither
+// exists).
+func (t *Txn) NextPurge() time.Time {
+	next := t.NextExpiry()
+	if raw, err := t.First(tableIdempotency, "created_prefix"); err == nil && raw != nil {
+		k := raw.(*idempotencyRecord).CreatedAt.Add(IdempotencyWindow)
+		if next.IsZero() || k.Before(next) {
+			next = k
+		}
+	}
+	return next
 }
 
 // Expired lists up to limit ended instances whose retention has passed at

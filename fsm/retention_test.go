@@ -96,3 +96,31 @@ func TestPurgeIsBoundedAndDeterministic(t *testing.T) {
 func (h *harness) instanceTaskIDs(id string) []string {
 	return h.fsm.State().Read().Instance(id).TaskIDs
 }
+
+// An Idempotency-Key is remembered for IdempotencyWindow: a repeat within
+// it gets the first answer; after a purge past it the key is free again.
+func TestIdempotencyKeysAreForgottenAfterTheWindow(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	start := func(id string, at time.Time) any {
+		inner, _ := Encode(StartInstanceType, &StartInstanceRequest{Header: Header{Time: at}, ID: id, Workflow: "diamond", Input: []byte(`{"n":1}`)})
+		return h.apply(IdempotentType, &IdempotentRequest{Header: Header{Time: at}, Key: "k1", Fingerprint: "fp-" + id, Command: inner})
+	}
+	t1 := h.now.Add(time.Second)
+	if r, ok := start("a", t1).(*StartInstanceResponse); !ok || r.ID != "a" {
+		t.Fatalf("first = %v", r)
+	}
+	if e, ok := start("b", t1.Add(time.Hour)).(*Error); !ok || e.Code != CodeConflict {
+		t.Fatalf("same key, other request, within the window = %v", e)
+	}
+	if next := h.fsm.State().Read().NextPurge(); !next.Equal(t1.Add(IdempotencyWindow)) {
+		t.Fatalf("next purge %v", next)
+	}
+	res := h.apply(PurgeInstancesType, &PurgeInstancesRequest{Header: Header{Time: t1.Add(IdempotencyWindow)}}).(*PurgeInstancesResponse)
+	if res.Keys != 1 || len(res.Purged) != 0 {
+		t.Fatalf("purge = %+v", res)
+	}
+	if r, ok := start("b", t1.Add(IdempotencyWindow+time.Minute)).(*StartInstanceResponse); !ok || r.ID != "b" {
+		t.Fatalf("after the window = %v", r)
+	}
+}
