@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,7 +103,7 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.Cluster = cl
-	a.Engine = engine.New(engine.Config{Logger: a.logger, Raft: cl, State: a.FSM, Metrics: a.Metrics})
+	a.Engine = engine.New(engine.Config{Logger: a.logger, Raft: cl, State: a.FSM, Metrics: a.Metrics, GoneWorkers: a.goneWorkers})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
@@ -134,6 +135,21 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	return a, nil
 }
 
+// builtinWorkerPrefix is the worker id prefix of a node's built-in pool.
+func builtinWorkerPrefix(node string) string { return node + "-builtin/" }
+
+// goneWorkers names the built-in pools of the nodes gossip reports failed
+// or left: the leader releases their leases at once.
+func (a *Agent) goneWorkers() map[string]string {
+	out := map[string]string{}
+	for _, m := range a.Cluster.Members() {
+		if m.Status == "failed" || m.Status == "left" {
+			out[builtinWorkerPrefix(m.Name)] = "node " + m.Name + " " + m.Status
+		}
+	}
+	return out
+}
+
 func (a *Agent) startWorkers(ctx context.Context) error {
 	// The built-in workers talk to the leader directly: through this node
 	// (when it follows) every poll and result would take a second HTTP hop.
@@ -156,7 +172,7 @@ func (a *Agent) startWorkers(ctx context.Context) error {
 		return err
 	}
 	pool, err := worker.NewPool(worker.Config{
-		Client: client, Logger: a.logger, Name: a.cfg.NodeName + "-builtin",
+		Client: client, Logger: a.logger, Name: strings.TrimSuffix(builtinWorkerPrefix(a.cfg.NodeName), "/"),
 		Queues: a.cfg.WorkerQueues, Concurrency: *a.cfg.WorkerCount, Batch: *a.cfg.WorkerBatch, Activities: acts,
 	})
 	if err != nil {

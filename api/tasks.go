@@ -182,3 +182,29 @@ func (c *Client) Heartbeat(ctx context.Context, taskID, token string, details js
 	}
 	return &out, nil
 }
+
+// TaskInfo is a task as stored, as GET /v1/tasks/:id shows it (never with
+// its token).
+type TaskInfo struct {
+	ID             string          `json:"id"`
+	InstanceID     string          `json:"instance_id"`
+	Step           string          `json:"step"`
+	Activity       string          `json:"activity"`
+	Queue          string          `json:"queue"`
+	Priority       int             `json:"priority,omitempty"`
+	Status         string          `json:"status"`
+	Attempt        int             `json:"attempt"`
+	WorkerID       string          `json:"worker_id,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	Input          json.RawMessage `json:"input"`
+	LeaseDeadline  time.Time       `json:"lease_deadline,omitzero"`
+}
+
+// Task reads a task: its status, attempt, and the worker holding it.
+func (c *Client) Task(ctx context.Context, id string) (*TaskInfo, error) {
+	var out TaskInfo
+	if _, err := c.doJSON(ctx, "GET", "/v1/tasks/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstep-io/lockstep/agent"
 	"github.com/lockstep-io/lockstep/api"
 	"github.com/lockstep-io/lockstep/examples/workers/agents"
 	"github.com/lockstep-io/lockstep/worker"
@@ -398,5 +399,75 @@ func TestAgentTeamAndHTTPIntegrationExamples(t *testing.T) {
 	inst = waitInstance(t, fc, "hi", hi.Index, 30*time.Second)
 	if inst.Status != "completed" || !strings.Contains(string(inst.Output), `"latest":1`) || !strings.Contains(string(inst.Output), `"leader":"`+leader.NodeName()+`"`) {
 		t.Fatalf("http integration: %s %s %+v", inst.Status, inst.Output, inst.Error)
+	}
+}
+
+// A task leased by a built-in worker of a node that goes away is released
+// as soon as gossip says the node is gone, not at its lease deadline, and
+// runs again on a node that is still there.
+func TestLeasesOfAGoneNodeAreReleased(t *testing.T) {
+	c := startCluster(t, 3, true)
+	ctx := context.Background()
+	leader := c.waitLeader(c.agents)
+	fc := c.client(c.followers(leader)[0])
+	wf := `workflow "held" {
+  step "work" {
+    activity = "delay"
+    timeout  = "10m"
+    input    = { ms = 3000 }
+  }
+}
+`
+	if _, err := fc.RegisterWorkflow(ctx, "held.hcl", []byte(wf)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := fc.StartInstance(ctx, "held", api.StartRequest{ID: "held-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Find the node whose built-in worker holds the lease, and stop it.
+	var holder string
+	waitFor(t, 10*time.Second, "the task to be leased", func() error {
+		inst, err := fc.Instance(ctx, "held-1")
+		if err != nil {
+			return err
+		}
+		task, err := c.client(leader).Task(ctx, inst.Steps["work"].TaskID)
+		if err != nil {
+			return err
+		}
+		if task.Status != "leased" {
+			return fmt.Errorf("task is %s", task.Status)
+		}
+		holder = strings.SplitN(task.WorkerID, "-builtin/", 2)[0]
+		return nil
+	})
+	var rest []*agent.Agent
+	for _, a := range c.agents {
+		if a.NodeName() == holder {
+			a.Shutdown()
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	if len(rest) != 2 {
+		t.Fatalf("no agent named %q", holder)
+	}
+	c.waitLeader(rest)
+	cl := c.client(rest[0])
+	inst := waitInstance(t, cl, "held-1", s.Index, 60*time.Second) // far less than the 10m lease
+	if inst.Status != "completed" || inst.Steps["work"].Attempts != 2 {
+		t.Fatalf("instance %s, work attempts %d", inst.Status, inst.Steps["work"].Attempts)
+	}
+	events, err := cl.History(ctx, "held-1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := false
+	for _, e := range events {
+		lost = lost || (e.Type == "attempt_failed" && e.Error != nil && e.Error.Type == "worker_lost" && strings.Contains(e.Error.Message, holder))
+	}
+	if !lost {
+		t.Fatalf("no worker_lost attempt in %+v", events)
 	}
 }

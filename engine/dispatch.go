@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/lockstep-io/lockstep/fsm"
@@ -152,6 +154,10 @@ func (e *Engine) timeLoop(ctx context.Context) {
 		if acted {
 			continue
 		}
+		if e.cfg.GoneWorkers != nil {
+			// Membership is not in the state: look again within a second.
+			next = min(next, time.Second)
+		}
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -239,6 +245,38 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 	return len(granted) > 0
 }
 
+// releaseGone releases the leases held by workers known to be gone, one
+// command per gone prefix (each with its reason).
+func (e *Engine) releaseGone(ctx context.Context, tx *fsm.Txn, gone map[string]string, now time.Time) bool {
+	byPrefix := map[string][]fsm.ExpiredLease{}
+	for _, t := range tx.LeasedTasks(0) {
+		for prefix := range gone {
+			if strings.HasPrefix(t.WorkerID, prefix) {
+				byPrefix[prefix] = append(byPrefix[prefix], fsm.ExpiredLease{TaskID: t.ID, Token: t.Token})
+				break
+			}
+		}
+	}
+	acted := false
+	prefixes := make([]string, 0, len(byPrefix))
+	for p := range byPrefix {
+		prefixes = append(prefixes, p)
+	}
+	sort.Strings(prefixes)
+	for _, p := range prefixes {
+		res, err := e.propose(ctx, fsm.ReleaseLeasesType, &fsm.ReleaseLeasesRequest{Header: fsm.Header{Time: now}, Leases: byPrefix[p], Reason: gone[p]})
+		if err != nil {
+			e.logger.Warn("releasing the leases of gone workers failed", "workers", p, "error", err)
+			continue
+		}
+		if r, ok := res.(*fsm.ExpireLeasesResponse); ok && len(r.Expired) > 0 {
+			e.logger.Info("released the leases of gone workers", "workers", p, "reason", gone[p], "tasks", r.Expired)
+			acted = true
+		}
+	}
+	return acted
+}
+
 // timeRound proposes what the leader's clock says is due: leases past
 // their deadline (ExpireLeases) and timers whose time has come
 // (FireTimers). It returns how long until the next deadline, and whether it
@@ -267,6 +305,12 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 		if r, ok := res.(*fsm.ExpireLeasesResponse); ok && len(r.Expired) > 0 {
 			e.logger.Info("leases ran out", "tasks", r.Expired)
 			acted = true
+		}
+	}
+
+	if e.cfg.GoneWorkers != nil {
+		if gone := e.cfg.GoneWorkers(); len(gone) > 0 {
+			acted = e.releaseGone(ctx, tx, gone, now) || acted
 		}
 	}
 

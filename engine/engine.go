@@ -45,6 +45,11 @@ type Config struct {
 	MaxLeasesPerRound int
 	// Metrics, if set, records dispatch latency.
 	Metrics *metrics.Metrics
+	// GoneWorkers, if set, names the worker id prefixes whose workers are
+	// known to be gone (the built-in pools of nodes that left or failed),
+	// with why; their leases are released at once rather than at their
+	// deadline.
+	GoneWorkers func() map[string]string
 }
 
 // Engine runs the leader-only components while this node leads.

@@ -36,6 +36,7 @@ const (
 	TaskResultsType       MessageType = 22
 	NoopType              MessageType = 23
 	PurgeInstancesType    MessageType = 24
+	ReleaseLeasesType     MessageType = 25
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -102,6 +103,7 @@ var typeNames = map[MessageType]string{
 	TaskResultsType:       "TaskResults",
 	NoopType:              "Noop",
 	PurgeInstancesType:    "PurgeInstances",
+	ReleaseLeasesType:     "ReleaseLeases",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

@@ -51,7 +51,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		for i := 0; i < n; i++ {
 			id := rapid.SampledFrom(ids).Draw(rt, "id")
 			state := f.State().Read()
-			switch rapid.IntRange(0, 14).Draw(rt, "kind") {
+			switch rapid.IntRange(0, 15).Draw(rt, "kind") {
 			case 0, 1:
 				input := `{"n": 3}`
 				if rapid.Bool().Draw(rt, "items") {
@@ -130,6 +130,19 @@ func TestRandomLogsConverge(t *testing.T) {
 			case 11:
 				apply(StepOverrideType, &StepOverrideRequest{Header: hdr(), ID: id, Step: rapid.SampledFrom(steps).Draw(rt, "step"),
 					Action: rapid.SampledFrom([]string{OverrideComplete, OverrideSkip, OverrideFail, OverrideRerun}).Draw(rt, "action"), Output: json.RawMessage(`{"id":"o"}`)})
+			case 15:
+				// A node's workers are gone: release what they hold.
+				var gone []ExpiredLease
+				for _, task := range state.LeasedTasks(0) {
+					if rapid.Bool().Draw(rt, "gone") {
+						token := task.Token
+						if rapid.IntRange(0, 4).Draw(rt, "stale_release") == 0 {
+							token = "1.0"
+						}
+						gone = append(gone, ExpiredLease{TaskID: task.ID, Token: token})
+					}
+				}
+				apply(ReleaseLeasesType, &ReleaseLeasesRequest{Header: hdr(), Leases: gone, Reason: "node n2 failed"})
 			case 14:
 				// Retention: purge what expired by a time up to 8 days on.
 				h := hdr()

@@ -500,6 +500,41 @@ func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
 	return resp
 }
 
+func init() { registerCommand(ReleaseLeasesType, (*FSM).applyReleaseLeases) }
+
+// ReleaseLeasesRequest ends attempts whose worker is known to be gone (its
+// node left the cluster or failed) before their deadline: each is settled
+// as a retryable "worker_lost" failure, as an expired lease would be. A
+// lease whose token changed meanwhile is left alone; a worker that was in
+// fact alive finds its token stale (at least once, never lost).
+type ReleaseLeasesRequest struct {
+	Header
+	Leases []ExpiredLease `json:"leases"`
+	Reason string         `json:"reason"`
+}
+
+func (f *FSM) applyReleaseLeases(tx *Txn, body []byte) any {
+	var req ReleaseLeasesRequest
+	mustDecode(ReleaseLeasesType, body, &req)
+	resp := &ExpireLeasesResponse{Expired: []string{}}
+	for _, l := range req.Leases {
+		t := tx.Task(l.TaskID)
+		if t == nil || t.Status != TaskLeased || t.Token != l.Token {
+			continue
+		}
+		inst := tx.Instance(t.InstanceID)
+		if inst == nil || inst.Terminal() {
+			continue
+		}
+		lost := &TaskError{Type: "worker_lost", Message: fmt.Sprintf("worker %s is gone: %s (attempt %d)", t.WorkerID, req.Reason, t.Attempt)}
+		if _, err := f.settleTask(tx, t, inst, req.Time, nil, lost); err != nil {
+			continue
+		}
+		resp.Expired = append(resp.Expired, t.ID)
+	}
+	return resp
+}
+
 func init() { registerCommand(HeartbeatTaskType, (*FSM).applyHeartbeat) }
 
 // HeartbeatTaskRequest tells the engine a leased attempt is alive, with
