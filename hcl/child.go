@@ -67,13 +67,10 @@ func staticValue(expr hhcl.Expression, parent *InputSpec) (cty.Value, bool) {
 	if parent != nil {
 		input = cty.UnknownVal(parent.Type.WithoutOptionalAttributesDeep())
 	}
-	funcs := make(map[string]function.Function, len(functions))
-	for k, f := range functions {
-		funcs[k] = f
-	}
-	funcs["now"] = function.New(&function.Spec{Type: function.StaticReturnType(cty.String),
-		Impl: func([]cty.Value, cty.Type) (cty.Value, error) { return cty.UnknownVal(cty.String), nil }})
-	ctx := &hhcl.EvalContext{Functions: funcs, Variables: map[string]cty.Value{
+	ctx := libraryContext.NewChild()
+	ctx.Functions = map[string]function.Function{"now": function.New(&function.Spec{Type: function.StaticReturnType(cty.String),
+		Impl: func([]cty.Value, cty.Type) (cty.Value, error) { return cty.UnknownVal(cty.String), nil }})}
+	ctx.Variables = map[string]cty.Value{
 		"input": input,
 		"step":  cty.DynamicVal,
 		"each":  cty.DynamicVal,
@@ -81,7 +78,7 @@ func staticValue(expr hhcl.Expression, parent *InputSpec) (cty.Value, bool) {
 			"id": cty.UnknownVal(cty.String), "workflow": cty.UnknownVal(cty.String),
 			"version": cty.UnknownVal(cty.Number), "started_at": cty.UnknownVal(cty.String),
 		}),
-	}}
+	}
 	v, diags := expr.Value(ctx)
 	if diags.HasErrors() {
 		return cty.NilVal, false

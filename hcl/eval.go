@@ -269,11 +269,6 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 		"version":    cty.NumberUIntVal(s.Instance.Version),
 		"started_at": cty.StringVal(s.Instance.StartedAt.UTC().Format(time.RFC3339Nano)),
 	})
-	funcs := make(map[string]function.Function, len(functions))
-	for k, v := range functions {
-		funcs[k] = v
-	}
-	funcs["now"] = nowFunc(s.Now)
 	vars := map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps), "instance": inst}
 	if s.Request != nil {
 		body, err := FromJSON(s.Request.Body)
@@ -315,8 +310,18 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 		}
 		vars["each"] = cty.ObjectVal(map[string]cty.Value{"key": key, "value": val})
 	}
-	return &hhcl.EvalContext{Variables: vars, Functions: funcs}, nil
+	// The library is shared through the parent context; only now() is the
+	// evaluation's own (copying the library per evaluation cost more than
+	// most expressions).
+	ctx := libraryContext.NewChild()
+	ctx.Variables = vars
+	ctx.Functions = map[string]function.Function{"now": nowFunc(s.Now)}
+	return ctx, nil
 }
+
+// libraryContext holds the function library; evaluation contexts are its
+// children.
+var libraryContext = &hhcl.EvalContext{Functions: functions}
 
 // Eval evaluates expr in scope and returns the result as JSON. A nil
 // expression evaluates to JSON null.
