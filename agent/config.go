@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -28,6 +29,7 @@ type Config struct {
 	WorkerQueues    []string `hcl:"worker_queues,optional"`
 	WorkerCount     *int     `hcl:"worker_concurrency,optional"`
 	WorkerBatch     *int     `hcl:"worker_batch,optional"`
+	GCPercent       *int     `hcl:"gc_percent,optional"`
 	HTTPAllow       []string `hcl:"http_allow,optional"`
 	Dev             *bool    `hcl:"dev,optional"`
 	LogLevel        string   `hcl:"log_level,optional"`
@@ -35,6 +37,20 @@ type Config struct {
 	// Test-only knobs (not in files or flags).
 	RaftTimeoutScale float64
 	GossipLocal      bool
+}
+
+// DefaultGCPercent is the garbage collector's target (GOGC) an agent runs
+// with unless GOGC is set: 300 measured 17% more chain3 throughput than
+// Go's 100, for about 1.8 times the memory (docs/performance.md).
+const DefaultGCPercent = 300
+
+// ApplyGCPercent sets the process's GC target from the configuration,
+// unless the GOGC environment variable already chose one. It changes the
+// whole process: the agent command calls it, not the library.
+func (c *Config) ApplyGCPercent() {
+	if os.Getenv("GOGC") == "" && c.GCPercent != nil {
+		debug.SetGCPercent(*c.GCPercent)
+	}
 }
 
 func intp(i int) *int    { return &i }
@@ -57,6 +73,7 @@ func DefaultConfig() *Config {
 		WorkerQueues:    []string{"default"},
 		WorkerCount:     intp(8),
 		WorkerBatch:     intp(16),
+		GCPercent:       intp(DefaultGCPercent),
 		HTTPAllow:       append([]string{}, worker.DefaultHTTPAllow...),
 		Dev:             boolp(false),
 		LogLevel:        "info",
@@ -101,6 +118,9 @@ func (c *Config) Merge(o *Config) *Config {
 	}
 	if o.WorkerBatch != nil {
 		r.WorkerBatch = o.WorkerBatch
+	}
+	if o.GCPercent != nil {
+		r.GCPercent = o.GCPercent
 	}
 	if o.HTTPAllow != nil {
 		r.HTTPAllow = o.HTTPAllow
@@ -175,6 +195,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WorkerBatch == nil || *c.WorkerBatch < 1 || *c.WorkerBatch > 1000 {
 		errs = append(errs, errors.New("worker_batch must be from 1 to 1000"))
+	}
+	if c.GCPercent == nil || *c.GCPercent < 25 || *c.GCPercent > 10000 {
+		errs = append(errs, errors.New("gc_percent must be from 25 to 10000"))
 	}
 	for _, q := range c.WorkerQueues {
 		if !hcldiag.ValidName(q) {

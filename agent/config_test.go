@@ -51,9 +51,9 @@ func TestConfigFileErrorsNamePosition(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	neg, big, zero, dev := -1, 70000, 0, true
 	cfg := DefaultConfig().Merge(&Config{BindAddr: "not-an-ip", HTTPPort: &big, BootstrapExpect: &neg, WorkerCount: &zero,
-		WorkerQueues: []string{"bad queue"}, LogLevel: "loud"})
+		WorkerBatch: &zero, GCPercent: &zero, WorkerQueues: []string{"bad queue"}, LogLevel: "loud"})
 	err := cfg.Validate()
-	for _, want := range []string{"bind", "http_port", "data_dir", "bootstrap_expect", "worker_concurrency", "bad queue", "log_level"} {
+	for _, want := range []string{"bind", "http_port", "data_dir", "bootstrap_expect", "worker_concurrency", "worker_batch", "gc_percent", "bad queue", "log_level"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}

@@ -32,6 +32,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		workers    = fs.Bool("worker", true, "run the built-in worker pool (noop, log, delay, http)")
 		workerN    = fs.Int("worker-concurrency", 8, "pollers per queue in the built-in worker pool")
 		workerB    = fs.Int("worker-batch", 16, "tasks each built-in poller takes per poll and runs at once")
+		gcPercent  = fs.Int("gc-percent", agent.DefaultGCPercent, "garbage collector target, as GOGC (ignored when GOGC is set)")
 		dev        = fs.Bool("dev", false, "run one node with a temporary data dir, bootstrapped at once")
 		join       stringList
 		allow      stringList
@@ -78,6 +79,8 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			flags.WorkerCount = workerN
 		case "worker-batch":
 			flags.WorkerBatch = workerB
+		case "gc-percent":
+			flags.GCPercent = gcPercent
 		case "dev":
 			flags.Dev = dev
 		case "join":
@@ -103,6 +106,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep agent: invalid configuration:\n%v\n", err)
 		return 1
 	}
+	cfg.ApplyGCPercent()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "lockstep", Level: hclog.LevelFromString(cfg.LogLevel), Output: stderr})
 	a, err := agent.New(cfg, logger)
 	if err != nil {

@@ -198,6 +198,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cfg.local {
+		agent.DefaultConfig().ApplyGCPercent() // the local agents run as the agent command would
 		addrs, shutdown, err := startLocalCluster(ctx, cfg.nodes, cfg.workers == 0, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "lockstep bench: local cluster: %v\n", err)
