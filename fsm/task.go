@@ -478,21 +478,36 @@ type ExpireLeasesResponse struct {
 func (f *FSM) applyExpireLeases(tx *Txn, body []byte) any {
 	var req ExpireLeasesRequest
 	mustDecode(ExpireLeasesType, body, &req)
+	return f.endLeases(tx, req.Leases, req.Time, func(t *Task) *TaskError {
+		if t.deadline().After(req.Time) {
+			return nil // not yet: a lease never expires early
+		}
+		if t.LeaseDeadline.After(req.Time) {
+			return &TaskError{Type: "heartbeat_timeout", Message: fmt.Sprintf("no heartbeat within %s from worker %s (attempt %d)", t.HeartbeatTimeout, t.WorkerID, t.Attempt)}
+		}
+		return &TaskError{Type: "timeout", Message: fmt.Sprintf("no result within %s: the lease of worker %s ran out (attempt %d)", t.Timeout, t.WorkerID, t.Attempt)}
+	})
+}
+
+// endLeases ends, as failed attempts, the listed leases still held with
+// their token whose instance runs, with the error cause gives (nil leaves
+// a lease alone).
+func (f *FSM) endLeases(tx *Txn, leases []ExpiredLease, now time.Time, cause func(*Task) *TaskError) *ExpireLeasesResponse {
 	resp := &ExpireLeasesResponse{Expired: []string{}}
-	for _, l := range req.Leases {
+	for _, l := range leases {
 		t := tx.Task(l.TaskID)
-		if t == nil || t.Status != TaskLeased || t.Token != l.Token || t.deadline().After(req.Time) {
+		if t == nil || t.Status != TaskLeased || t.Token != l.Token {
 			continue
 		}
 		inst := tx.Instance(t.InstanceID)
 		if inst == nil || inst.Terminal() {
 			continue
 		}
-		timeout := &TaskError{Type: "timeout", Message: fmt.Sprintf("no result within %s: the lease of worker %s ran out (attempt %d)", t.Timeout, t.WorkerID, t.Attempt)}
-		if t.LeaseDeadline.After(req.Time) {
-			timeout = &TaskError{Type: "heartbeat_timeout", Message: fmt.Sprintf("no heartbeat within %s from worker %s (attempt %d)", t.HeartbeatTimeout, t.WorkerID, t.Attempt)}
+		taskErr := cause(t)
+		if taskErr == nil {
+			continue
 		}
-		if _, err := f.settleTask(tx, t, inst, req.Time, nil, timeout); err != nil {
+		if _, err := f.settleTask(tx, t, inst, now, nil, taskErr); err != nil {
 			continue
 		}
 		resp.Expired = append(resp.Expired, t.ID)
@@ -516,23 +531,9 @@ type ReleaseLeasesRequest struct {
 func (f *FSM) applyReleaseLeases(tx *Txn, body []byte) any {
 	var req ReleaseLeasesRequest
 	mustDecode(ReleaseLeasesType, body, &req)
-	resp := &ExpireLeasesResponse{Expired: []string{}}
-	for _, l := range req.Leases {
-		t := tx.Task(l.TaskID)
-		if t == nil || t.Status != TaskLeased || t.Token != l.Token {
-			continue
-		}
-		inst := tx.Instance(t.InstanceID)
-		if inst == nil || inst.Terminal() {
-			continue
-		}
-		lost := &TaskError{Type: "worker_lost", Message: fmt.Sprintf("worker %s is gone: %s (attempt %d)", t.WorkerID, req.Reason, t.Attempt)}
-		if _, err := f.settleTask(tx, t, inst, req.Time, nil, lost); err != nil {
-			continue
-		}
-		resp.Expired = append(resp.Expired, t.ID)
-	}
-	return resp
+	return f.endLeases(tx, req.Leases, req.Time, func(t *Task) *TaskError {
+		return &TaskError{Type: "worker_lost", Message: fmt.Sprintf("worker %s is gone: %s (attempt %d)", t.WorkerID, req.Reason, t.Attempt)}
+	})
 }
 
 func init() { registerCommand(HeartbeatTaskType, (*FSM).applyHeartbeat) }
