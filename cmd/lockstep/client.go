@@ -313,47 +313,40 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 	version := fs.Uint64("version", 0, "workflow version (default: latest)")
 	wait := fs.Bool("wait", false, "wait until the instance ends and print it")
 	idemKey := fs.String("idempotency-key", "", "makes retrying this start safe, even without -id: a repeat gets the first answer")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 1
-	}
-	in, err := readInput(*input)
-	if err != nil {
-		return fail(stderr, "instance start", err)
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance start", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	if *idemKey != "" {
-		c = api.WithIdempotencyKey(c, *idemKey)
-	}
-	s, err := cl.StartInstance(c, fs.Arg(0), api.StartRequest{Input: in, ID: *id, Version: *version})
-	if err != nil {
-		return fail(stderr, "instance start", err)
-	}
-	if !*wait {
-		if cf.json {
-			printJSON(stdout, s)
-		} else {
-			fmt.Fprintf(stdout, "%s\n", s.ID)
+	code := 0
+	if rc := cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		in, err := readInput(*input)
+		if err != nil {
+			return err
 		}
-		return 0
+		if *idemKey != "" {
+			c = api.WithIdempotencyKey(c, *idemKey)
+		}
+		s, err := cl.StartInstance(c, fs.Arg(0), api.StartRequest{Input: in, ID: *id, Version: *version})
+		if err != nil {
+			return err
+		}
+		if !*wait {
+			if cf.json {
+				printJSON(stdout, s)
+			} else {
+				fmt.Fprintf(stdout, "%s\n", s.ID)
+			}
+			return nil
+		}
+		inst, err := cl.WaitInstanceSince(c, s.ID, s.Index)
+		if err != nil {
+			return err
+		}
+		printInstance(stdout, inst, cf.json)
+		if inst.Status != "completed" {
+			code = 2
+		}
+		return nil
+	}); rc != 0 {
+		return rc
 	}
-	inst, err := cl.WaitInstanceSince(c, s.ID, s.Index)
-	if err != nil {
-		return fail(stderr, "instance start", err)
-	}
-	printInstance(stdout, inst, cf.json)
-	if inst.Status != "completed" {
-		return 2
-	}
-	return 0
+	return code
 }
 
 func instanceStatus(args []string, stdout, stderr io.Writer) int {
@@ -529,78 +522,56 @@ func endInstance(verb, usage string, args []string, stdout, stderr io.Writer) in
 	fs, cf := newFlagSet("instance "+verb, usage, stderr)
 	reason := fs.String("reason", "", "why, recorded as the instance's error")
 	wait := fs.Bool("wait", false, "wait until the instance has ended and print it")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 1
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance "+verb, err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	call := map[string]func(context.Context, string, string) (string, error){
-		"cancel": cl.Cancel, "terminate": cl.Terminate, "suspend": cl.Suspend, "resume": cl.Resume,
-	}[verb]
-	status, err := call(c, fs.Arg(0), *reason)
-	if err != nil {
-		return fail(stderr, "instance "+verb, err)
-	}
-	if *wait {
-		inst, err := cl.WaitInstance(c, fs.Arg(0))
+	return cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+		call := map[string]func(context.Context, string, string) (string, error){
+			"cancel": cl.Cancel, "terminate": cl.Terminate, "suspend": cl.Suspend, "resume": cl.Resume,
+		}[verb]
+		status, err := call(c, fs.Arg(0), *reason)
 		if err != nil {
-			return fail(stderr, "instance "+verb, err)
+			return err
 		}
-		printInstance(stdout, inst, cf.json)
-		return 0
-	}
-	if cf.json {
-		printJSON(stdout, map[string]string{"id": fs.Arg(0), "status": status})
-	} else {
-		fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
-	}
-	return 0
+		if *wait {
+			inst, err := cl.WaitInstance(c, fs.Arg(0))
+			if err != nil {
+				return err
+			}
+			printInstance(stdout, inst, cf.json)
+			return nil
+		}
+		if cf.json {
+			printJSON(stdout, map[string]string{"id": fs.Arg(0), "status": status})
+		} else {
+			fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
+		}
+		return nil
+	})
 }
 
 func instanceSignal(args []string, stdout, stderr io.Writer) int {
 	fs, cf := newFlagSet("instance signal", "instance signal [-payload JSON|@FILE] [-request-id ID] INSTANCE SIGNAL", stderr)
 	payload := fs.String("payload", "", "signal payload as JSON, or @file")
 	requestID := fs.String("request-id", "", "makes retries of this send safe: a repeat is accepted once")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return 1
-	}
-	body, err := readInput(*payload)
-	if err != nil {
-		return fail(stderr, "instance signal", err)
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance signal", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	res, err := cl.Signal(c, fs.Arg(0), fs.Arg(1), body, *requestID)
-	if err != nil {
-		return fail(stderr, "instance signal", err)
-	}
-	switch {
-	case cf.json:
-		printJSON(stdout, res)
-	case res.Duplicate:
-		fmt.Fprintf(stdout, "already received as %s\n", res.SignalID)
-	case res.DeliveredTo != "":
-		fmt.Fprintf(stdout, "delivered to step %s\n", res.DeliveredTo)
-	default:
-		fmt.Fprintln(stdout, "buffered: no step waits for it yet")
-	}
-	return 0
+	return cf.run(fs, args, 2, func(c context.Context, cl *api.Client) error {
+		body, err := readInput(*payload)
+		if err != nil {
+			return err
+		}
+		res, err := cl.Signal(c, fs.Arg(0), fs.Arg(1), body, *requestID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case cf.json:
+			printJSON(stdout, res)
+		case res.Duplicate:
+			fmt.Fprintf(stdout, "already received as %s\n", res.SignalID)
+		case res.DeliveredTo != "":
+			fmt.Fprintf(stdout, "delivered to step %s\n", res.DeliveredTo)
+		default:
+			fmt.Fprintln(stdout, "buffered: no step waits for it yet")
+		}
+		return nil
+	})
 }
 
 func instanceHistory(args []string, stdout, stderr io.Writer) int {
@@ -791,33 +762,22 @@ func instanceStep(args []string, stdout, stderr io.Writer) int {
 	output := fs.String("output", "", "the step's output, for complete")
 	errType := fs.String("error", "", "the error type, for fail (default failed_by_operator)")
 	reason := fs.String("reason", "", "why, recorded in the history (and the error message, for fail)")
-	if code, ok := parse(fs, args); !ok {
-		return code
-	}
-	if fs.NArg() != 3 {
-		fs.Usage()
-		return 1
-	}
-	out, err := readInput(*output)
-	if err != nil {
-		return fail(stderr, "instance step", err)
-	}
-	var te *api.TaskError
-	if *errType != "" {
-		te = &api.TaskError{Type: *errType, Message: *reason}
-	}
-	cl, err := cf.client()
-	if err != nil {
-		return fail(stderr, "instance step", err)
-	}
-	c, cancel := ctx()
-	defer cancel()
-	status, err := cl.OverrideStep(c, fs.Arg(0), fs.Arg(1), fs.Arg(2), out, te, *reason)
-	if err != nil {
-		return fail(stderr, "instance step", err)
-	}
-	fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
-	return 0
+	return cf.run(fs, args, 3, func(c context.Context, cl *api.Client) error {
+		out, err := readInput(*output)
+		if err != nil {
+			return err
+		}
+		var te *api.TaskError
+		if *errType != "" {
+			te = &api.TaskError{Type: *errType, Message: *reason}
+		}
+		status, err := cl.OverrideStep(c, fs.Arg(0), fs.Arg(1), fs.Arg(2), out, te, *reason)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s %s\n", fs.Arg(0), status)
+		return nil
+	})
 }
 
 func runService(args []string, stdout, stderr io.Writer) int {
@@ -864,25 +824,14 @@ func runTrigger(args []string, stdout, stderr io.Writer) int {
 	action := func(verb string) command {
 		return command{verb + " a trigger", func(args []string, stdout, stderr io.Writer) int {
 			fs, cf := newFlagSet("trigger "+verb, "trigger "+verb+" WORKFLOW.TRIGGER", stderr)
-			if code, ok := parse(fs, args); !ok {
-				return code
-			}
-			if fs.NArg() != 1 {
-				fs.Usage()
-				return 1
-			}
-			cl, err := cf.client()
-			if err != nil {
-				return fail(stderr, "trigger "+verb, err)
-			}
-			c, cancel := ctx()
-			defer cancel()
-			out, err := cl.TriggerAction(c, fs.Arg(0), verb)
-			if err != nil {
-				return fail(stderr, "trigger "+verb, err)
-			}
-			printJSON(stdout, out)
-			return 0
+			return cf.run(fs, args, 1, func(c context.Context, cl *api.Client) error {
+				out, err := cl.TriggerAction(c, fs.Arg(0), verb)
+				if err != nil {
+					return err
+				}
+				printJSON(stdout, out)
+				return nil
+			})
 		}}
 	}
 	return subcommands("trigger", map[string]command{
