@@ -138,13 +138,18 @@ func TestBootstrapExpectThenLateJoinerAndRestart(t *testing.T) {
 
 	// A node that starts later without bootstrap-expect is added by the leader.
 	n4 := start(t, "n4", filepath.Join(base, "n4"), 0, []string{n2.c.GossipAddr()})
-	waitFor(t, 20*time.Second, "n4 to become a voter", func() error {
+	waitFor(t, 60*time.Second, "n4 to become a voter", func() error {
 		for _, v := range voters(t, leader) {
 			if strings.HasPrefix(v, n4.c.ID()+"/Voter") {
 				return nil
 			}
 		}
-		return fmt.Errorf("voters %v", voters(t, leader))
+		l, _ := leaderOf(nodes)
+		var members []cluster.Member
+		if l != nil {
+			members = l.c.Members()
+		}
+		return fmt.Errorf("voters %v; current leader's members %+v", voters(t, leader), members)
 	})
 	waitFor(t, 10*time.Second, "n4 to catch up", func() error {
 		if n4.fsm.State().Read().LatestWorkflow("w") == nil {

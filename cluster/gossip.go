@@ -48,6 +48,11 @@ func (c *Cluster) setupGossip() error {
 	mc := memberlist.DefaultLANConfig()
 	if c.cfg.GossipLocal {
 		mc = memberlist.DefaultLocalConfig()
+		// A full state exchange every second: small local clusters (tests,
+		// bench -local) on a starved machine can lose a UDP broadcast, and
+		// the default 15 s anti-entropy then delays a new member past what
+		// anyone waits for.
+		mc.PushPullInterval = time.Second
 	}
 	mc.Name = c.cfg.NodeName
 	mc.BindAddr = c.cfg.BindAddr
