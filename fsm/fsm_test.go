@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -444,6 +445,18 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	}
 	if got, want := restored.State().Read().LatestIndex(), uint64(len(h.b.logs)); got != want {
 		t.Fatalf("index = %d, want %d", got, want)
+	}
+	// Instances by workflow are derived on restore, not stored.
+	ids := func(f *FSM, wf string) (out []string) {
+		for _, inst := range f.State().Read().Instances(wf, "", 0) {
+			out = append(out, inst.ID)
+		}
+		return out
+	}
+	for _, wf := range []string{"chain3", "diamond", "approval"} {
+		if got, want := ids(restored, wf), ids(h.fsm, wf); !reflect.DeepEqual(got, want) || len(want) == 0 && wf == "diamond" {
+			t.Fatalf("instances of %s after restore = %v, want %v", wf, got, want)
+		}
 	}
 	// The restored FSM keeps applying where the original left off.
 	next := &harness{t: t, fsm: restored, b: h.b, now: h.now}

@@ -53,8 +53,8 @@ func init() {
 		Name: tableHistory,
 		Indexes: map[string]*memdb.IndexSchema{
 			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-				&memdb.StringFieldIndex{Field: "InstanceID"},
-				&memdb.UintFieldIndex{Field: "First"},
+				strIndex{func(o any) string { return o.(*historyChunk).InstanceID }},
+				uintIndex{func(o any) uint64 { return o.(*historyChunk).First }},
 			}}},
 		},
 	})
@@ -185,6 +185,9 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		inst.ExpiresKey = uint64(inst.EndedAt.Add(retention).UnixNano())
 	}
 	tx.mustInsert(tableInstances, inst)
+	if old == nil {
+		tx.addInstanceRef(inst)
+	}
 	// A child that just ended moves its parent on; a triggered instance
 	// that ended lets a buffered fire start.
 	if inst.Terminal() && (old == nil || !old.Terminal()) {

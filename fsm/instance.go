@@ -166,18 +166,45 @@ func (i *Instance) clone() *Instance {
 	return &c
 }
 
-const tableInstances = "instances"
+const (
+	tableInstances = "instances"
+	// tableInstanceWorkflow lists instances by workflow. It is a table of
+	// its own, written when an instance is created and deleted when it is
+	// purged, because an index on the instances table is written again at
+	// every change of the instance. Snapshots leave it out; Restore
+	// rebuilds it from the instances.
+	tableInstanceWorkflow = "instance_workflow"
+)
+
+// instanceRef is a record of tableInstanceWorkflow.
+type instanceRef struct {
+	Workflow string
+	ID       string
+}
+
+func (r *instanceRef) key() string { return r.Workflow + "\x00" + r.ID }
+
+// addInstanceRef records a new instance under its workflow.
+func (t *Txn) addInstanceRef(inst *Instance) {
+	t.mustInsert(tableInstanceWorkflow, &instanceRef{Workflow: inst.Workflow, ID: inst.ID})
+}
 
 func init() {
 	registerTable(&memdb.TableSchema{
+		Name: tableInstanceWorkflow,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: strIndex{func(o any) string { return o.(*instanceRef).key() }}},
+		},
+	})
+	derivedTables[tableInstanceWorkflow] = true
+	registerTable(&memdb.TableSchema{
 		Name: tableInstances,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id":       {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-			"workflow": {Name: "workflow", Indexer: &memdb.StringFieldIndex{Field: "Workflow"}},
+			"id": {Name: "id", Unique: true, Indexer: strIndex{func(o any) string { return o.(*Instance).ID }}},
 			// Ended instances by when they expire; running ones are absent.
 			"expires": {Name: "expires", AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 				nonZeroUint{field: func(o any) uint64 { return o.(*Instance).ExpiresKey }},
-				&memdb.StringFieldIndex{Field: "ID"},
+				strIndex{func(o any) string { return o.(*Instance).ID }},
 			}}},
 		},
 	})
@@ -552,7 +579,7 @@ func (t *Txn) Instances(workflow, after string, limit int) []*Instance {
 	var it memdb.ResultIterator
 	var err error
 	if workflow != "" {
-		it, err = t.Get(tableInstances, "workflow", workflow)
+		it, err = t.LowerBound(tableInstanceWorkflow, "id", (&instanceRef{Workflow: workflow, ID: after}).key())
 	} else {
 		it, err = t.LowerBound(tableInstances, "id", after)
 	}
@@ -560,7 +587,17 @@ func (t *Txn) Instances(workflow, after string, limit int) []*Instance {
 		return out
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		inst := raw.(*Instance)
+		var inst *Instance
+		if ref, ok := raw.(*instanceRef); ok {
+			if ref.Workflow != workflow {
+				break
+			}
+			if inst = t.Instance(ref.ID); inst == nil {
+				continue
+			}
+		} else {
+			inst = raw.(*Instance)
+		}
 		if inst.ID <= after && after != "" {
 			continue
 		}

@@ -58,10 +58,13 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *snapshot) Release() {}
 
+// tableNames lists the tables a snapshot holds (derived ones are rebuilt).
 func tableNames() []string {
 	names := make([]string, 0, len(tableSchemas))
 	for n := range tableSchemas {
-		names = append(names, n)
+		if !derivedTables[n] {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	return names
@@ -164,6 +167,9 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 		if err := tx.Insert(rec.Table, obj); err != nil {
 			tx.Abort()
 			return nil, fmt.Errorf("snapshot record %d (%s): %w", n, rec.Table, err)
+		}
+		if inst, ok := obj.(*Instance); ok {
+			tx.addInstanceRef(inst)
 		}
 		n++
 	}

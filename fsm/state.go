@@ -11,6 +11,10 @@ import (
 // file of the records it holds.
 var tableSchemas = map[string]*memdb.TableSchema{}
 
+// derivedTables are rebuilt from other tables on Restore and left out of
+// snapshots.
+var derivedTables = map[string]bool{}
+
 func registerTable(s *memdb.TableSchema) {
 	if _, dup := tableSchemas[s.Name]; dup {
 		panic(fmt.Sprintf("fsm: table %s registered twice", s.Name))
@@ -31,7 +35,7 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableMeta,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
+			"id": {Name: "id", Unique: true, Indexer: strIndex{func(o any) string { return o.(*meta).Key }}},
 		},
 	})
 }
@@ -51,7 +55,10 @@ func NewStateStore() *StateStore {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: invalid schema: %v", err))
 	}
-	return &StateStore{db: db, changed: make(chan struct{})}
+	// Nothing watches go-memdb's per-record channels (readers wait on
+	// Changed), so the store is a non-primary copy, which does not track
+	// and close a channel for every radix node each write touches.
+	return &StateStore{db: db.Snapshot(), changed: make(chan struct{})}
 }
 
 // Changed returns a channel that is closed at the next change of the state

@@ -83,21 +83,21 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableTasks,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"id": {Name: "id", Unique: true, Indexer: strIndex{taskID}},
 			// Only pending tasks are in the queue index and only leased
 			// ones in the deadline index: the ended tasks that retained
 			// instances keep cost no index entries there, and an attempt's
 			// end is a delete, not a re-insert.
 			"queue": {Name: "queue", AllowMissing: true, Indexer: onlyIf{status: TaskPending, inner: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-				&memdb.StringFieldIndex{Field: "Queue"},
-				&memdb.StringFieldIndex{Field: "Status"},
+				strIndex{func(o any) string { return o.(*Task).Queue }},
+				strIndex{taskStatus},
 				priorityIndex{},
-				&memdb.UintFieldIndex{Field: "Seq"},
+				uintIndex{func(o any) uint64 { return o.(*Task).Seq }},
 			}}}},
 			"deadline": {Name: "deadline", AllowMissing: true, Indexer: onlyIf{status: TaskLeased, inner: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-				&memdb.StringFieldIndex{Field: "Status"},
-				&memdb.UintFieldIndex{Field: "DeadlineKey"},
-				&memdb.StringFieldIndex{Field: "ID"},
+				strIndex{taskStatus},
+				uintIndex{func(o any) uint64 { return o.(*Task).DeadlineKey }},
+				strIndex{taskID},
 			}}}},
 		},
 	})
@@ -587,6 +587,9 @@ func (t *Txn) Task(id string) *Task {
 // the priority (0 to 100), so that an ascending walk meets the highest
 // first.
 // onlyIf indexes a task only while it has the given status.
+func taskID(o any) string     { return o.(*Task).ID }
+func taskStatus(o any) string { return o.(*Task).Status }
+
 type onlyIf struct {
 	status string
 	inner  *memdb.CompoundIndex
