@@ -61,29 +61,88 @@ func init() {
 	registerRecord(tableHistory, func() any { return new(historyChunk) })
 }
 
-// appendHistory stores events (sequence numbers set) after the instance's
-// earlier ones: each chunk touched is copied, extended and written once.
-// A copy's slice has no spare capacity, so the stored chunk never changes.
-func (t *Txn) appendHistory(instance string, events []Event) {
-	var chunk *historyChunk
+// appendHistory adds events (sequence numbers set) to the instance's
+// history. They go to the instance's tail, which travels with the instance
+// record; a chunk is written to the history table once it is complete, so
+// a command that adds a few events writes no history record of its own.
+// The tail is copied on append (no spare capacity), so the versions of the
+// instance already stored never change.
+func (t *Txn) appendHistory(inst *Instance, events []Event) {
+	if len(events) == 0 {
+		return
+	}
+	tail := inst.historyTail[:len(inst.historyTail):len(inst.historyTail)]
 	for i := range events {
 		e := events[i]
-		first := chunkFirst(e.Seq)
-		if chunk == nil || chunk.First != first {
-			if chunk != nil {
-				t.mustInsert(tableHistory, chunk)
-			}
-			chunk = &historyChunk{InstanceID: instance, First: first}
-			if raw, err := t.First(tableHistory, "id", instance, first); err == nil && raw != nil {
-				old := raw.(*historyChunk)
-				chunk.Events = old.Events[:len(old.Events):len(old.Events)]
-			}
+		tail = append(tail, &e)
+	}
+	for len(tail) > 0 {
+		first := chunkFirst(tail[0].Seq)
+		n := 0
+		for n < len(tail) && chunkFirst(tail[n].Seq) == first {
+			n++
 		}
-		chunk.Events = append(chunk.Events, &e)
+		if tail[n-1].Seq != first+eventsPerChunk-1 {
+			break // the chunk is not complete yet
+		}
+		t.putChunk(inst.ID, first, tail[:n:n])
+		tail = tail[n:]
 	}
-	if chunk != nil {
-		t.mustInsert(tableHistory, chunk)
+	if len(tail) == 0 {
+		tail = nil
 	}
+	inst.historyTail = tail
+}
+
+// putChunk writes events as (the end of) the chunk starting at first. A
+// chunk may already hold the chunk's first events: a restored snapshot
+// stores partial chunks.
+func (t *Txn) putChunk(instance string, first uint64, events []*Event) {
+	chunk := &historyChunk{InstanceID: instance, First: first, Events: events}
+	if raw, err := t.First(tableHistory, "id", instance, first); err == nil && raw != nil {
+		old := raw.(*historyChunk).Events
+		chunk.Events = append(old[:len(old):len(old)], events...)
+	}
+	t.mustInsert(tableHistory, chunk)
+}
+
+// storeHistory writes events straight into chunks, partial ones included
+// (restoring a format-1 snapshot, which has no instance tails).
+func (t *Txn) storeHistory(instance string, events []Event) {
+	for len(events) > 0 {
+		first := chunkFirst(events[0].Seq)
+		var batch []*Event
+		for len(events) > 0 && chunkFirst(events[0].Seq) == first {
+			e := events[0]
+			batch = append(batch, &e)
+			events = events[1:]
+		}
+		t.putChunk(instance, first, batch)
+	}
+}
+
+// historyRecords yields an instance's history as snapshots hold it:
+// chunks of up to 32 events in order, the instance's tail merged into the
+// chunk it belongs to. Two nodes with the same history yield the same
+// chunks however their tails were flushed.
+func (t *Txn) historyRecords(inst *Instance, fn func(*historyChunk) error) error {
+	chunks := t.historyChunks(inst.ID, 1)
+	tail := inst.historyTail
+	if len(tail) > 0 {
+		first := chunkFirst(tail[0].Seq)
+		if n := len(chunks); n > 0 && chunks[n-1].First == first {
+			old := chunks[n-1].Events
+			chunks[n-1] = &historyChunk{InstanceID: inst.ID, First: first, Events: append(old[:len(old):len(old)], tail...)}
+		} else {
+			chunks = append(chunks, &historyChunk{InstanceID: inst.ID, First: first, Events: tail})
+		}
+	}
+	for _, c := range chunks {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // note queues an event that the state alone does not show (a signal, a
@@ -171,7 +230,7 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		e := &events[i]
 		e.InstanceID, e.Seq, e.Time, e.Index = inst.ID, inst.EventSeq, now, tx.Index
 	}
-	tx.appendHistory(inst.ID, events)
+	tx.appendHistory(inst, events)
 	quiet := inst.quiet
 	inst.quiet = false
 	inst.ExpiresKey = 0
@@ -249,19 +308,29 @@ func (tx *Txn) stepEvent(step, element, from, to, taskID string, attempts int, e
 	return e
 }
 
-// History returns an instance's events after seq, in order, at most limit.
+// History returns an instance's events after seq, in order, at most limit:
+// those of its stored chunks, then its tail.
 func (t *Txn) History(instance string, after uint64, limit int) []*Event {
 	out := []*Event{}
-	for _, c := range t.historyChunks(instance, chunkFirst(after+1)) {
-		for _, e := range c.Events {
+	add := func(events []*Event) bool {
+		for _, e := range events {
 			if e.Seq <= after {
 				continue
 			}
 			if limit > 0 && len(out) >= limit {
-				return out
+				return false
 			}
 			out = append(out, e)
 		}
+		return true
+	}
+	for _, c := range t.historyChunks(instance, chunkFirst(after+1)) {
+		if !add(c.Events) {
+			return out
+		}
+	}
+	if inst := t.Instance(instance); inst != nil {
+		add(inst.historyTail)
 	}
 	return out
 }

@@ -1,6 +1,10 @@
 package fsm
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +77,65 @@ func TestHistoryOfRetriesSignalsAndOperators(t *testing.T) {
 	if got := historyOf(h, "f"); got != "instance_started step_scheduled:each_item element_scheduled:each_item[0] step_succeeded:each_tag "+
 		"task_leased:each_item[0] element_succeeded:each_item[0] step_succeeded:each_item step_scheduled:join task_leased:join step_succeeded:join instance_completed" {
 		t.Fatalf("for_each history: %s", got)
+	}
+}
+
+// An instance's newest events live in its tail until their chunk of 32 is
+// complete. A replica restored from a snapshot taken at any point (partial
+// chunks stored, no tails) and fed the rest of the log ends with the same
+// history and the same snapshot bytes.
+func TestHistoryTailAcrossSnapshotsAtEveryPoint(t *testing.T) {
+	h := newHarness(t)
+	h.register(fanout)
+	items := make([]string, 40)
+	for i := range items {
+		items[i] = fmt.Sprintf("%q", fmt.Sprint("x", i))
+	}
+	h.start("big", "fan", `{"items": [`+strings.Join(items, ",")+`]}`)
+	h.runToEnd()
+	want := h.fsm.State().Read().History("big", 0, 0)
+	if len(want) <= 2*eventsPerChunk {
+		t.Fatalf("only %d events: the test needs more than two chunks", len(want))
+	}
+	var full bytes.Buffer
+	if err := h.fsm.State().WriteSnapshot(&full); err != nil {
+		t.Fatal(err)
+	}
+	if chunks := h.fsm.State().Read().historyChunks("big", 1); len(chunks) != len(want)/eventsPerChunk {
+		t.Fatalf("%d chunks stored for %d events: only complete chunks are written", len(chunks), len(want))
+	}
+	for cut := 0; cut <= len(h.b.logs); cut++ {
+		early := New(nil)
+		for _, l := range h.b.logs[:cut] {
+			early.Apply(l)
+		}
+		var mid bytes.Buffer
+		if err := early.State().WriteSnapshot(&mid); err != nil {
+			t.Fatal(err)
+		}
+		late := New(nil)
+		if err := late.Restore(io.NopCloser(bytes.NewReader(mid.Bytes()))); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range h.b.logs[cut:] {
+			late.Apply(l)
+		}
+		got := late.State().Read().History("big", 0, 0)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("cut at %d: history of %d events, want %d", cut, len(got), len(want))
+		}
+		for _, after := range []uint64{0, 5, 31, 32, 33, 64, uint64(len(want) - 1)} {
+			g, w := late.State().Read().History("big", after, 7), h.fsm.State().Read().History("big", after, 7)
+			if !reflect.DeepEqual(g, w) {
+				t.Fatalf("cut at %d: history after %d differs", cut, after)
+			}
+		}
+		var again bytes.Buffer
+		if err := late.State().WriteSnapshot(&again); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again.Bytes(), full.Bytes()) {
+			t.Fatalf("cut at %d: snapshot differs", cut)
+		}
 	}
 }

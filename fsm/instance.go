@@ -80,6 +80,11 @@ type Instance struct {
 
 	quiet bool // ended by its parent: no call back to the parent
 
+	// historyTail holds the events after the instance's last complete
+	// history chunk (appendHistory). It is not part of the record's JSON:
+	// snapshots write it inside the history chunks (historyRecords).
+	historyTail []*Event
+
 	pending []Event // noted events, written by saveInstance
 }
 

@@ -75,33 +75,54 @@ func writeSnapshot(w io.Writer, tx *Txn) error {
 	enc := json.NewEncoder(bw)
 	count := 0
 	for _, table := range tableNames() {
-		it, err := tx.Get(table, "id")
-		if err != nil {
+		if err := eachRecord(tx, table, func(any) error { count++; return nil }); err != nil {
 			return err
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			count++
 		}
 	}
 	if err := enc.Encode(snapshotHeader{Magic: snapshotMagic, Format: SnapshotFormat, Index: tx.LatestIndex(), Records: count}); err != nil {
 		return err
 	}
 	for _, table := range tableNames() {
-		it, err := tx.Get(table, "id")
-		if err != nil {
-			return err
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
+		err := eachRecord(tx, table, func(raw any) error {
 			body, err := json.Marshal(raw)
 			if err != nil {
 				return fmt.Errorf("snapshot %s: %w", table, err)
 			}
-			if err := enc.Encode(snapshotRecord{Table: table, Record: body}); err != nil {
-				return err
-			}
+			return enc.Encode(snapshotRecord{Table: table, Record: body})
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return bw.Flush()
+}
+
+// eachRecord calls fn with every record of a table in key order. The
+// history comes instance by instance (the history table's key order), each
+// instance's tail merged into its chunks.
+func eachRecord(tx *Txn, table string, fn func(any) error) error {
+	if table == tableHistory {
+		it, err := tx.Get(tableInstances, "id")
+		if err != nil {
+			return err
+		}
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			if err := tx.historyRecords(raw.(*Instance), func(c *historyChunk) error { return fn(c) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	it, err := tx.Get(table, "id")
+	if err != nil {
+		return err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if err := fn(raw); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteSnapshot writes the state as a snapshot would; tests use it to
@@ -127,7 +148,7 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 	var v1 []Event
 	flushV1 := func() {
 		if len(v1) > 0 {
-			tx.appendHistory(v1[0].InstanceID, v1)
+			tx.storeHistory(v1[0].InstanceID, v1)
 			v1 = v1[:0]
 		}
 	}
