@@ -64,6 +64,17 @@ func TestBenchWorkersAndRaftCeiling(t *testing.T) {
 	if res.Completed != 50 || len(res.Errors) != 0 || res.RaftIndexPerSec <= 0 || res.Leader.RaftApplyMS == nil {
 		t.Fatalf("raft: %+v %+v", res, res.Leader)
 	}
+	// Open loop: every scheduled start is made, latency counts from the
+	// schedule.
+	res, err = bench(context.Background(), benchConfig{addresses: addr, workload: "chain3", instances: 30, concurrency: 4, rate: 500, workers: 2, batch: 4}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	printBench(&out, res)
+	if res.Started != 30 || res.Completed != 30 || len(res.Errors) != 0 || !strings.Contains(out.String(), "500 starts/s offered") || !strings.Contains(out.String(), "(scheduled start to completion)") {
+		t.Fatalf("open loop: %+v\n%s", res, out.String())
+	}
 }
 
 func TestBenchFlagErrors(t *testing.T) {
