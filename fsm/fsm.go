@@ -56,7 +56,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	res := f.applyOne(tx, l)
 	tx.setCounter("index", l.Index)
 	tx.Commit()
-	state.notify()
+	state.notify(tx.touched, false)
 	return res
 }
 
@@ -83,7 +83,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	tx.setCounter("index", last)
 	tx.Commit()
-	state.notify()
+	state.notify(tx.touched, false)
 	return out
 }
 
@@ -122,7 +122,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	old := f.state
 	f.state = fresh
 	f.mu.Unlock()
-	old.notify()
+	old.notify(nil, true)
 	return nil
 }
 

@@ -790,3 +790,52 @@ func TestPendingTasksByPriority(t *testing.T) {
 		t.Fatalf("pending order = %v, want %s", got, want)
 	}
 }
+
+// A reader watching one instance wakes when a command writes it, not when
+// others change; a restore wakes every watcher.
+func TestWatchInstanceWakesOnItsChangesOnly(t *testing.T) {
+	h := newHarness(t)
+	h.register(chain3)
+	h.start("a", "chain3", `{"n":1}`)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	ch, stop := h.fsm.State().WatchInstance("a")
+	defer stop()
+	h.start("b", "chain3", `{"n":1}`)
+	if closed(ch) {
+		t.Fatal("woken by another instance's start")
+	}
+	h.runToEnd()
+	if !closed(ch) {
+		t.Fatal("not woken when its instance ran")
+	}
+	// A watcher that stops is forgotten; one still waiting is woken by a
+	// restore, which replaces the store it watched.
+	ch2, stop2 := h.fsm.State().WatchInstance("a")
+	stop2()
+	ch3, stop3 := h.fsm.State().WatchInstance("nobody")
+	defer stop3()
+	snap, err := h.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.fsm.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if closed(ch2) {
+		t.Fatal("a stopped watch was closed")
+	}
+	if !closed(ch3) {
+		t.Fatal("restore did not wake a watcher")
+	}
+}

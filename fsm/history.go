@@ -244,6 +244,7 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		inst.ExpiresKey = uint64(inst.EndedAt.Add(retention).UnixNano())
 	}
 	tx.mustInsert(tableInstances, inst)
+	tx.touch(inst.ID)
 	if old == nil {
 		tx.addInstanceRef(inst)
 	}

@@ -149,6 +149,7 @@ func (t *Txn) purge(inst *Instance) {
 	}
 	del(tableInstanceWorkflow, &instanceRef{Workflow: inst.Workflow, ID: inst.ID})
 	del(tableInstances, inst)
+	t.touch(inst.ID)
 }
 
 // nonZeroUint indexes a uint64 field, big-endian so that byte order is

@@ -47,6 +47,9 @@ type StateStore struct {
 
 	mu      sync.Mutex
 	changed chan struct{}
+	// watches are the readers waiting for one instance to change, by id
+	// (WatchInstance); a commit wakes only those of the instances it wrote.
+	watches map[string]map[chan struct{}]struct{}
 }
 
 // NewStateStore returns an empty store.
@@ -56,25 +59,72 @@ func NewStateStore() *StateStore {
 		panic(fmt.Sprintf("fsm: invalid schema: %v", err))
 	}
 	// Nothing watches go-memdb's per-record channels (readers wait on
-	// Changed), so the store is a non-primary copy, which does not track
-	// and close a channel for every radix node each write touches.
+	// Changed or WatchInstance), so the store is a non-primary copy, which
+	// does not track and close a channel for every radix node each write
+	// touches.
 	return &StateStore{db: db.Snapshot(), changed: make(chan struct{})}
 }
 
 // Changed returns a channel that is closed at the next change of the state
 // (an applied command or a restore). Blocking readers and the leader's
-// dispatcher wait on it.
+// engine wait on it instead of polling.
 func (s *StateStore) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.changed
 }
 
-func (s *StateStore) notify() {
+// WatchInstance returns a channel closed at the next commit that writes or
+// deletes the instance, or when a restore replaces this store; and a
+// function that stops watching. A reader blocked on one instance thus
+// wakes for its changes only, not for every command.
+func (s *StateStore) WatchInstance(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
 	s.mu.Lock()
+	if s.watches == nil {
+		s.watches = map[string]map[chan struct{}]struct{}{}
+	}
+	set := s.watches[id]
+	if set == nil {
+		set = map[chan struct{}]struct{}{}
+		s.watches[id] = set
+	}
+	set[ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if set := s.watches[id]; set != nil {
+			delete(set, ch)
+			if len(set) == 0 {
+				delete(s.watches, id)
+			}
+		}
+	}
+}
+
+// notify wakes the readers of any change and those watching the instances
+// the commit wrote (all of them when all is set: a restore).
+func (s *StateStore) notify(touched map[string]struct{}, all bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	close(s.changed)
 	s.changed = make(chan struct{})
-	s.mu.Unlock()
+	wake := func(id string) {
+		for ch := range s.watches[id] {
+			close(ch)
+		}
+		delete(s.watches, id)
+	}
+	if all {
+		for id := range s.watches {
+			wake(id)
+		}
+		return
+	}
+	for id := range touched {
+		wake(id)
+	}
 }
 
 // Txn is a transaction on the store; read-only unless made by the FSM.
@@ -82,6 +132,17 @@ type Txn struct {
 	*memdb.Txn
 	// Index is the raft index being applied (0 for reads).
 	Index uint64
+	// touched holds the ids of the instances written or deleted, whose
+	// watchers the commit wakes.
+	touched map[string]struct{}
+}
+
+// touch notes that an instance was written or deleted.
+func (t *Txn) touch(id string) {
+	if t.touched == nil {
+		t.touched = map[string]struct{}{}
+	}
+	t.touched[id] = struct{}{}
 }
 
 // Read returns a consistent read-only view of the state.
