@@ -263,13 +263,15 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 			"attempts": cty.NumberIntVal(int64(r.Attempts)),
 		})
 	}
-	inst := cty.ObjectVal(map[string]cty.Value{
-		"id":         cty.StringVal(s.Instance.ID),
-		"workflow":   cty.StringVal(s.Instance.Workflow),
-		"version":    cty.NumberUIntVal(s.Instance.Version),
-		"started_at": cty.StringVal(s.Instance.StartedAt.UTC().Format(time.RFC3339Nano)),
-	})
-	vars := map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps), "instance": inst}
+	vars := map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps)}
+	if want.all || want.roots["instance"] {
+		vars["instance"] = cty.ObjectVal(map[string]cty.Value{
+			"id":         cty.StringVal(s.Instance.ID),
+			"workflow":   cty.StringVal(s.Instance.Workflow),
+			"version":    cty.NumberUIntVal(s.Instance.Version),
+			"started_at": cty.StringVal(s.Instance.StartedAt.UTC().Format(time.RFC3339Nano)),
+		})
+	}
 	if s.Request != nil {
 		body, err := FromJSON(s.Request.Body)
 		if err != nil {
