@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -838,4 +839,26 @@ func TestWatchInstanceWakesOnItsChangesOnly(t *testing.T) {
 	if !closed(ch3) {
 		t.Fatal("restore did not wake a watcher")
 	}
+}
+
+// BenchmarkRetainedHeap reports the heap a completed chain3 instance keeps
+// in the state machine (its record, tasks, history and index entries),
+// measured after a garbage collection, over b.N instances.
+func BenchmarkRetainedHeap(b *testing.B) {
+	var ms runtime.MemStats
+	h := newHarness(&testing.T{})
+	h.register(chain3)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for i := 0; i < b.N; i++ {
+		h.start(fmt.Sprintf("r%d", i), "chain3", `{"n":1}`)
+		h.runToEnd()
+	}
+	b.StopTimer()
+	h.b.logs = nil // the harness's own copy of the log is not state
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(int64(ms.HeapAlloc)-int64(before))/float64(b.N), "B/instance")
+	runtime.KeepAlive(h)
 }
