@@ -30,7 +30,7 @@ type waiter struct {
 	req     PollRequest
 	accept  map[string]bool
 	result  chan []*fsm.Task // buffered 1; receives exactly once
-	claimed bool             // a lease for it is being committed
+	claimed bool             // a round is committing a lease for it
 	gone    bool             // the poll gave up while claimed
 	done    bool
 }
@@ -125,7 +125,7 @@ func (e *Engine) removeWaiter(w *waiter) {
 // dispatchLoop runs one dispatch round each time the state changes or a
 // poll arrives. A round commits all its leases in one command, so dispatch
 // throughput grows with load instead of paying one raft round trip per
-// task.
+// task. The leader runs LeaseRounds of these loops.
 func (e *Engine) dispatchLoop(ctx context.Context) {
 	for {
 		state := e.cfg.State.State()
@@ -185,22 +185,29 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 	for queue, ws := range e.waiters {
 		want := 0
 		for _, w := range ws {
-			if !w.done {
+			if !w.done && !w.claimed {
 				want += w.req.MaxTasks
 			}
+		}
+		if want == 0 {
+			continue // every waiter is served or held by another round
 		}
 		// Walk the queue in order until every waiter has what it asked
 		// for: tasks no waiter accepts (their workers are elsewhere or
 		// down) must not hide the ones behind them.
 		tx.EachPendingTask(queue, func(task *fsm.Task) bool {
+			if e.leasing[task.ID] {
+				return true // another round is committing its lease
+			}
 			if !tx.Dispatchable(task, tx.Instance(task.InstanceID)) {
 				return true // suspended, cancelling, or its service's breaker is open: not now, and not in the way
 			}
 			for _, w := range ws {
-				if w.done || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
-					continue
+				if w.done || (w.claimed && owned[w] == 0) || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
+					continue // served, held by another round, not its activity, or full
 				}
 				w.claimed = true
+				e.leasing[task.ID] = true
 				owner[task.ID] = w
 				owned[w]++
 				want--
@@ -231,6 +238,9 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 	}
 
 	e.mu.Lock()
+	for id := range owner {
+		delete(e.leasing, id)
+	}
 	for _, w := range owner {
 		w.claimed = false
 		if w.done {

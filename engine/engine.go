@@ -43,6 +43,10 @@ type Config struct {
 	Now func() time.Time
 	// MaxLeasesPerRound bounds one LeaseTasks command.
 	MaxLeasesPerRound int
+	// LeaseRounds is how many lease rounds may be committing at once
+	// (default 4): tasks that become ready while one round's command is in
+	// raft go out in the next round instead of waiting for it.
+	LeaseRounds int
 	// Metrics, if set, records dispatch latency.
 	Metrics *metrics.Metrics
 	// GoneWorkers, if set, names the worker id prefixes whose workers are
@@ -61,6 +65,9 @@ type Engine struct {
 	leader  bool // this node leads; polls are accepted
 	enabled bool // the barrier passed; the dispatcher runs
 	waiters map[string][]*waiter
+	// leasing holds the ids of the tasks whose lease a round is
+	// committing, so a concurrent round leaves them alone.
+	leasing map[string]bool
 	wake    chan struct{}
 }
 
@@ -75,10 +82,14 @@ func New(cfg Config) *Engine {
 	if cfg.MaxLeasesPerRound <= 0 {
 		cfg.MaxLeasesPerRound = 512
 	}
+	if cfg.LeaseRounds <= 0 {
+		cfg.LeaseRounds = 4
+	}
 	return &Engine{
 		cfg:     cfg,
 		logger:  cfg.Logger.Named("engine"),
 		waiters: map[string][]*waiter{},
+		leasing: map[string]bool{},
 		wake:    make(chan struct{}, 1),
 	}
 }
@@ -143,14 +154,23 @@ func (e *Engine) leaderTerm(ctx context.Context) {
 	e.logger.Info("leadership established; dispatching")
 	// Dispatch and time run side by side, so that a lease round is never
 	// queued behind a timer or expiry proposal (and the other way round):
-	// raft commits their proposals together.
-	timeDone := make(chan struct{})
+	// raft commits their proposals together. LeaseRounds dispatch loops
+	// share the waiters, each round taking tasks and waiters no other
+	// round holds, so tasks that become ready while a lease command is in
+	// raft go out in another round at once.
+	var wg sync.WaitGroup
+	wg.Add(1 + e.cfg.LeaseRounds)
 	go func() {
-		defer close(timeDone)
+		defer wg.Done()
 		e.timeLoop(ctx)
 	}()
-	e.dispatchLoop(ctx)
-	<-timeDone
+	for i := 0; i < e.cfg.LeaseRounds; i++ {
+		go func() {
+			defer wg.Done()
+			e.dispatchLoop(ctx)
+		}()
+	}
+	wg.Wait()
 	e.logger.Info("leadership revoked; dispatcher stopped")
 }
 
