@@ -46,7 +46,7 @@ func (r *gatedRaft) Apply(ctx context.Context, cmd []byte) (any, error) {
 }
 
 func (r *gatedRaft) Barrier(context.Context) error { return nil }
-func (r *gatedRaft) Subscribe() <-chan bool       { return r.leader }
+func (r *gatedRaft) Subscribe() <-chan bool        { return r.leader }
 
 func (r *gatedRaft) must(t *testing.T, mt fsm.MessageType, msg any) {
 	t.Helper()
