@@ -51,7 +51,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		for i := 0; i < n; i++ {
 			id := rapid.SampledFrom(ids).Draw(rt, "id")
 			state := f.State().Read()
-			switch rapid.IntRange(0, 15).Draw(rt, "kind") {
+			switch rapid.IntRange(0, 16).Draw(rt, "kind") {
 			case 0, 1:
 				input := `{"n": 3}`
 				if rapid.Bool().Draw(rt, "items") {
@@ -130,6 +130,19 @@ func TestRandomLogsConverge(t *testing.T) {
 			case 11:
 				apply(StepOverrideType, &StepOverrideRequest{Header: hdr(), ID: id, Step: rapid.SampledFrom(steps).Draw(rt, "step"),
 					Action: rapid.SampledFrom([]string{OverrideComplete, OverrideSkip, OverrideFail, OverrideRerun}).Draw(rt, "action"), Output: json.RawMessage(`{"id":"o"}`)})
+			case 16:
+				// A batch of results that asks for the worker's next tasks.
+				var outcomes []TaskOutcome
+				for _, task := range state.LeasedTasks(0) {
+					if rapid.Bool().Draw(rt, "report") {
+						outcomes = append(outcomes, TaskOutcome{TaskID: task.ID, Token: task.Token, Output: json.RawMessage(`{"id":"x","by":"w","approved":true}`)})
+					}
+				}
+				var next *NextTasks
+				if rapid.Bool().Draw(rt, "next") {
+					next = &NextTasks{WorkerID: "w", Queue: "default", Max: rapid.IntRange(0, 4).Draw(rt, "next_max")}
+				}
+				apply(TaskResultsType, &TaskResultsRequest{Header: hdr(), Results: outcomes, Next: next})
 			case 15:
 				// A node's workers are gone: release what they hold.
 				var gone []ExpiredLease

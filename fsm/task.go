@@ -205,59 +205,112 @@ func (f *FSM) applyLeaseTasks(tx *Txn, body []byte) any {
 	mustDecode(LeaseTasksType, body, &req)
 	resp := &LeaseTasksResponse{Granted: []*Task{}}
 	for i, l := range req.Leases {
-		t := tx.Task(l.TaskID)
-		if t == nil || t.Status != TaskPending {
-			continue
+		if c := f.leaseTask(tx, l.TaskID, l.WorkerID, req.Time, i); c != nil {
+			resp.Granted = append(resp.Granted, c)
 		}
-		inst := tx.Instance(t.InstanceID)
-		if !tx.Dispatchable(t, inst) {
-			continue
-		}
-		tx.leasedThrough(t)
-		c := *t
-		c.Status = TaskLeased
-		c.Attempt++
-		// The fencing token is unique per lease: the index of the command
-		// that granted it and the lease's place in that command.
-		c.Token = fmt.Sprintf("%d.%d", tx.Index, i)
-		c.WorkerID = l.WorkerID
-		c.LeaseDeadline = req.Time.Add(c.Timeout)
-		c.HeartbeatDeadline = time.Time{}
-		if c.HeartbeatTimeout > 0 {
-			c.HeartbeatDeadline = req.Time.Add(c.HeartbeatTimeout)
-		}
-		c.Details = nil
-		c.DeadlineKey = uint64(c.deadline().UnixNano())
-		c.ModifyIndex = tx.Index
-		tx.mustInsert(tableTasks, &c)
-
-		ic := inst.clone()
-		st := ic.Steps[c.Step]
-		now := req.Time
-		if c.Compensation {
-			ic.note(Event{Type: "compensation_leased", Step: c.Step, TaskID: c.ID, Attempt: c.Attempt, Worker: c.WorkerID})
-			ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
-			f.saveInstance(tx, ic, req.Time)
-			resp.Granted = append(resp.Granted, &c)
-			continue
-		}
-		st.Status = StepRunning
-		if c.Element != nil {
-			e := st.Elements[*c.Element]
-			e.Status, e.Attempts = StepRunning, c.Attempt
-			st.Attempts = max(st.Attempts, c.Attempt)
-			if st.StartedAt == nil {
-				st.StartedAt = &now
-			}
-		} else {
-			st.Attempts = c.Attempt
-			st.StartedAt = &now
-		}
-		ic.UpdatedAt, ic.ModifyIndex = req.Time, tx.Index
-		f.saveInstance(tx, ic, req.Time)
-		resp.Granted = append(resp.Granted, &c)
 	}
 	return resp
+}
+
+// leaseTask leases a task to a worker if it is pending and may be
+// dispatched now, and returns the leased copy (nil otherwise). The fencing
+// token is unique per lease: the index of the command that granted it and
+// the lease's place (n) in that command.
+func (f *FSM) leaseTask(tx *Txn, id, worker string, now time.Time, n int) *Task {
+	t := tx.Task(id)
+	if t == nil || t.Status != TaskPending {
+		return nil
+	}
+	inst := tx.Instance(t.InstanceID)
+	if !tx.Dispatchable(t, inst) {
+		return nil
+	}
+	tx.leasedThrough(t)
+	c := *t
+	c.Status = TaskLeased
+	c.Attempt++
+	c.Token = fmt.Sprintf("%d.%d", tx.Index, n)
+	c.WorkerID = worker
+	c.LeaseDeadline = now.Add(c.Timeout)
+	c.HeartbeatDeadline = time.Time{}
+	if c.HeartbeatTimeout > 0 {
+		c.HeartbeatDeadline = now.Add(c.HeartbeatTimeout)
+	}
+	c.Details = nil
+	c.DeadlineKey = uint64(c.deadline().UnixNano())
+	c.ModifyIndex = tx.Index
+	tx.mustInsert(tableTasks, &c)
+
+	ic := inst.clone()
+	st := ic.Steps[c.Step]
+	if c.Compensation {
+		ic.note(Event{Type: "compensation_leased", Step: c.Step, TaskID: c.ID, Attempt: c.Attempt, Worker: c.WorkerID})
+		ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
+		f.saveInstance(tx, ic, now)
+		return &c
+	}
+	st.Status = StepRunning
+	if c.Element != nil {
+		e := st.Elements[*c.Element]
+		e.Status, e.Attempts = StepRunning, c.Attempt
+		st.Attempts = max(st.Attempts, c.Attempt)
+		if st.StartedAt == nil {
+			st.StartedAt = &now
+		}
+	} else {
+		st.Attempts = c.Attempt
+		st.StartedAt = &now
+	}
+	ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
+	f.saveInstance(tx, ic, now)
+	return &c
+}
+
+// NextTasks asks, in a batch of results, for more work in the same
+// command: the worker's next tasks are leased as the results are applied,
+// so a task its own results made ready goes to it without a lease round of
+// its own (one raft entry per step instead of two).
+type NextTasks struct {
+	WorkerID string `json:"worker_id"`
+	Queue    string `json:"queue"`
+	// Activities, when set, limits the tasks to those activities.
+	Activities []string `json:"activities,omitempty"`
+	Max        int      `json:"max"`
+}
+
+// maxNextScan bounds how many pending tasks one NextTasks looks at, so a
+// long queue of tasks for other activities costs a command a bounded time.
+const maxNextScan = 256
+
+// leaseNext leases up to next.Max pending tasks of next.Queue, in dispatch
+// order (priority, then age), to next.WorkerID. Tokens are numbered after
+// the command's own first positions (from offset).
+func (f *FSM) leaseNext(tx *Txn, next *NextTasks, now time.Time, offset int) []*Task {
+	accept := func(string) bool { return true }
+	if len(next.Activities) > 0 {
+		set := make(map[string]bool, len(next.Activities))
+		for _, a := range next.Activities {
+			set[a] = true
+		}
+		accept = func(a string) bool { return set[a] }
+	}
+	// Collect first: leasing changes the queue index being walked.
+	var ids []string
+	scanned := 0
+	tx.EachPendingTask(next.Queue, func(t *Task) bool {
+		scanned++
+		if accept(t.Activity) && tx.Dispatchable(t, tx.Instance(t.InstanceID)) {
+			ids = append(ids, t.ID)
+		}
+		return len(ids) < next.Max && scanned < maxNextScan
+	})
+	out := []*Task{}
+	for i, id := range ids {
+		if c := f.leaseTask(tx, id, next.WorkerID, now, offset+i); c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // CompleteTaskRequest reports an attempt's output.
@@ -330,6 +383,9 @@ type TaskOutcome struct {
 type TaskResultsRequest struct {
 	Header
 	Results []TaskOutcome `json:"results"`
+	// Next, if set, leases the worker's next tasks once the results are
+	// applied (see NextTasks).
+	Next *NextTasks `json:"next,omitempty"`
 }
 
 // TaskOutcomeResult is the answer to one result of a batch: what a single
@@ -342,6 +398,8 @@ type TaskOutcomeResult struct {
 // TaskResultsResponse answers a batch, one entry per result in order.
 type TaskResultsResponse struct {
 	Results []TaskOutcomeResult `json:"results"`
+	// Leased are the tasks leased for Next, in dispatch order.
+	Leased []*Task `json:"leased,omitempty"`
 }
 
 // applyTaskResults settles each result as its own completion or failure
@@ -368,6 +426,9 @@ func (f *FSM) applyTaskResults(tx *Txn, body []byte) any {
 		case *Error:
 			out.Results[i].TaskID, out.Results[i].Error = r.TaskID, v
 		}
+	}
+	if req.Next != nil && req.Next.Max > 0 {
+		out.Leased = f.leaseNext(tx, req.Next, req.Time, len(req.Results))
 	}
 	return out
 }
