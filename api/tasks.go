@@ -158,13 +158,37 @@ type TaskOutcomeResult struct {
 // ReportResults sends many completions and failures in one request and one
 // raft entry; the answer has one entry per outcome, in order.
 func (c *Client) ReportResults(ctx context.Context, outcomes []TaskOutcome) ([]TaskOutcomeResult, error) {
+	res, _, err := c.ReportResultsNext(ctx, outcomes, nil)
+	return res, err
+}
+
+// NextTasks asks, with a batch of results, for the worker's next tasks in
+// the same request and raft command.
+type NextTasks struct {
+	WorkerID   string   `json:"worker_id"`
+	Queue      string   `json:"queue"`
+	Activities []string `json:"activities,omitempty"`
+	MaxTasks   int      `json:"max_tasks"`
+}
+
+// ReportResultsNext reports results like ReportResults and, with next set,
+// takes up to next.MaxTasks tasks leased to next.WorkerID as the results
+// were applied: a task the results made ready comes straight back, with
+// no poll and no lease round of its own. The tasks are the worker's to run
+// and report like polled ones.
+func (c *Client) ReportResultsNext(ctx context.Context, outcomes []TaskOutcome, next *NextTasks) ([]TaskOutcomeResult, []Task, error) {
 	var out struct {
 		Results []TaskOutcomeResult `json:"results"`
+		Tasks   []Task              `json:"tasks"`
 	}
-	if _, err := c.doJSON(ctx, "POST", "/v1/task-results", map[string]any{"results": outcomes}, &out); err != nil {
-		return nil, err
+	body := map[string]any{"results": outcomes}
+	if next != nil {
+		body["next"] = next
 	}
-	return out.Results, nil
+	if _, err := c.doJSON(ctx, "POST", "/v1/task-results", body, &out); err != nil {
+		return nil, nil, err
+	}
+	return out.Results, out.Tasks, nil
 }
 
 // HeartbeatResult answers a heartbeat.

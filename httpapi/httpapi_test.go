@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -739,5 +740,82 @@ func TestBlockingReadUntilEnded(t *testing.T) {
 	}
 	if res := <-got; res.status != 200 || res.body["status"] != "completed" {
 		t.Fatalf("blocking read until ended = %d %s", res.status, res.raw)
+	}
+}
+
+// Results may take the worker's next tasks in the same request and raft
+// entry: the diamond's two middle steps come back with the first step's
+// result, the last with theirs.
+func TestTaskResultsTakeTheNextTasks(t *testing.T) {
+	base := devAgent(t, false)
+	ctx := context.Background()
+	c, err := api.New(api.Config{Address: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterWorkflow(ctx, "diamond.hcl", []byte(readExample(t))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "n1", Input: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var first *api.Task
+	poll.Until(t, 10*time.Second, "the first task", func() error {
+		first, err = c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200})
+		if err == nil && first == nil {
+			return fmt.Errorf("no task yet")
+		}
+		return err
+	})
+	next := &api.NextTasks{WorkerID: "w/r0", Queue: "default", Activities: []string{"noop"}, MaxTasks: 10}
+	tasks := []api.Task{*first}
+	steps := []string{}
+	for round := 0; len(tasks) > 0; round++ {
+		var outcomes []api.TaskOutcome
+		for _, tk := range tasks {
+			outcomes = append(outcomes, api.TaskOutcome{TaskID: tk.TaskID, Token: tk.Token, Output: tk.Input})
+		}
+		res, got, err := c.ReportResultsNext(ctx, outcomes, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Error != nil {
+				t.Fatalf("round %d: %+v", round, r.Error)
+			}
+		}
+		var names []string
+		for _, tk := range got {
+			if tk.Token == "" || tk.Step == "" {
+				t.Fatalf("round %d: task %+v", round, tk)
+			}
+			names = append(names, tk.Step)
+		}
+		sort.Strings(names)
+		steps = append(steps, strings.Join(names, "+"))
+		tasks = got
+	}
+	inst, err := c.Instance(ctx, "n1")
+	if err != nil || inst.Status != "completed" {
+		t.Fatalf("instance %+v %v", inst, err)
+	}
+	if got := strings.Join(steps, " "); got != "b+c d " {
+		t.Fatalf("steps leased with the results, by round: %q", got)
+	}
+	// Without next the answer has no tasks member, as before.
+	r := call(t, "POST", base+"/v1/task-results", `{"results":[{"task_id":"t1","token":"1.0","output":{}}]}`)
+	if r.status != 200 || r.body["tasks"] != nil {
+		t.Fatalf("without next = %d %s", r.status, r.raw)
+	}
+	for body, want := range map[string]string{
+		`{"results":[{"task_id":"t1","token":"1.0"}],"next":{"queue":"default","max_tasks":1}}`:                       "next.worker_id",
+		`{"results":[{"task_id":"t1","token":"1.0"}],"next":{"worker_id":"w","queue":"no such","max_tasks":1}}`:       "next.queue",
+		`{"results":[{"task_id":"t1","token":"1.0"}],"next":{"worker_id":"w","queue":"default","max_tasks":0}}`:       "between 1 and 1000",
+		`{"results":[{"task_id":"t1","token":"1.0"}],"next":{"worker_id":"w","queue":"default","max_tasks":1,"x":1}}`: "unknown field",
+	} {
+		r := call(t, "POST", base+"/v1/task-results", body)
+		if r.status != 400 || !strings.Contains(r.raw, want) {
+			t.Errorf("%s = %d %s", body, r.status, r.raw)
+		}
 	}
 }

@@ -57,6 +57,19 @@ func leasedTask(t *fsm.Task) LeasedTask {
 		HeartbeatTimeoutMS: t.HeartbeatTimeout.Milliseconds(), Priority: t.Priority}
 }
 
+// leasedTaskView returns a function that renders a leased task as workers
+// receive it, with its service's settings when it calls one.
+func (s *Server) leasedTaskView() func(*fsm.Task) LeasedTask {
+	tx := s.cfg.FSM.State().Read()
+	return func(t *fsm.Task) LeasedTask {
+		lt := leasedTask(t)
+		if b := tx.Breaker(t.Service); t.Service != "" && b != nil {
+			lt.Service = &TaskService{Name: b.Name, BaseURL: b.BaseURL, Headers: b.Headers, TimeoutMS: b.Timeout.Milliseconds()}
+		}
+		return lt
+	}
+}
+
 // POST /v1/queues/:queue/poll — answered by the leader's dispatcher.
 func (s *Server) poll(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
 	var req PollRequest
@@ -80,14 +93,7 @@ func (s *Server) poll(r *http.Request, ps httprouter.Params, body []byte) (any, 
 	if err != nil {
 		return nil, err
 	}
-	tx := s.cfg.FSM.State().Read()
-	withService := func(t *fsm.Task) LeasedTask {
-		lt := leasedTask(t)
-		if b := tx.Breaker(t.Service); t.Service != "" && b != nil {
-			lt.Service = &TaskService{Name: b.Name, BaseURL: b.BaseURL, Headers: b.Headers, TimeoutMS: b.Timeout.Milliseconds()}
-		}
-		return lt
-	}
+	withService := s.leasedTaskView()
 	if req.MaxTasks > 0 {
 		out := make([]LeasedTask, 0, len(tasks))
 		for _, t := range tasks {
@@ -131,6 +137,19 @@ func (s *Server) completeTask(r *http.Request, ps httprouter.Params, body []byte
 // TaskResultsRequest is the body of POST /v1/task-results.
 type TaskResultsRequest struct {
 	Results []fsm.TaskOutcome `json:"results"`
+	// Next asks for the worker's next tasks in the same raft command: once
+	// the results are applied, up to max_tasks pending tasks of the queue
+	// are leased to worker_id and returned in "tasks". A task the results
+	// made ready goes straight back to the worker that reported them.
+	Next *NextTasksRequest `json:"next,omitempty"`
+}
+
+// NextTasksRequest is the "next" member of POST /v1/task-results.
+type NextTasksRequest struct {
+	WorkerID   string   `json:"worker_id"`
+	Queue      string   `json:"queue"`
+	Activities []string `json:"activities,omitempty"`
+	MaxTasks   int      `json:"max_tasks"`
 }
 
 // POST /v1/task-results — many completions and failures in one request and
@@ -154,7 +173,34 @@ func (s *Server) taskResults(r *http.Request, _ httprouter.Params, body []byte) 
 			return nil, &Error{Status: 400, Code: "bad_request", Message: fmt.Sprintf("results[%d]: output is not valid JSON", i)}
 		}
 	}
-	return s.apply(r, fsm.TaskResultsType, &fsm.TaskResultsRequest{Header: s.header(), Results: req.Results})
+	cmd := &fsm.TaskResultsRequest{Header: s.header(), Results: req.Results}
+	if n := req.Next; n != nil {
+		switch {
+		case n.WorkerID == "" || len(n.WorkerID) > 128:
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "next.worker_id is required (at most 128 characters)"}
+		case !hcl.ValidName(n.Queue):
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "next.queue is not a valid queue name: " + strconv.Quote(n.Queue)}
+		case n.MaxTasks < 1 || n.MaxTasks > 1000:
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "next.max_tasks must be between 1 and 1000"}
+		}
+		cmd.Next = &fsm.NextTasks{WorkerID: n.WorkerID, Queue: n.Queue, Activities: n.Activities, Max: n.MaxTasks}
+	}
+	res, err := s.apply(r, fsm.TaskResultsType, cmd)
+	if err != nil || req.Next == nil {
+		return res, err
+	}
+	out, ok := res.(*fsm.TaskResultsResponse)
+	if !ok {
+		return res, nil
+	}
+	view := s.leasedTaskView()
+	tasks := make([]LeasedTask, 0, len(out.Leased))
+	committed := s.cfg.Now()
+	for _, t := range out.Leased {
+		s.cfg.Metrics.ObserveDispatch(committed.Sub(t.ReadyAt).Seconds())
+		tasks = append(tasks, view(t))
+	}
+	return map[string]any{"results": out.Results, "tasks": tasks}, nil
 }
 
 // POST /v1/tasks/:id/fail

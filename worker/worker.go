@@ -48,6 +48,14 @@ type BatchReporter interface {
 	ReportResults(ctx context.Context, outcomes []api.TaskOutcome) ([]api.TaskOutcomeResult, error)
 }
 
+// NextReporter is implemented by clients that can take the worker's next
+// tasks with a batch of results (*api.Client does). A batching pool on one
+// queue asks for them when it has room, so a task its results made ready
+// comes straight back: no poll, and no lease command of its own.
+type NextReporter interface {
+	ReportResultsNext(ctx context.Context, outcomes []api.TaskOutcome, next *api.NextTasks) ([]api.TaskOutcomeResult, []api.Task, error)
+}
+
 // BatchPoller is implemented by clients that can take many tasks in one
 // poll (*api.Client does). A pool with Batch > 1 whose client has it asks
 // for up to Batch tasks per poll and runs them at once.
@@ -82,6 +90,18 @@ type Pool struct {
 	results chan api.TaskOutcome
 	batch   BatchReporter
 	poller  BatchPoller
+	// next, when set, lets reporters take the pool's next tasks with its
+	// results (one queue, batch mode). inflight counts the tasks the pool
+	// holds; capacity bounds it for those taken that way. eager tracks
+	// reports that may bring tasks and the tasks they brought, so Run
+	// closes results only after them.
+	next     NextReporter
+	inflight atomic.Int64
+	capacity int64
+	eager    sync.WaitGroup
+	eagerMu  sync.Mutex
+	closing  bool // Run is waiting on eager: no new reports may ask
+	runCtx   context.Context
 }
 
 // NewPool returns a pool; Run starts it.
@@ -118,12 +138,17 @@ func NewPool(cfg Config) (*Pool, error) {
 	}
 	if bp, ok := cfg.Client.(BatchPoller); ok && cfg.Batch > 1 {
 		p.poller = bp
+		if nr, ok := cfg.Client.(NextReporter); ok && p.batch != nil && len(cfg.Queues) == 1 {
+			p.next = nr
+			p.capacity = int64(cfg.Concurrency * cfg.Batch)
+		}
 	}
 	return p, nil
 }
 
 // Run blocks until ctx ends and every in-flight activity has been reported.
 func (p *Pool) Run(ctx context.Context) {
+	p.runCtx = ctx
 	var reporterDone chan struct{}
 	if p.batch != nil {
 		p.results = make(chan api.TaskOutcome, len(p.cfg.Queues)*p.cfg.Concurrency*max(1, p.cfg.Batch))
@@ -131,9 +156,10 @@ func (p *Pool) Run(ctx context.Context) {
 		var rwg sync.WaitGroup
 		for i := 0; i < reporters; i++ {
 			rwg.Add(1)
+			id := fmt.Sprintf("%s/%s/r%d", p.cfg.Name, p.cfg.Queues[0], i)
 			go func() {
 				defer rwg.Done()
-				p.report()
+				p.report(id)
 			}()
 		}
 		go func() {
@@ -153,6 +179,12 @@ func (p *Pool) Run(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	// Reports in flight may still bring tasks, and tasks taken that way may
+	// still finish; their results go out before the reporters stop.
+	p.eagerMu.Lock()
+	p.closing = true
+	p.eagerMu.Unlock()
+	p.eager.Wait()
 	if p.results != nil {
 		close(p.results)
 		<-reporterDone
@@ -176,8 +208,9 @@ const (
 // once and a busy one amortises the round trip. A batch whose request fails
 // is sent again (a result already recorded is answered stale_token, which
 // changes nothing); after a few tries it is dropped and the leases expire,
-// so the tasks run again (at least once).
-func (p *Pool) report() {
+// so the tasks run again (at least once). With room in the pool, the first
+// try also asks for the pool's next tasks (as worker id), which it runs.
+func (p *Pool) report(id string) {
 	for first := range p.results {
 		batch, size := []api.TaskOutcome{first}, len(first.Output)
 	fill:
@@ -194,8 +227,20 @@ func (p *Pool) report() {
 		}
 		backoff := 100 * time.Millisecond
 		for try := 1; ; try++ {
+			// Only the first try asks for tasks: a retry after a lost
+			// answer would lease more while the first ones go unrun.
+			next := p.nextRequest(id, try)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			res, err := p.batch.ReportResults(ctx, batch)
+			var res []api.TaskOutcomeResult
+			var tasks []api.Task
+			var err error
+			if next != nil {
+				res, tasks, err = p.next.ReportResultsNext(ctx, batch, next)
+				p.runTaken(tasks)
+				p.eager.Done()
+			} else {
+				res, err = p.batch.ReportResults(ctx, batch)
+			}
 			cancel()
 			if err == nil {
 				for i, r := range res {
@@ -212,6 +257,38 @@ func (p *Pool) report() {
 			time.Sleep(backoff) // a pause between retries, not a wait for a condition
 			backoff *= 2
 		}
+	}
+}
+
+// nextRequest asks for up to a batch of tasks when the pool has room, on a
+// first try, while the pool runs. The report it goes with is counted in
+// p.eager until runTaken has started what came back.
+func (p *Pool) nextRequest(id string, try int) *api.NextTasks {
+	if p.next == nil || try > 1 || p.runCtx.Err() != nil {
+		return nil
+	}
+	room := min(p.capacity-p.inflight.Load(), int64(p.cfg.Batch))
+	if room <= 0 {
+		return nil
+	}
+	p.eagerMu.Lock()
+	defer p.eagerMu.Unlock()
+	if p.closing {
+		return nil
+	}
+	p.eager.Add(1)
+	return &api.NextTasks{WorkerID: id, Queue: p.cfg.Queues[0], Activities: p.names, MaxTasks: int(room)}
+}
+
+// runTaken runs the tasks a report brought back, each on its own.
+func (p *Pool) runTaken(tasks []api.Task) {
+	for i := range tasks {
+		p.inflight.Add(1)
+		p.eager.Add(1)
+		go func() {
+			defer p.eager.Done()
+			p.run(p.runCtx, &tasks[i])
+		}()
 	}
 }
 
@@ -235,6 +312,7 @@ func (p *Pool) loop(ctx context.Context, queue, id string) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		p.inflight.Add(int64(len(tasks)))
 		if len(tasks) == 1 {
 			p.run(ctx, &tasks[0])
 			continue
@@ -267,6 +345,7 @@ func (p *Pool) poll(ctx context.Context, queue, id string) ([]api.Task, error) {
 // run executes one task and reports it. The report uses a context of its
 // own so a task finished during shutdown is still recorded.
 func (p *Pool) run(ctx context.Context, task *api.Task) {
+	defer p.inflight.Add(-1)
 	act := p.cfg.Activities[task.Activity]
 	var out json.RawMessage
 	var err error
