@@ -822,15 +822,7 @@ func TestWatchInstanceWakesOnItsChangesOnly(t *testing.T) {
 	stop2()
 	ch3, stop3 := h.fsm.State().WatchInstance("nobody")
 	defer stop3()
-	snap, err := h.fsm.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.fsm.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := h.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, h.fsm)))); err != nil {
 		t.Fatal(err)
 	}
 	if closed(ch2) {
