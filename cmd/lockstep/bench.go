@@ -163,7 +163,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.instances, "instances", 2000, "instances to run (ignored with -duration)")
 	fs.DurationVar(&cfg.duration, "duration", 0, "run for this long instead of a fixed number of instances")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
-	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second (0: closed loop)")
+	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
