@@ -100,10 +100,16 @@ func (t *Txn) appendHistory(inst *Instance, events []Event) {
 func (t *Txn) putChunk(instance string, first uint64, events []*Event) {
 	chunk := &historyChunk{InstanceID: instance, First: first, Events: events}
 	if raw, err := t.First(tableHistory, "id", instance, first); err == nil && raw != nil {
-		old := raw.(*historyChunk).Events
-		chunk.Events = append(old[:len(old):len(old)], events...)
+		chunk = raw.(*historyChunk).extended(events)
 	}
 	t.mustInsert(tableHistory, chunk)
+}
+
+// extended returns a copy of the chunk with events after its own; the
+// stored chunk is left as it is.
+func (c *historyChunk) extended(events []*Event) *historyChunk {
+	old := c.Events
+	return &historyChunk{InstanceID: c.InstanceID, First: c.First, Events: append(old[:len(old):len(old)], events...)}
 }
 
 // storeHistory writes events straight into chunks, partial ones included
@@ -131,8 +137,7 @@ func (t *Txn) historyRecords(inst *Instance, fn func(*historyChunk) error) error
 	if len(tail) > 0 {
 		first := chunkFirst(tail[0].Seq)
 		if n := len(chunks); n > 0 && chunks[n-1].First == first {
-			old := chunks[n-1].Events
-			chunks[n-1] = &historyChunk{InstanceID: inst.ID, First: first, Events: append(old[:len(old):len(old)], tail...)}
+			chunks[n-1] = chunks[n-1].extended(tail)
 		} else {
 			chunks = append(chunks, &historyChunk{InstanceID: inst.ID, First: first, Events: tail})
 		}
