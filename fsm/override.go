@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/lockstep-io/lockstep/hcl"
@@ -192,6 +193,29 @@ func resetSteps(tx *Txn, inst *Instance, wf *hcl.Workflow, names []string, now t
 	for _, name := range names {
 		st := inst.Steps[name]
 		stopStep(tx, st, now)
+		tx.dropStepTimers(inst.ID, name)
 		inst.Steps[name] = &StepState{Status: StepWaiting}
+	}
+}
+
+// dropStepTimers deletes a step's sleep and signal-timeout timers. Those
+// check only that the step still sleeps or waits when they fire, so one
+// left from before a reset would end the step's next sleep or wait at the
+// old time. (Retry and schedule timers name their task and attempt.)
+func (tx *Txn) dropStepTimers(instance, step string) {
+	it, err := tx.Get(tableTimers, "instance", instance)
+	if err != nil {
+		return
+	}
+	var doomed []*Timer
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if tm := raw.(*Timer); tm.Step == step && (tm.Kind == TimerSleep || tm.Kind == TimerSignalTimeout) {
+			doomed = append(doomed, tm)
+		}
+	}
+	for _, tm := range doomed {
+		if err := tx.Delete(tableTimers, tm); err != nil {
+			panic(fmt.Sprintf("fsm: delete timer: %v", err))
+		}
 	}
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func (h *harness) retry(id, step string) any {
@@ -100,4 +101,45 @@ func TestStepOverrides(t *testing.T) {
 	if e := h.override("j", "a", OverrideSkip, ``).(*Error); !strings.Contains(e.Message, cases["done"]) {
 		t.Fatalf("skip a succeeded step = %v", e)
 	}
+}
+
+// Rerunning the step before a sleep drops the sleep's timer: the step's
+// next sleep ends at its own time, not at the old one.
+func TestRerunDropsTheOldSleepTimer(t *testing.T) {
+	h := newHarness(t)
+	h.register(pausable)
+	h.start("p", "pausable", `{}`)
+	h.complete(h.leaseAll("w")[0]) // a; nap sleeps one minute
+	h.now = h.now.Add(30 * time.Second)
+	if e, ok := h.override("p", "a", OverrideRerun, ``).(*Error); ok {
+		t.Fatal(e)
+	}
+	h.complete(h.leaseAll("w")[0]) // a again; nap sleeps another minute from now
+	second := h.now
+	if h.instance("p").Steps["nap"].Status != StepSleeping {
+		t.Fatalf("nap = %s", h.instance("p").Steps["nap"].Status)
+	}
+	// The first sleep's minute is up; the second's is not.
+	h.now = second.Add(40 * time.Second)
+	h.apply(FireTimersType, &FireTimersRequest{Header: h.hdr(), Timers: timerIDs(h)})
+	if st := h.instance("p").Steps["nap"].Status; st != StepSleeping {
+		t.Fatalf("the old sleep's timer ended the new sleep: nap = %s", st)
+	}
+	h.now = second.Add(61 * time.Second)
+	h.apply(FireTimersType, &FireTimersRequest{Header: h.hdr(), Timers: timerIDs(h)})
+	nap := h.instance("p").Steps["nap"]
+	if nap.Status != StepSucceeded || !strings.Contains(string(nap.Output), second.Add(time.Minute).UTC().Format(time.RFC3339Nano)) {
+		t.Fatalf("nap = %s %s", nap.Status, nap.Output)
+	}
+	if rep, err := h.fsm.Replay(h.fsm.State().Read(), "p", 0); err != nil || !rep.Matches {
+		t.Fatalf("replay: %+v %v", rep, err)
+	}
+}
+
+func timerIDs(h *harness) []string {
+	var ids []string
+	for _, tm := range h.fsm.State().Read().DueTimers(0) {
+		ids = append(ids, tm.ID)
+	}
+	return ids
 }
