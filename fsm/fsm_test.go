@@ -854,3 +854,60 @@ func BenchmarkRetainedHeap(b *testing.B) {
 	b.ReportMetric(float64(int64(ms.HeapAlloc)-int64(before))/float64(b.N), "B/instance")
 	runtime.KeepAlive(h)
 }
+
+// BenchmarkChain3Batched runs chain3 instances the way a loaded cluster
+// applies them: 32 starts in one raft batch, one lease round, then results
+// that lease the next tasks (four commands of eight results per batch), as
+// the built-in workers send them.
+func BenchmarkChain3Batched(b *testing.B) {
+	h := newHarness(&testing.T{})
+	h.register(chain3)
+	const group = 32
+	batch := func(logs []*raft.Log) []any {
+		for _, l := range logs {
+			l.Index = uint64(len(h.b.logs) + 1)
+			h.b.logs = append(h.b.logs, l)
+		}
+		return h.fsm.ApplyBatch(logs)
+	}
+	entry := func(mt MessageType, msg any) *raft.Log {
+		data, err := Encode(mt, msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return &raft.Log{Term: 1, Type: raft.LogCommand, Data: data}
+	}
+	next := &NextTasks{WorkerID: "w", Queue: "default", Activities: []string{"noop"}, Max: 8}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += group {
+		var starts []*raft.Log
+		for i := 0; i < group; i++ {
+			starts = append(starts, entry(StartInstanceType, &StartInstanceRequest{Header: h.hdr(), ID: fmt.Sprintf("c%d", done+i), Workflow: "chain3", Input: json.RawMessage(`{"n":1}`)}))
+		}
+		batch(starts)
+		var leases []Lease
+		for _, task := range h.fsm.State().Read().PendingTasks("default", 0) {
+			leases = append(leases, Lease{TaskID: task.ID, WorkerID: "w"})
+		}
+		leased := batch([]*raft.Log{entry(LeaseTasksType, &LeaseTasksRequest{Header: h.hdr(), Leases: leases})})[0].(*LeaseTasksResponse).Granted
+		for len(leased) > 0 {
+			var logs []*raft.Log
+			for i := 0; i < len(leased); i += 8 {
+				var outcomes []TaskOutcome
+				for _, task := range leased[i:min(i+8, len(leased))] {
+					outcomes = append(outcomes, TaskOutcome{TaskID: task.ID, Token: task.Token, Output: task.Input})
+				}
+				logs = append(logs, entry(TaskResultsType, &TaskResultsRequest{Header: h.hdr(), Results: outcomes, Next: next}))
+			}
+			leased = nil
+			for _, res := range batch(logs) {
+				leased = append(leased, res.(*TaskResultsResponse).Leased...)
+			}
+		}
+	}
+	b.StopTimer()
+	if inst := h.instance("c0"); inst.Status != InstanceCompleted {
+		b.Fatalf("c0 is %s", inst.Status)
+	}
+}

@@ -214,6 +214,7 @@ func init() {
 		},
 	})
 	registerRecord(tableInstances, func() any { return new(Instance) })
+	writeBack[tableInstances] = func(o any) string { return o.(*Instance).ID }
 	registerCommand(StartInstanceType, (*FSM).applyStartInstance)
 }
 

@@ -25,6 +25,7 @@ func TestRandomLogsConverge(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		f := New(nil)
 		var logs []*raft.Log
+		var answers []any
 		now := t0
 		apply := func(mt MessageType, msg any) any {
 			data, err := Encode(mt, msg)
@@ -33,7 +34,9 @@ func TestRandomLogsConverge(t *testing.T) {
 			}
 			l := &raft.Log{Index: uint64(len(logs) + 1), Term: 1, Type: raft.LogCommand, Data: data}
 			logs = append(logs, l)
-			return f.Apply(l)
+			res := f.Apply(l)
+			answers = append(answers, res)
+			return res
 		}
 		hdr := func() Header {
 			now = now.Add(time.Duration(rapid.IntRange(1, 120_000).Draw(rt, "ms")) * time.Millisecond)
@@ -168,10 +171,20 @@ func TestRandomLogsConverge(t *testing.T) {
 				apply(RegisterWorkflowType, &RegisterWorkflowRequest{Header: hdr(), Source: rapid.SampledFrom(sources).Draw(rt, "src") + "\n# v" + fmt.Sprint(i)})
 			}
 		}
-		// Replicas converge: a second FSM fed the same log holds the same bytes.
+		// Replicas converge: a second FSM fed the same log in random raft
+		// batches (one transaction each, records held across commands)
+		// answers every command alike and holds the same bytes.
 		other := New(nil)
-		for _, l := range logs {
-			other.Apply(l)
+		for i := 0; i < len(logs); {
+			end := min(len(logs), i+rapid.IntRange(1, 24).Draw(rt, "batch"))
+			for j, res := range other.ApplyBatch(logs[i:end]) {
+				want, _ := json.Marshal(answers[i+j])
+				got, _ := json.Marshal(res)
+				if !bytes.Equal(want, got) {
+					rt.Fatalf("command %d answered %s in a batch, %s alone", i+j+1, got, want)
+				}
+			}
+			i = end
 		}
 		var a, b bytes.Buffer
 		if err := f.State().WriteSnapshot(&a); err != nil {

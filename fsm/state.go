@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
+	"sort"
 	"sync"
 
 	"github.com/hashicorp/go-memdb"
@@ -38,7 +40,17 @@ func init() {
 			"id": {Name: "id", Unique: true, Indexer: strIndex{func(o any) string { return o.(*meta).Key }}},
 		},
 	})
+	writeBack[tableMeta] = func(o any) string { return o.(*meta).Key }
 }
+
+// writeBack names the tables whose records a write transaction holds in a
+// map, by id, until it commits or a read needs the table's indexes, and
+// gives each record's id. A record written several times in one raft
+// batch (an instance moved by a result and then by the lease of its next
+// step, a task created and leased in one command, the id sequences) then
+// costs go-memdb one insert instead of one per write: each insert copies
+// a radix path in every index it touches.
+var writeBack = map[string]func(any) string{}
 
 // StateStore holds the replicated state in go-memdb. Writes come only from
 // the FSM; anyone may read through a snapshot transaction.
@@ -135,6 +147,12 @@ type Txn struct {
 	// touched holds the ids of the instances written or deleted, whose
 	// watchers the commit wakes.
 	touched map[string]struct{}
+	// write is set on the FSM's transactions, which hold the records of
+	// the writeBack tables in held (table, then id) until they are needed
+	// in go-memdb. Reads by id see held records; any other read of a
+	// table first moves its held records into go-memdb.
+	write bool
+	held  map[string]map[string]any
 }
 
 // touch notes that an instance was written or deleted.
@@ -148,7 +166,141 @@ func (t *Txn) touch(id string) {
 // Read returns a consistent read-only view of the state.
 func (s *StateStore) Read() *Txn { return &Txn{Txn: s.db.Txn(false)} }
 
-func (s *StateStore) write(index uint64) *Txn { return &Txn{Txn: s.db.Txn(true), Index: index} }
+func (s *StateStore) write(index uint64) *Txn {
+	return &Txn{Txn: s.db.Txn(true), Index: index, write: true}
+}
+
+// Insert writes a record: held until commit for the writeBack tables.
+func (t *Txn) Insert(table string, obj any) error {
+	if id := writeBack[table]; id != nil && t.write {
+		if t.held == nil {
+			t.held = map[string]map[string]any{}
+		}
+		m := t.held[table]
+		if m == nil {
+			m = map[string]any{}
+			t.held[table] = m
+		}
+		m[id(obj)] = obj
+		return nil
+	}
+	return t.Txn.Insert(table, obj)
+}
+
+// Delete removes a record, held or stored.
+func (t *Txn) Delete(table string, obj any) error {
+	if m := t.held[table]; m != nil {
+		id := writeBack[table](obj)
+		if _, ok := m[id]; ok {
+			delete(m, id)
+			// A record created in this transaction is not in go-memdb.
+			if err := t.Txn.Delete(table, obj); err != nil && !errors.Is(err, memdb.ErrNotFound) {
+				return err
+			}
+			return nil
+		}
+	}
+	return t.Txn.Delete(table, obj)
+}
+
+// First returns the first record of an index: a held record when read by
+// id, otherwise from go-memdb once the table's held records are in it.
+func (t *Txn) First(table, index string, args ...any) (any, error) {
+	if m := t.held[table]; m != nil {
+		if index == "id" && len(args) == 1 {
+			if key, ok := args[0].(string); ok {
+				if o, ok := m[key]; ok {
+					return o, nil
+				}
+				return t.Txn.First(table, index, args...)
+			}
+		}
+		t.flush(table)
+	}
+	return t.Txn.First(table, index, args...)
+}
+
+// The other reads and deletes of go-memdb see every record written so far.
+
+func (t *Txn) FirstWatch(table, index string, args ...any) (<-chan struct{}, any, error) {
+	t.flush(table)
+	return t.Txn.FirstWatch(table, index, args...)
+}
+
+func (t *Txn) Last(table, index string, args ...any) (any, error) {
+	t.flush(table)
+	return t.Txn.Last(table, index, args...)
+}
+
+func (t *Txn) Get(table, index string, args ...any) (memdb.ResultIterator, error) {
+	t.flush(table)
+	return t.Txn.Get(table, index, args...)
+}
+
+func (t *Txn) GetReverse(table, index string, args ...any) (memdb.ResultIterator, error) {
+	t.flush(table)
+	return t.Txn.GetReverse(table, index, args...)
+}
+
+func (t *Txn) LowerBound(table, index string, args ...any) (memdb.ResultIterator, error) {
+	t.flush(table)
+	return t.Txn.LowerBound(table, index, args...)
+}
+
+func (t *Txn) ReverseLowerBound(table, index string, args ...any) (memdb.ResultIterator, error) {
+	t.flush(table)
+	return t.Txn.ReverseLowerBound(table, index, args...)
+}
+
+func (t *Txn) DeleteAll(table, index string, args ...any) (int, error) {
+	t.flush(table)
+	return t.Txn.DeleteAll(table, index, args...)
+}
+
+func (t *Txn) DeletePrefix(table, index, prefix string) (bool, error) {
+	t.flush(table)
+	return t.Txn.DeletePrefix(table, index, prefix)
+}
+
+// flush moves a table's held records into go-memdb, in id order so that
+// every node builds the same trees the same way.
+func (t *Txn) flush(table string) {
+	m := t.held[table]
+	if len(m) == 0 {
+		delete(t.held, table)
+		return
+	}
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if err := t.Txn.Insert(table, m[id]); err != nil {
+			panic(fmt.Sprintf("fsm: insert %s: %v", table, err))
+		}
+	}
+	delete(t.held, table)
+}
+
+// Commit writes the held records, then commits.
+func (t *Txn) Commit() {
+	tables := make([]string, 0, len(t.held))
+	for table := range t.held {
+		tables = append(tables, table)
+	}
+	sort.Strings(tables)
+	for _, table := range tables {
+		t.flush(table)
+	}
+	t.Txn.Commit()
+}
+
+// Abort drops the held records with the rest of the transaction.
+func (t *Txn) Abort() {
+	t.held = nil
+	t.Txn.Abort()
+}
 
 // LatestIndex is the raft index of the last command applied to the store.
 func (t *Txn) LatestIndex() uint64 { return t.counter("index") }

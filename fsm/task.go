@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -102,6 +103,7 @@ func init() {
 		},
 	})
 	registerRecord(tableTasks, func() any { return new(Task) })
+	writeBack[tableTasks] = taskID
 	registerCommand(LeaseTasksType, (*FSM).applyLeaseTasks)
 	registerCommand(CompleteTaskType, (*FSM).applyCompleteTask)
 	registerCommand(FailTaskType, (*FSM).applyFailTask)
@@ -707,19 +709,57 @@ func (t *Txn) PendingTasks(queue string, limit int) []*Task {
 }
 
 // EachPendingTask calls fn with the pending tasks of a queue, highest
-// priority first, then oldest first,
-// until fn returns false.
+// priority first, then oldest first, until fn returns false. The tasks
+// this transaction holds (created or put back in this raft batch) are
+// merged into go-memdb's queue index as they come, rather than inserted
+// first: a task created and leased in one batch is then inserted once.
 func (t *Txn) EachPendingTask(queue string, fn func(*Task) bool) {
-	it, err := t.Get(tableTasks, "queue_prefix", queue, TaskPending)
+	held := t.held[tableTasks]
+	var extra []*Task
+	for _, o := range held {
+		if task := o.(*Task); task.Queue == queue && task.Status == TaskPending {
+			extra = append(extra, task)
+		}
+	}
+	sort.Slice(extra, func(i, j int) bool { return queuedBefore(extra[i], extra[j]) })
+	it, err := t.Txn.Get(tableTasks, "queue_prefix", queue, TaskPending)
 	if err != nil {
 		return
 	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		task := raw.(*Task)
-		if task.Queue != queue || task.Status != TaskPending || !fn(task) {
+	next := func() *Task {
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			task := raw.(*Task)
+			if task.Queue != queue || task.Status != TaskPending {
+				return nil
+			}
+			// A held task's stored copy is out of date: the held one
+			// is in extra if it is still pending.
+			if _, ok := held[task.ID]; !ok {
+				return task
+			}
+		}
+		return nil
+	}
+	stored := next()
+	for stored != nil || len(extra) > 0 {
+		var task *Task
+		if stored != nil && (len(extra) == 0 || queuedBefore(stored, extra[0])) {
+			task, stored = stored, next()
+		} else {
+			task, extra = extra[0], extra[1:]
+		}
+		if !fn(task) {
 			return
 		}
 	}
+}
+
+// queuedBefore is the queue index's order: higher priority, then older.
+func queuedBefore(a, b *Task) bool {
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	return a.Seq < b.Seq
 }
 
 // LeasedTasks returns leased tasks ordered by lease deadline, earliest
