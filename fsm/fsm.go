@@ -128,8 +128,12 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 
 // workflow returns the compiled form of a stored workflow version.
 func (f *FSM) workflow(wv *WorkflowVersion) (*hcl.Workflow, error) {
+	if wf := wv.compiled.Load(); wf != nil {
+		return wf, nil
+	}
 	key := wv.key()
 	if wf, ok := f.compiled.Load(key); ok {
+		wv.compiled.Store(wf.(*hcl.Workflow))
 		return wf.(*hcl.Workflow), nil
 	}
 	wf, diags := hcl.Parse(wv.Name+".hcl", []byte(wv.Source))
@@ -137,6 +141,7 @@ func (f *FSM) workflow(wv *WorkflowVersion) (*hcl.Workflow, error) {
 		return nil, fmt.Errorf("stored workflow %s does not compile: %s", key, diags.Error())
 	}
 	f.compiled.Store(key, wf)
+	wv.compiled.Store(wf)
 	return wf, nil
 }
 

@@ -153,6 +153,9 @@ type Txn struct {
 	// table first moves its held records into go-memdb.
 	write bool
 	held  map[string]map[string]any
+	// versions are the workflow versions this write transaction has read,
+	// forgotten when it writes the workflows table.
+	versions map[versionKey]*WorkflowVersion
 }
 
 // touch notes that an instance was written or deleted.
@@ -172,6 +175,7 @@ func (s *StateStore) write(index uint64) *Txn {
 
 // Insert writes a record: held until commit for the writeBack tables.
 func (t *Txn) Insert(table string, obj any) error {
+	t.wrote(table)
 	if id := writeBack[table]; id != nil && t.write {
 		if t.held == nil {
 			t.held = map[string]map[string]any{}
@@ -189,6 +193,7 @@ func (t *Txn) Insert(table string, obj any) error {
 
 // Delete removes a record, held or stored.
 func (t *Txn) Delete(table string, obj any) error {
+	t.wrote(table)
 	if m := t.held[table]; m != nil {
 		id := writeBack[table](obj)
 		if _, ok := m[id]; ok {
@@ -253,13 +258,22 @@ func (t *Txn) ReverseLowerBound(table, index string, args ...any) (memdb.ResultI
 }
 
 func (t *Txn) DeleteAll(table, index string, args ...any) (int, error) {
+	t.wrote(table)
 	t.flush(table)
 	return t.Txn.DeleteAll(table, index, args...)
 }
 
 func (t *Txn) DeletePrefix(table, index, prefix string) (bool, error) {
+	t.wrote(table)
 	t.flush(table)
 	return t.Txn.DeletePrefix(table, index, prefix)
+}
+
+// wrote forgets what the transaction cached of a table it changes.
+func (t *Txn) wrote(table string) {
+	if table == tableWorkflows {
+		t.versions = nil
+	}
 }
 
 // flush moves a table's held records into go-memdb, in id order so that

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -18,6 +19,11 @@ type WorkflowVersion struct {
 	Source      string            `json:"source"`
 	CreatedAt   time.Time         `json:"created_at"`
 	CreateIndex uint64            `json:"create_index"`
+
+	// compiled is the parsed source, kept on the stored record (which is
+	// never changed once written) so the FSM's hot path finds it without
+	// building a key.
+	compiled atomic.Pointer[hcl.Workflow]
 }
 
 func (w *WorkflowVersion) key() string { return fmt.Sprintf("%s@%d", w.Name, w.Version) }
@@ -108,11 +114,29 @@ func (f *FSM) ChildLookup(tx *Txn, self *hcl.Workflow) hcl.ChildLookup {
 
 // WorkflowVersion returns one version of a workflow, or nil.
 func (t *Txn) WorkflowVersion(name string, version uint64) *WorkflowVersion {
+	// A command reads its instance's workflow several times: the FSM's
+	// transactions remember what they read until they write the table.
+	k := versionKey{name, version}
+	if wv, ok := t.versions[k]; ok {
+		return wv
+	}
 	raw, err := t.First(tableWorkflows, "id", name, version)
 	if err != nil || raw == nil {
 		return nil
 	}
-	return raw.(*WorkflowVersion)
+	wv := raw.(*WorkflowVersion)
+	if t.write {
+		if t.versions == nil {
+			t.versions = map[versionKey]*WorkflowVersion{}
+		}
+		t.versions[k] = wv
+	}
+	return wv
+}
+
+type versionKey struct {
+	name    string
+	version uint64
 }
 
 // LatestWorkflow returns the newest version of a workflow, or nil.
