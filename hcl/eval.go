@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -192,6 +194,9 @@ type Element struct {
 	Index bool `json:"index,omitempty"`
 }
 
+// stepErrType is the type of step.<name>.error.
+var stepErrType = cty.Object(map[string]cty.Type{"type": cty.String, "message": cty.String})
+
 // refs is what an expression can read: the roots it names and, under
 // step, the steps it names. all is set when it reads step in a way that
 // does not name one (step[x]), so every step must be in scope.
@@ -201,7 +206,25 @@ type refs struct {
 	all   bool
 }
 
+// refsCache remembers what each parsed expression reads: a workflow's
+// expressions are evaluated at every step of every instance and never
+// change. Only expressions that are pointers are cached (every hclsyntax
+// node is); their number is bounded by the workflows parsed.
+var refsCache sync.Map
+
 func referencesOf(expr hhcl.Expression) refs {
+	if expr == nil || reflect.TypeOf(expr).Kind() != reflect.Pointer {
+		return scanReferences(expr)
+	}
+	if r, ok := refsCache.Load(expr); ok {
+		return r.(refs)
+	}
+	r := scanReferences(expr)
+	refsCache.Store(expr, r)
+	return r
+}
+
+func scanReferences(expr hhcl.Expression) refs {
 	r := refs{roots: map[string]bool{}, steps: map[string]bool{}}
 	if expr == nil {
 		return r
@@ -243,7 +266,6 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 		}
 	}
 	steps := make(map[string]cty.Value, len(s.Steps))
-	errType := cty.Object(map[string]cty.Type{"type": cty.String, "message": cty.String})
 	for name, r := range s.Steps {
 		if !want.all && !want.steps[name] {
 			continue
@@ -252,7 +274,7 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 		if err != nil {
 			return nil, fmt.Errorf("output of step %q: %w", name, err)
 		}
-		stepErr := cty.NullVal(errType)
+		stepErr := cty.NullVal(stepErrType)
 		if r.ErrorType != "" {
 			stepErr = cty.ObjectVal(map[string]cty.Value{"type": cty.StringVal(r.ErrorType), "message": cty.StringVal(r.ErrorMsg)})
 		}
