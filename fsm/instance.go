@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -537,23 +538,47 @@ func allEnded(inst *Instance) bool {
 // scopeOf is what the instance's expressions see: its input, every step's
 // status, output, error and attempts, the instance itself, and now.
 func scopeOf(inst *Instance, now time.Time) hcl.Scope {
-	steps := make(map[string]hcl.StepResult, len(inst.Steps))
-	for name, st := range inst.Steps {
-		r := hcl.StepResult{Status: st.Status, Attempts: st.Attempts}
-		if st.Status == StepSucceeded {
-			r.Output = st.Output
-		}
-		if st.Error != nil {
-			r.ErrorType, r.ErrorMsg = st.Error.Type, st.Error.Message
-		}
-		steps[name] = r
-	}
 	return hcl.Scope{
 		Input:    inst.Input,
-		Steps:    steps,
+		Steps:    instanceSteps{inst},
 		Instance: hcl.InstanceInfo{ID: inst.ID, Workflow: inst.Workflow, Version: inst.Version, StartedAt: inst.CreatedAt},
 		Now:      now,
 	}
+}
+
+// instanceSteps gives an expression the results of the steps it reads,
+// built from the instance when asked.
+type instanceSteps struct{ inst *Instance }
+
+func (s instanceSteps) Step(name string) (hcl.StepResult, bool) {
+	st := s.inst.Steps[name]
+	if st == nil {
+		return hcl.StepResult{}, false
+	}
+	return stepResult(st), true
+}
+
+// EachStep goes in name order, so that the first error is always the same.
+func (s instanceSteps) EachStep(fn func(string, hcl.StepResult)) {
+	names := make([]string, 0, len(s.inst.Steps))
+	for name := range s.inst.Steps {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fn(name, stepResult(s.inst.Steps[name]))
+	}
+}
+
+func stepResult(st *StepState) hcl.StepResult {
+	r := hcl.StepResult{Status: st.Status, Attempts: st.Attempts}
+	if st.Status == StepSucceeded {
+		r.Output = st.Output
+	}
+	if st.Error != nil {
+		r.ErrorType, r.ErrorMsg = st.Error.Type, st.Error.Message
+	}
+	return r
 }
 
 // normalizeJSON compacts a JSON document so that equal documents compare

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	hhcl "github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/tryfunc"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -154,6 +156,35 @@ type StepResult struct {
 	Attempts  int
 }
 
+// StepResults gives an evaluation the steps' results. An expression reads
+// only the steps it names, and only those are asked for, so a caller may
+// build each result on demand.
+type StepResults interface {
+	// Step returns one step's result, false if the step is unknown.
+	Step(name string) (StepResult, bool)
+	// EachStep calls fn with every step, for expressions that index step
+	// by a computed name.
+	EachStep(fn func(name string, r StepResult))
+}
+
+// StepMap is StepResults held in a map.
+type StepMap map[string]StepResult
+
+func (m StepMap) Step(name string) (StepResult, bool) { r, ok := m[name]; return r, ok }
+
+// EachStep calls fn in name order, so that the first error is always the
+// same one.
+func (m StepMap) EachStep(fn func(string, StepResult)) {
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fn(name, m[name])
+	}
+}
+
 // InstanceInfo is what an expression sees as instance.
 type InstanceInfo struct {
 	ID        string
@@ -166,7 +197,7 @@ type InstanceInfo struct {
 // from replicated state only; Now is the time of the command being applied.
 type Scope struct {
 	Input    json.RawMessage
-	Steps    map[string]StepResult
+	Steps    StepResults
 	Instance InstanceInfo
 	Now      time.Time
 	// Each is the for_each element being evaluated, if any.
@@ -204,6 +235,11 @@ type refs struct {
 	roots map[string]bool
 	steps map[string]bool
 	all   bool
+	// now is set when the expression may call now(), whose value is the
+	// scope's own time.
+	now bool
+	// stepNames are the keys of steps, sorted.
+	stepNames []string
 }
 
 // refsCache remembers what each parsed expression reads: a workflow's
@@ -229,6 +265,16 @@ func scanReferences(expr hhcl.Expression) refs {
 	if expr == nil {
 		return r
 	}
+	if node, ok := expr.(hclsyntax.Node); ok {
+		hclsyntax.VisitAll(node, func(n hclsyntax.Node) hhcl.Diagnostics {
+			if call, ok := n.(*hclsyntax.FunctionCallExpr); ok && (call.Name == "now" || strings.HasSuffix(call.Name, "::now")) {
+				r.now = true
+			}
+			return nil
+		})
+	} else {
+		r.now = true
+	}
 	for _, t := range expr.Variables() {
 		root := t.RootName()
 		r.roots[root] = true
@@ -240,11 +286,15 @@ func scanReferences(expr hhcl.Expression) refs {
 			continue
 		}
 		if a, ok := t[1].(hhcl.TraverseAttr); ok {
+			if !r.steps[a.Name] {
+				r.stepNames = append(r.stepNames, a.Name)
+			}
 			r.steps[a.Name] = true
 		} else {
 			r.all = true
 		}
 	}
+	sort.Strings(r.stepNames)
 	return r
 }
 
@@ -265,25 +315,41 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 			return nil, fmt.Errorf("instance input: %w", err)
 		}
 	}
-	steps := make(map[string]cty.Value, len(s.Steps))
-	for name, r := range s.Steps {
-		if !want.all && !want.steps[name] {
-			continue
+	steps := map[string]cty.Value{}
+	var stepErr error
+	add := func(name string, r StepResult) {
+		if stepErr != nil {
+			return
 		}
 		out, err := FromJSON(r.Output)
 		if err != nil {
-			return nil, fmt.Errorf("output of step %q: %w", name, err)
+			stepErr = fmt.Errorf("output of step %q: %w", name, err)
+			return
 		}
-		stepErr := cty.NullVal(stepErrType)
+		errVal := cty.NullVal(stepErrType)
 		if r.ErrorType != "" {
-			stepErr = cty.ObjectVal(map[string]cty.Value{"type": cty.StringVal(r.ErrorType), "message": cty.StringVal(r.ErrorMsg)})
+			errVal = cty.ObjectVal(map[string]cty.Value{"type": cty.StringVal(r.ErrorType), "message": cty.StringVal(r.ErrorMsg)})
 		}
 		steps[name] = cty.ObjectVal(map[string]cty.Value{
 			"status":   cty.StringVal(r.Status),
 			"output":   out,
-			"error":    stepErr,
+			"error":    errVal,
 			"attempts": cty.NumberIntVal(int64(r.Attempts)),
 		})
+	}
+	switch {
+	case s.Steps == nil:
+	case want.all:
+		s.Steps.EachStep(add)
+	default:
+		for _, name := range want.stepNames {
+			if r, ok := s.Steps.Step(name); ok {
+				add(name, r)
+			}
+		}
+	}
+	if stepErr != nil {
+		return nil, stepErr
 	}
 	vars := map[string]cty.Value{"input": input, "step": cty.ObjectVal(steps)}
 	if want.all || want.roots["instance"] {
@@ -339,7 +405,9 @@ func (s Scope) evalContextFor(expr hhcl.Expression) (*hhcl.EvalContext, error) {
 	// most expressions).
 	ctx := libraryContext.NewChild()
 	ctx.Variables = vars
-	ctx.Functions = map[string]function.Function{"now": nowFunc(s.Now)}
+	if want.all || want.now {
+		ctx.Functions = map[string]function.Function{"now": nowFunc(s.Now)}
+	}
 	return ctx, nil
 }
 

@@ -188,7 +188,7 @@ func TestEval(t *testing.T) {
 	if string(got) != `{"n":42,"name":"ADA","tags":["x!","y!"]}` {
 		t.Fatalf("a input = %s", got)
 	}
-	scope := Scope{Input: in, Steps: map[string]StepResult{"a": {Status: "succeeded", Output: got}}}
+	scope := Scope{Input: in, Steps: StepMap{"a": {Status: "succeeded", Output: got}}}
 	out, err := Eval(wf.Output, scope)
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +394,7 @@ func TestEvalSeesWhatItNames(t *testing.T) {
     input    = { named = step.a.output.x, status = step.a.status }
   }
 }`)
-	scope := Scope{Steps: map[string]StepResult{
+	scope := Scope{Steps: StepMap{
 		"a":     {Status: "succeeded", Output: json.RawMessage(`{"x": 1}`)},
 		"other": {Status: "succeeded", Output: json.RawMessage(`{not json`)}, // never converted: b does not name it
 	}}
