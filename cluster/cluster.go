@@ -141,6 +141,10 @@ func loadNodeID(dir string) (string, error) {
 	return id, os.Rename(tmp, path)
 }
 
+// raftLogCacheSize is how many of the newest log entries are kept in
+// memory in front of the bolt store.
+const raftLogCacheSize = 512
+
 func (c *Cluster) setupRaft() error {
 	dir := filepath.Join(c.cfg.DataDir, "raft")
 	// NoSync stays off: an acknowledged write is fsync'd on a quorum.
@@ -164,7 +168,15 @@ func (c *Cluster) setupRaft() error {
 	if bf, ok := machine.(raft.BatchingFSM); ok && c.cfg.Metrics != nil {
 		machine = &timedFSM{BatchingFSM: bf, m: c.cfg.Metrics}
 	}
-	r, err := raft.NewRaft(c.cfg.raftConfig(c.id, c.notifyCh), machine, store, store, snaps, trans)
+	// The newest entries stay in memory as they are stored: replication
+	// and every node's apply read them back, which otherwise costs a bolt
+	// read and a msgpack decode per entry.
+	logs, err := raft.NewLogCache(raftLogCacheSize, store)
+	if err != nil {
+		trans.Close()
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(c.cfg.raftConfig(c.id, c.notifyCh), machine, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		return fmt.Errorf("start raft: %w", err)
