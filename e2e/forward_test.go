@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lockstep-io/lockstep/api"
+)
+
+// Starts sent to a follower, many at once, get exactly what the leader's
+// own endpoint answers: 201, then 200 for a repeat, 409 for a reused id,
+// 404 for an unknown workflow, 400 for a bad id; and the index each answer
+// carries lets a blocking read on the follower see the new instance.
+func TestStartsThroughAFollower(t *testing.T) {
+	c := startCluster(t, 3, false)
+	ctx := context.Background()
+	leader := c.waitLeader(c.agents)
+	follower := c.followers(leader)[0]
+	fc := c.client(follower)
+	if _, err := c.client(leader).RegisterWorkflow(ctx, "diamond.hcl", readExample(t, "diamond.hcl")); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id := fmt.Sprintf("f%d", i)
+			s, err := fc.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)})
+			if err != nil {
+				errs <- fmt.Errorf("start %s: %w", id, err)
+				return
+			}
+			if !s.Created || s.ID != id {
+				errs <- fmt.Errorf("start %s answered %+v", id, s)
+				return
+			}
+			// The answer's index is the leader's: a blocking read of this
+			// follower past it sees the instance.
+			resp, err := http.Get(fmt.Sprintf("http://%s/v1/instances?workflow=diamond&page_size=1000&index=%d&wait=10s", follower.HTTPAddr(), s.Index-1))
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(b), `"id":"`+id+`"`) {
+				errs <- fmt.Errorf("listing after %s's start at index %d: %d %s", id, s.Index, resp.StatusCode, b)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	post := func(addr, path, body string) (int, string) {
+		t.Helper()
+		resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	start := `/v1/workflows/diamond/instances`
+	for _, tc := range []struct {
+		path, body string
+		status     int
+		code       string
+	}{
+		{start, `{"id":"f1","input":{"n":1}}`, 200, ""},
+		{start, `{"id":"f1","input":{"n":2}}`, 409, "conflict"},
+		{"/v1/workflows/nope/instances", `{"id":"x1"}`, 404, "not_found"},
+		{start, `{"id":"bad id"}`, 400, "bad_request"},
+	} {
+		status, body := post(follower.HTTPAddr(), tc.path, tc.body)
+		if status != tc.status || (tc.code != "" && !strings.Contains(body, `"code":"`+tc.code+`"`)) {
+			t.Fatalf("%s %s through the follower: %d %s", tc.path, tc.body, status, body)
+		}
+	}
+
+}
