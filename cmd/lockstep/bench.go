@@ -137,8 +137,12 @@ type benchLeader struct {
 	Node       string  `json:"node"`
 	SharedProc bool    `json:"shared_process"`
 	CPUPercent float64 `json:"cpu_percent"`
-	RSSBytes   uint64  `json:"rss_bytes"`
-	Applied    uint64  `json:"raft_applied"`
+	// CPUPerInstanceMS is the process's CPU time per completed instance:
+	// steadier than throughput on a machine whose speed varies, and with
+	// -local the whole cluster's cost of an instance.
+	CPUPerInstanceMS float64 `json:"cpu_ms_per_instance,omitempty"`
+	RSSBytes         uint64  `json:"rss_bytes"`
+	Applied          uint64  `json:"raft_applied"`
 	// DispatchMS is the distribution of task ready → lease committed over
 	// the run; RaftApplyMS of proposal → response (commit and apply).
 	DispatchMS  map[string]float64 `json:"dispatch_latency_ms,omitempty"`
@@ -262,7 +266,11 @@ func printBench(w io.Writer, r *benchResult) {
 		if l.SharedProc {
 			who = "local cluster and bench (one process)"
 		}
-		fmt.Fprintf(w, "  server      %s: %.0f%% CPU, %.0f MiB resident, %d raft entries applied\n", who, l.CPUPercent, float64(l.RSSBytes)/(1<<20), l.Applied)
+		perInstance := ""
+		if l.CPUPerInstanceMS > 0 {
+			perInstance = fmt.Sprintf(" (%.2fms per instance)", l.CPUPerInstanceMS)
+		}
+		fmt.Fprintf(w, "  server      %s: %.0f%% CPU%s, %.0f MiB resident, %d raft entries applied\n", who, l.CPUPercent, perInstance, float64(l.RSSBytes)/(1<<20), l.Applied)
 		if d := l.DispatchMS; d != nil {
 			fmt.Fprintf(w, "  dispatch    p50 %.1fms  p90 %.1fms  p99 %.1fms (task ready to lease committed, leader)\n", d["p50"], d["p90"], d["p99"])
 		}
@@ -537,6 +545,9 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				BatchApplyMS: 1000 * orZero(after.Histograms["lockstep_fsm_batch_apply_seconds"].MeanSince(before.Histograms["lockstep_fsm_batch_apply_seconds"])),
 			}
 			res.RaftIndexPerSec = float64(res.Leader.Applied) / res.Seconds
+			if res.Completed > 0 {
+				res.Leader.CPUPerInstanceMS = 1000 * cpu / float64(res.Completed)
+			}
 		}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
