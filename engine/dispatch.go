@@ -109,6 +109,57 @@ func (e *Engine) WaitingPolls() map[string]int {
 	return out
 }
 
+// AnyWaiting reports whether a poll waits, unclaimed, on any queue: a
+// cheap test before working out which queue a claim would be for.
+func (e *Engine) AnyWaiting() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ws := range e.waiters {
+		for _, w := range ws {
+			if !w.done && !w.claimed {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ClaimPoll takes a poll waiting on queue for a command that leases tasks
+// to it itself: a start on the leader that leases its instance's first
+// step in its own raft entry, saving the lease round after it. It returns
+// what the command should ask for, and done, to call exactly once with
+// what the command leased (nothing when it failed or leased nothing: the
+// poll goes back to waiting). ok is false when no poll waits there, or on
+// a node that does not lead.
+func (e *Engine) ClaimPoll(queue string) (next *fsm.NextTasks, done func([]*fsm.Task), ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.leader {
+		return nil, nil, false
+	}
+	for _, w := range e.waiters[queue] {
+		if w.done || w.claimed {
+			continue
+		}
+		w.claimed = true
+		next = &fsm.NextTasks{WorkerID: w.req.WorkerID, Queue: queue, Activities: w.req.Activities, Max: w.req.MaxTasks}
+		done = func(tasks []*fsm.Task) {
+			e.mu.Lock()
+			w.claimed = false
+			if !w.done && (len(tasks) > 0 || w.gone) {
+				e.removeWaiter(w)
+				w.finish(tasks)
+			}
+			e.mu.Unlock()
+			if len(tasks) == 0 {
+				e.poke() // back to waiting: a round may have tasks for it
+			}
+		}
+		return next, done, true
+	}
+	return nil, nil, false
+}
+
 func (e *Engine) removeWaiter(w *waiter) {
 	ws := e.waiters[w.req.Queue]
 	for i, x := range ws {

@@ -110,3 +110,93 @@ func TestLeaseRoundsOverlap(t *testing.T) {
 		t.Fatalf("first poll = %v", got)
 	}
 }
+
+// A claimed poll is left alone by lease rounds: the claimer's tasks reach
+// it; a claim that leased nothing puts it back to waiting, where a round
+// serves it; a poll that times out while claimed waits for the claimer's
+// answer; with no poll waiting there is nothing to claim.
+func TestClaimPoll(t *testing.T) {
+	r := &gatedRaft{f: fsm.New(nil), gate: make(chan struct{}), leader: make(chan bool, 1)}
+	close(r.gate)
+	now := time.Unix(1000, 0).UTC()
+	hdr := fsm.Header{Time: now}
+	r.must(t, fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{Header: hdr, Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"})
+	e := New(Config{Raft: r, State: fsmSource{r.f}, Now: func() time.Time { return now }})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	r.leader <- true
+	poll.Until(t, 10*time.Second, "the engine to dispatch", func() error {
+		if !e.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	if _, _, ok := e.ClaimPoll("default"); ok {
+		t.Fatal("claimed a poll nobody made")
+	}
+	pollAsync := func(wait time.Duration) chan []*fsm.Task {
+		got := make(chan []*fsm.Task, 1)
+		go func() {
+			tasks, _ := e.Poll(ctx, PollRequest{Queue: "default", WorkerID: "w1", Wait: wait, MaxTasks: 3})
+			got <- tasks
+		}()
+		poll.Until(t, 10*time.Second, "the poll to wait", func() error {
+			if e.WaitingPolls()["default"] == 0 {
+				return errors.New("not waiting")
+			}
+			return nil
+		})
+		return got
+	}
+	claim := func() (*fsm.NextTasks, func([]*fsm.Task)) {
+		t.Helper()
+		next, done, ok := e.ClaimPoll("default")
+		if !ok || next.WorkerID != "w1" || next.Queue != "default" || next.Max != 3 {
+			t.Fatalf("claim = %+v %v", next, ok)
+		}
+		if _, _, again := e.ClaimPoll("default"); again {
+			t.Fatal("one poll claimed twice")
+		}
+		return next, done
+	}
+
+	// The claimer's start leases the task; a round does not touch it.
+	got := pollAsync(10 * time.Second)
+	next, done := claim()
+	cmd, _ := fsm.Encode(fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: hdr, ID: "one", Workflow: "w", Input: json.RawMessage(`{}`), Next: next})
+	res, _ := r.Apply(ctx, cmd)
+	done(res.(*fsm.StartInstanceResponse).Leased)
+	if tasks := <-got; len(tasks) != 1 || tasks[0].InstanceID != "one" {
+		t.Fatalf("claimed poll got %v", tasks)
+	}
+
+	// A claim that leased nothing: the poll waits on, and a round serves it.
+	got = pollAsync(10 * time.Second)
+	_, done = claim()
+	done(nil)
+	r.must(t, fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: hdr, ID: "two", Workflow: "w", Input: json.RawMessage(`{}`)})
+	if tasks := <-got; len(tasks) != 1 || tasks[0].InstanceID != "two" {
+		t.Fatalf("released poll got %v", tasks)
+	}
+
+	// A poll that times out while claimed gets the claimer's tasks.
+	got = pollAsync(200 * time.Millisecond)
+	next, done = claim()
+	poll.Until(t, 10*time.Second, "the claimed poll to time out", func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		for _, w := range e.waiters["default"] {
+			if w.gone {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	cmd, _ = fsm.Encode(fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: hdr, ID: "three", Workflow: "w", Input: json.RawMessage(`{}`), Next: next})
+	res, _ = r.Apply(ctx, cmd)
+	done(res.(*fsm.StartInstanceResponse).Leased)
+	if tasks := <-got; len(tasks) != 1 || tasks[0].InstanceID != "three" {
+		t.Fatalf("timed-out claimed poll got %v", tasks)
+	}
+}

@@ -83,3 +83,36 @@ func TestNextTasksRespectsQueueActivitiesAndMax(t *testing.T) {
 		t.Fatalf("pending after leasing two: %d", n)
 	}
 }
+
+// A start with Next leases its first step (after older pending tasks of
+// the queue, in dispatch order) in its own command; a repeated start
+// leases nothing; replay matches.
+func TestStartLeasesWithNext(t *testing.T) {
+	h := newHarness(t)
+	h.register(chain3)
+	h.start("old", "chain3", `{"n":1}`)
+	next := &NextTasks{WorkerID: "w", Queue: "default", Activities: []string{"noop"}, Max: 2}
+	res := h.apply(StartInstanceType, &StartInstanceRequest{Header: h.hdr(), ID: "e", Workflow: "chain3", Input: []byte(`{"n":1}`), Next: next}).(*StartInstanceResponse)
+	if !res.Created || len(res.Leased) != 2 || res.Leased[0].InstanceID != "old" || res.Leased[1].InstanceID != "e" {
+		t.Fatalf("start answered %+v", res)
+	}
+	for _, task := range res.Leased {
+		if task.Status != TaskLeased || task.WorkerID != "w" || task.Token == "" {
+			t.Fatalf("leased %+v", task)
+		}
+	}
+	if res.Leased[0].Token == res.Leased[1].Token {
+		t.Fatal("two leases share a token")
+	}
+	again := h.apply(StartInstanceType, &StartInstanceRequest{Header: h.hdr(), ID: "e", Workflow: "chain3", Input: []byte(`{"n":1}`), Next: next}).(*StartInstanceResponse)
+	if again.Created || len(again.Leased) != 0 {
+		t.Fatalf("repeated start answered %+v", again)
+	}
+	if got := historyOf(h, "e"); got != "instance_started step_scheduled:a task_leased:a" {
+		t.Fatalf("history: %s", got)
+	}
+	rep, err := h.fsm.Replay(h.fsm.State().Read(), "e", 0)
+	if err != nil || !rep.Matches {
+		t.Fatalf("replay: %+v %v", rep, err)
+	}
+}

@@ -227,6 +227,11 @@ type StartInstanceRequest struct {
 	Workflow string          `json:"workflow"`
 	Version  uint64          `json:"version,omitempty"`
 	Input    json.RawMessage `json:"input"`
+	// Next, when set on a start that creates the instance, leases pending
+	// tasks of its queue (the new instance's first steps among them) to a
+	// worker whose poll the leader holds, in the same command, as results
+	// with Next do.
+	Next *NextTasks `json:"next,omitempty"`
 }
 
 // StartInstanceResponse names the instance. Created is false when an
@@ -235,6 +240,8 @@ type StartInstanceResponse struct {
 	ID      string `json:"id"`
 	Version uint64 `json:"version"`
 	Created bool   `json:"created"`
+	// Leased are the tasks leased for Next, in dispatch order.
+	Leased []*Task `json:"leased,omitempty"`
 }
 
 func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
@@ -247,7 +254,11 @@ func (f *FSM) applyStartInstance(tx *Txn, body []byte) any {
 	if e != nil {
 		return e
 	}
-	return &StartInstanceResponse{ID: inst.ID, Version: inst.Version, Created: true}
+	out := &StartInstanceResponse{ID: inst.ID, Version: inst.Version, Created: true}
+	if req.Next != nil && req.Next.Max > 0 {
+		out.Leased = f.leaseNext(tx, req.Next, req.Time, 0)
+	}
+	return out
 }
 
 // createInstance starts a new instance (version 0: the latest) and decides

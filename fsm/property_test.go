@@ -60,7 +60,12 @@ func TestRandomLogsConverge(t *testing.T) {
 				if rapid.Bool().Draw(rt, "items") {
 					input = `{"items":["x","y","z"],"tags":{"a":1},"n":70}`
 				}
-				apply(StartInstanceType, &StartInstanceRequest{Header: hdr(), ID: id, Workflow: rapid.SampledFrom(names).Draw(rt, "wf"), Input: json.RawMessage(input)})
+				var next *NextTasks
+				if rapid.Bool().Draw(rt, "eager") {
+					// A start on the leader may lease to a waiting poll.
+					next = &NextTasks{WorkerID: "w", Queue: "default", Max: rapid.IntRange(1, 3).Draw(rt, "eager_max")}
+				}
+				apply(StartInstanceType, &StartInstanceRequest{Header: hdr(), ID: id, Workflow: rapid.SampledFrom(names).Draw(rt, "wf"), Input: json.RawMessage(input), Next: next})
 			case 2, 3:
 				var leases []Lease
 				for _, q := range []string{"default"} {

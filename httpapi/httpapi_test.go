@@ -819,3 +819,92 @@ func TestTaskResultsTakeTheNextTasks(t *testing.T) {
 		}
 	}
 }
+
+// A start on the leader whose first step is a task for a worker already
+// waiting leases it in the start's own raft entry, and the waiting poll
+// gets it; with nobody waiting, or with an Idempotency-Key, the task is
+// leased by a later round as before.
+func TestStartLeasesItsFirstStepToAWaitingPoll(t *testing.T) {
+	base := devAgent(t, false)
+	ctx := context.Background()
+	c, err := api.New(api.Config{Address: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterWorkflow(ctx, "diamond.hcl", []byte(readExample(t))); err != nil {
+		t.Fatal(err)
+	}
+	leaseIndex := func(id string) (started, leased uint64) {
+		t.Helper()
+		events, err := c.History(ctx, id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events {
+			switch {
+			case e.Type == "instance_started":
+				started = e.Index
+			case e.Type == "task_leased" && e.Step == "a":
+				leased = e.Index
+			}
+		}
+		return started, leased
+	}
+	waitingPoll := func() chan *api.Task {
+		got := make(chan *api.Task, 1)
+		go func() {
+			task, err := c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 10000})
+			if err != nil {
+				t.Error(err)
+			}
+			got <- task
+		}()
+		poll.Until(t, 10*time.Second, "the poll to wait", func() error {
+			st := call(t, "GET", base+"/v1/stats", "")
+			if w, _ := st.body["waiting_polls"].(map[string]any); w["default"] == nil {
+				return fmt.Errorf("waiting polls %v", st.body["waiting_polls"])
+			}
+			return nil
+		})
+		return got
+	}
+
+	got := waitingPoll()
+	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "s1", Input: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	task := <-got
+	if task == nil || task.InstanceID != "s1" || task.Step != "a" || task.Token == "" {
+		t.Fatalf("the waiting poll got %+v", task)
+	}
+	if started, leased := leaseIndex("s1"); started == 0 || leased != started {
+		t.Fatalf("s1 started at index %d, its first task leased at %d", started, leased)
+	}
+
+	// Nobody waiting: the start leases nothing, a poll gets the task later.
+	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "s2", Input: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	later, err := c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 5000})
+	if err != nil || later == nil || later.InstanceID != "s2" {
+		t.Fatalf("poll after the start = %+v, %v", later, err)
+	}
+	if started, leased := leaseIndex("s2"); leased <= started {
+		t.Fatalf("s2 started at index %d, leased at %d", started, leased)
+	}
+
+	// An idempotent start never leases in its own entry: a repeat gets the
+	// stored answer, and its tasks must not be handed out twice.
+	got = waitingPoll()
+	r := callWithKey(t, "POST", base+"/v1/workflows/diamond/instances", `{"id":"s3","input":{"n":1}}`, "k-s3")
+	if r.status != 201 {
+		t.Fatalf("idempotent start = %d %s", r.status, r.raw)
+	}
+	task = <-got
+	if task == nil || task.InstanceID != "s3" {
+		t.Fatalf("the waiting poll got %+v", task)
+	}
+	if started, leased := leaseIndex("s3"); leased <= started {
+		t.Fatalf("s3 (idempotent) started at index %d, leased at %d", started, leased)
+	}
+}

@@ -62,7 +62,27 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 	// Whether the workflow exists is decided by the FSM at apply time, never
 	// from this node's state: a new leader may not have applied every
 	// committed entry yet, and would answer a false 404.
-	res, err := s.apply(r, fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: s.header(), ID: req.ID, Workflow: name, Version: req.Version, Input: req.Input})
+	msg := &fsm.StartInstanceRequest{Header: s.header(), ID: req.ID, Workflow: name, Version: req.Version, Input: req.Input}
+	// On the leader, a start whose first step is a task for a worker
+	// already waiting leases it in the start's own raft entry.
+	var claimed func([]*fsm.Task)
+	if queue, ok := s.firstQueue(r, name, req.Version); ok {
+		if next, done, ok := s.cfg.Dispatcher.ClaimPoll(queue); ok {
+			msg.Next, claimed = next, done
+		}
+	}
+	res, err := s.apply(r, fsm.StartInstanceType, msg)
+	if claimed != nil {
+		var leased []*fsm.Task
+		if sr, ok := res.(*fsm.StartInstanceResponse); ok && err == nil {
+			leased = sr.Leased
+			committed := s.cfg.Now()
+			for _, t := range leased {
+				s.cfg.Metrics.ObserveDispatch(committed.Sub(t.ReadyAt).Seconds())
+			}
+		}
+		claimed(leased)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +92,37 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 		status = http.StatusCreated
 	}
 	return &response{status, map[string]any{"id": sr.ID, "version": sr.Version, "created": sr.Created}}, nil
+}
+
+// firstQueue is the queue of the first task a start of the workflow
+// schedules, read from this node's state, when this node leads, a poll is
+// waiting, and the start may lease it at once: not for idempotent
+// requests, whose stored answer a repeat would get again.
+func (s *Server) firstQueue(r *http.Request, name string, version uint64) (string, bool) {
+	if s.cfg.Dispatcher == nil || !s.cfg.Cluster.IsLeader() || !s.cfg.Dispatcher.AnyWaiting() {
+		return "", false
+	}
+	if _, idem := r.Context().Value(idempotencyCtxKey{}).(idempotency); idem {
+		return "", false
+	}
+	tx := s.cfg.FSM.State().Read()
+	wv := tx.LatestWorkflow(name)
+	if version != 0 {
+		wv = tx.WorkflowVersion(name, version)
+	}
+	if wv == nil {
+		return "", false
+	}
+	wf, err := s.cfg.FSM.Workflow(wv)
+	if err != nil {
+		return "", false
+	}
+	for _, st := range wf.Steps {
+		if len(st.Deps) == 0 && st.Activity != "" && st.When == nil {
+			return st.Queue, true
+		}
+	}
+	return "", false
 }
 
 // GET /v1/instances/:id

@@ -43,6 +43,11 @@ type Dispatcher interface {
 	Poll(ctx context.Context, req engine.PollRequest) ([]*fsm.Task, error)
 	// WaitingPolls counts the polls waiting for tasks, by queue.
 	WaitingPolls() map[string]int
+	// ClaimPoll takes a waiting poll of a queue for a command that leases
+	// to it itself (engine.Engine.ClaimPoll); AnyWaiting says whether one
+	// might be there.
+	ClaimPoll(queue string) (next *fsm.NextTasks, done func([]*fsm.Task), ok bool)
+	AnyWaiting() bool
 }
 
 // Config configures a Server.
