@@ -63,6 +63,23 @@ func (r *gatedRaft) must(t *testing.T, mt fsm.MessageType, msg any) {
 
 type fsmSource struct{ f *fsm.FSM }
 
+// leadingEngine runs an engine on r, made leader, until the test ends.
+func leadingEngine(t *testing.T, r *gatedRaft, now time.Time) (*Engine, context.Context) {
+	t.Helper()
+	e := New(Config{Raft: r, State: fsmSource{r.f}, Now: func() time.Time { return now }})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go e.Run(ctx)
+	r.leader <- true
+	poll.Until(t, 10*time.Second, "the engine to dispatch", func() error {
+		if !e.Enabled() {
+			return errors.New("not enabled")
+		}
+		return nil
+	})
+	return e, ctx
+}
+
 func (s fsmSource) State() *fsm.StateStore { return s.f.State() }
 
 // A task that becomes ready while another round's lease command is still in
@@ -74,17 +91,7 @@ func TestLeaseRoundsOverlap(t *testing.T) {
 	r.must(t, fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{Header: hdr, Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"})
 	r.must(t, fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: hdr, ID: "one", Workflow: "w", Input: json.RawMessage(`{}`)})
 
-	e := New(Config{Raft: r, State: fsmSource{r.f}, Now: func() time.Time { return now }})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go e.Run(ctx)
-	r.leader <- true
-	poll.Until(t, 10*time.Second, "the engine to dispatch", func() error {
-		if !e.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
+	e, ctx := leadingEngine(t, r, now)
 
 	first := make(chan []*fsm.Task, 1)
 	go func() {
@@ -121,17 +128,7 @@ func TestClaimPoll(t *testing.T) {
 	now := time.Unix(1000, 0).UTC()
 	hdr := fsm.Header{Time: now}
 	r.must(t, fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{Header: hdr, Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"})
-	e := New(Config{Raft: r, State: fsmSource{r.f}, Now: func() time.Time { return now }})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go e.Run(ctx)
-	r.leader <- true
-	poll.Until(t, 10*time.Second, "the engine to dispatch", func() error {
-		if !e.Enabled() {
-			return errors.New("not enabled")
-		}
-		return nil
-	})
+	e, ctx := leadingEngine(t, r, now)
 	if _, _, ok := e.ClaimPoll("default"); ok {
 		t.Fatal("claimed a poll nobody made")
 	}

@@ -586,15 +586,8 @@ func TestWebhookDeliveriesAreSignedAndDeduplicated(t *testing.T) {
 // Workers may take several tasks per poll and report several results per
 // request; each result is settled on its own.
 func TestBatchedPollAndResults(t *testing.T) {
-	base := devAgent(t, false)
+	base, c := diamondAgent(t)
 	ctx := context.Background()
-	c, err := api.New(api.Config{Address: base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RegisterWorkflow(ctx, "diamond.hcl", []byte(readExample(t))); err != nil {
-		t.Fatal(err)
-	}
 	for _, id := range []string{"b1", "b2", "b3"} {
 		if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)}); err != nil {
 			t.Fatal(err)
@@ -747,20 +740,14 @@ func TestBlockingReadUntilEnded(t *testing.T) {
 // entry: the diamond's two middle steps come back with the first step's
 // result, the last with theirs.
 func TestTaskResultsTakeTheNextTasks(t *testing.T) {
-	base := devAgent(t, false)
+	base, c := diamondAgent(t)
 	ctx := context.Background()
-	c, err := api.New(api.Config{Address: base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RegisterWorkflow(ctx, "diamond.hcl", []byte(readExample(t))); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "n1", Input: json.RawMessage(`{"n":1}`)}); err != nil {
 		t.Fatal(err)
 	}
 	var first *api.Task
 	poll.Until(t, 10*time.Second, "the first task", func() error {
+		var err error
 		first, err = c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200})
 		if err == nil && first == nil {
 			return fmt.Errorf("no task yet")
@@ -825,15 +812,8 @@ func TestTaskResultsTakeTheNextTasks(t *testing.T) {
 // gets it; with nobody waiting, or with an Idempotency-Key, the task is
 // leased by a later round as before.
 func TestStartLeasesItsFirstStepToAWaitingPoll(t *testing.T) {
-	base := devAgent(t, false)
+	base, c := diamondAgent(t)
 	ctx := context.Background()
-	c, err := api.New(api.Config{Address: base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RegisterWorkflow(ctx, "diamond.hcl", []byte(readExample(t))); err != nil {
-		t.Fatal(err)
-	}
 	leaseIndex := func(id string) (started, leased uint64) {
 		t.Helper()
 		events, err := c.History(ctx, id, 0)
@@ -907,4 +887,19 @@ func TestStartLeasesItsFirstStepToAWaitingPoll(t *testing.T) {
 	if started, leased := leaseIndex("s3"); leased <= started {
 		t.Fatalf("s3 (idempotent) started at index %d, leased at %d", started, leased)
 	}
+}
+
+// diamondAgent is a dev agent without built-in workers, with the diamond
+// example registered, and a client of it.
+func diamondAgent(t *testing.T) (string, *api.Client) {
+	t.Helper()
+	base := devAgent(t, false)
+	c, err := api.New(api.Config{Address: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterWorkflow(context.Background(), "diamond.hcl", []byte(readExample(t))); err != nil {
+		t.Fatal(err)
+	}
+	return base, c
 }
