@@ -276,8 +276,8 @@ func (t *Txn) wrote(table string) {
 	}
 }
 
-// flush moves a table's held records into go-memdb, in id order so that
-// every node builds the same trees the same way.
+// flush moves a table's held records into go-memdb, in id order, so that
+// every node does the same work in the same order.
 func (t *Txn) flush(table string) {
 	m := t.held[table]
 	if len(m) == 0 {
