@@ -42,6 +42,12 @@ type Agent struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 	tempDir string
+	// quiet are the accepted connections that have not sent a request yet
+	// (HTTP clients dial ahead and may never use one). http.Server's
+	// Shutdown waits for such a connection until it is five seconds old;
+	// Shutdown closes them first.
+	quietMu sync.Mutex
+	quiet   map[net.Conn]struct{}
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -116,7 +122,17 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	api := httpapi.New(httpapi.Config{Logger: a.logger, NodeName: cfg.NodeName, Cluster: cl, Dispatcher: a.Engine, FSM: a.FSM, Metrics: a.Metrics})
 	// No write timeout: worker polls are held open. Reading a request is
 	// bounded, so a slow client cannot hold a connection forever.
-	a.httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	a.quiet = map[net.Conn]struct{}{}
+	a.httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			a.quietMu.Lock()
+			defer a.quietMu.Unlock()
+			if st == http.StateNew {
+				a.quiet[c] = struct{}{}
+			} else {
+				delete(a.quiet, c)
+			}
+		}}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -202,6 +218,11 @@ func (a *Agent) Shutdown() {
 		a.logger.Info("shutting down")
 		a.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.quietMu.Lock()
+		for c := range a.quiet {
+			c.Close()
+		}
+		a.quietMu.Unlock()
 		_ = a.httpSrv.Shutdown(ctx)
 		cancel()
 		_ = a.httpSrv.Close()
