@@ -833,6 +833,56 @@ func TestWatchInstanceWakesOnItsChangesOnly(t *testing.T) {
 	}
 }
 
+// A reader waiting for an instance's end wakes when a command ends it, not
+// at its other transitions; a purge that deletes it and a restore wake it
+// too.
+func TestWatchInstanceEndWakesAtTheEndOnly(t *testing.T) {
+	h := newHarness(t)
+	h.register(chain3)
+	h.start("a", "chain3", `{"n":1}`)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	end, stop := h.fsm.State().WatchInstanceEnd("a")
+	defer stop()
+	changes, stopChanges := h.fsm.State().WatchInstance("a")
+	defer stopChanges()
+	tasks := h.leaseAll("w")
+	if !closed(changes) || closed(end) {
+		t.Fatalf("after a lease: any change %v, end %v", closed(changes), closed(end))
+	}
+	h.complete(tasks[0])
+	if closed(end) {
+		t.Fatal("woken by a step's end")
+	}
+	h.runToEnd()
+	if !closed(end) {
+		t.Fatal("not woken when the instance ended")
+	}
+	// Deleting the instance wakes a reader waiting for its end.
+	gone, stopGone := h.fsm.State().WatchInstanceEnd("a")
+	defer stopGone()
+	hdr := h.hdr()
+	hdr.Time = hdr.Time.Add(30 * 24 * time.Hour)
+	h.apply(PurgeInstancesType, &PurgeInstancesRequest{Header: hdr, Max: 10})
+	if h.instance("a") != nil || !closed(gone) {
+		t.Fatalf("purge: instance %v, watcher woken %v", h.instance("a"), closed(gone))
+	}
+	never, stopNever := h.fsm.State().WatchInstanceEnd("nobody")
+	defer stopNever()
+	if err := h.fsm.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, h.fsm)))); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(never) {
+		t.Fatal("restore did not wake a watcher of an end")
+	}
+}
+
 // BenchmarkRetainedHeap reports the heap a completed chain3 instance keeps
 // in the state machine (its record, tasks, history and index entries),
 // measured after a garbage collection, over b.N instances.

@@ -249,7 +249,7 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		inst.ExpiresKey = uint64(inst.EndedAt.Add(retention).UnixNano())
 	}
 	tx.mustInsert(tableInstances, inst)
-	tx.touch(inst.ID)
+	tx.touch(inst.ID, inst.Terminal())
 	if old == nil {
 		tx.addInstanceRef(inst)
 	}

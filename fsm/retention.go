@@ -149,7 +149,7 @@ func (t *Txn) purge(inst *Instance) {
 	}
 	del(tableInstanceWorkflow, &instanceRef{Workflow: inst.Workflow, ID: inst.ID})
 	del(tableInstances, inst)
-	t.touch(inst.ID)
+	t.touch(inst.ID, true)
 }
 
 // nonZeroUint indexes a uint64 field, big-endian so that byte order is

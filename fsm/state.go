@@ -60,8 +60,10 @@ type StateStore struct {
 	mu      sync.Mutex
 	changed chan struct{}
 	// watches are the readers waiting for one instance to change, by id
-	// (WatchInstance); a commit wakes only those of the instances it wrote.
-	watches map[string]map[chan struct{}]struct{}
+	// (WatchInstance), or to end (WatchInstanceEnd: the value is true); a
+	// commit wakes only those of the instances it wrote, and those waiting
+	// for an end only when it ended or deleted the instance.
+	watches map[string]map[chan struct{}]bool
 }
 
 // NewStateStore returns an empty store.
@@ -91,17 +93,28 @@ func (s *StateStore) Changed() <-chan struct{} {
 // function that stops watching. A reader blocked on one instance thus
 // wakes for its changes only, not for every command.
 func (s *StateStore) WatchInstance(id string) (<-chan struct{}, func()) {
+	return s.watch(id, false)
+}
+
+// WatchInstanceEnd is WatchInstance for a reader that waits for the
+// instance's end: the channel is closed at the next commit that leaves the
+// instance ended or deletes it (or at a restore), not at every transition.
+func (s *StateStore) WatchInstanceEnd(id string) (<-chan struct{}, func()) {
+	return s.watch(id, true)
+}
+
+func (s *StateStore) watch(id string, endOnly bool) (<-chan struct{}, func()) {
 	ch := make(chan struct{})
 	s.mu.Lock()
 	if s.watches == nil {
-		s.watches = map[string]map[chan struct{}]struct{}{}
+		s.watches = map[string]map[chan struct{}]bool{}
 	}
 	set := s.watches[id]
 	if set == nil {
-		set = map[chan struct{}]struct{}{}
+		set = map[chan struct{}]bool{}
 		s.watches[id] = set
 	}
-	set[ch] = struct{}{}
+	set[ch] = endOnly
 	s.mu.Unlock()
 	return ch, func() {
 		s.mu.Lock()
@@ -116,26 +129,33 @@ func (s *StateStore) WatchInstance(id string) (<-chan struct{}, func()) {
 }
 
 // notify wakes the readers of any change and those watching the instances
-// the commit wrote (all of them when all is set: a restore).
-func (s *StateStore) notify(touched map[string]struct{}, all bool) {
+// the commit wrote (touched: true for those it ended or deleted), or all of
+// them when all is set (a restore).
+func (s *StateStore) notify(touched map[string]bool, all bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	close(s.changed)
 	s.changed = make(chan struct{})
-	wake := func(id string) {
-		for ch := range s.watches[id] {
-			close(ch)
+	wake := func(id string, ended bool) {
+		set := s.watches[id]
+		for ch, endOnly := range set {
+			if ended || !endOnly {
+				close(ch)
+				delete(set, ch)
+			}
 		}
-		delete(s.watches, id)
+		if len(set) == 0 {
+			delete(s.watches, id)
+		}
 	}
 	if all {
 		for id := range s.watches {
-			wake(id)
+			wake(id, true)
 		}
 		return
 	}
-	for id := range touched {
-		wake(id)
+	for id, ended := range touched {
+		wake(id, ended)
 	}
 }
 
@@ -145,8 +165,8 @@ type Txn struct {
 	// Index is the raft index being applied (0 for reads).
 	Index uint64
 	// touched holds the ids of the instances written or deleted, whose
-	// watchers the commit wakes.
-	touched map[string]struct{}
+	// watchers the commit wakes; true for those left ended or deleted.
+	touched map[string]bool
 	// write is set on the FSM's transactions, which hold the records of
 	// the writeBack tables in held (table, then id) until they are needed
 	// in go-memdb. Reads by id see held records; any other read of a
@@ -158,12 +178,13 @@ type Txn struct {
 	versions map[versionKey]*WorkflowVersion
 }
 
-// touch notes that an instance was written or deleted.
-func (t *Txn) touch(id string) {
+// touch notes that an instance was written or deleted, and whether it is
+// now ended (or gone).
+func (t *Txn) touch(id string, ended bool) {
 	if t.touched == nil {
-		t.touched = map[string]struct{}{}
+		t.touched = map[string]bool{}
 	}
-	t.touched[id] = struct{}{}
+	t.touched[id] = t.touched[id] || ended
 }
 
 // Read returns a consistent read-only view of the state.

@@ -270,7 +270,7 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 			// ?until=ended waits for the instance's end rather than any
 			// change: one request instead of one per transition.
 			untilEnded := r.URL.Query().Get("until") == "ended"
-			if err := s.blockUntil(r, id, func(tx *fsm.Txn, min uint64) bool {
+			if err := s.blockUntil(r, id, untilEnded, func(tx *fsm.Txn, min uint64) bool {
 				if inst := tx.Instance(id); inst != nil {
 					if untilEnded {
 						return inst.Terminal()
@@ -362,14 +362,15 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, out any) {
 // blockIfAsked implements blocking queries: with ?index=N a read waits
 // until the state passes N or ?wait (default 30s, at most 5m) elapses.
 func (s *Server) blockIfAsked(r *http.Request) error {
-	return s.blockUntil(r, "", func(tx *fsm.Txn, min uint64) bool { return tx.LatestIndex() > min })
+	return s.blockUntil(r, "", false, func(tx *fsm.Txn, min uint64) bool { return tx.LatestIndex() > min })
 }
 
 // blockUntil waits, for a read with ?index=N, until ready says the state it
 // reads has moved past N (or ?wait elapses). A reader of one instance names
 // it, and wakes only when a command writes that instance (or a restore
-// replaces the state), not at every command.
-func (s *Server) blockUntil(r *http.Request, instance string, ready func(tx *fsm.Txn, min uint64) bool) error {
+// replaces the state), not at every command; with untilEnded, only when a
+// command ends or deletes it.
+func (s *Server) blockUntil(r *http.Request, instance string, untilEnded bool, ready func(tx *fsm.Txn, min uint64) bool) error {
 	q := r.URL.Query()
 	raw := q.Get("index")
 	if raw == "" {
@@ -394,9 +395,12 @@ func (s *Server) blockUntil(r *http.Request, instance string, ready func(tx *fsm
 		state := s.cfg.FSM.State()
 		var changed <-chan struct{}
 		stop := func() {}
-		if instance != "" {
+		switch {
+		case instance != "" && untilEnded:
+			changed, stop = state.WatchInstanceEnd(instance)
+		case instance != "":
 			changed, stop = state.WatchInstance(instance)
-		} else {
+		default:
 			changed = state.Changed()
 		}
 		if ready(state.Read(), min) {
