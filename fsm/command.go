@@ -37,6 +37,14 @@ const (
 	NoopType              MessageType = 23
 	PurgeInstancesType    MessageType = 24
 	ReleaseLeasesType     MessageType = 25
+	// A start or a batch of results that also leases tasks (Next). The
+	// handlers are those of StartInstance and TaskResults, which still
+	// accept Next in logs written before these types existed; proposers
+	// use these so that a node too old to lease for Next stops at the
+	// unknown type instead of applying the command without the leases
+	// and diverging.
+	StartInstanceNextType MessageType = 26
+	TaskResultsNextType   MessageType = 27
 )
 
 // IgnoreUnknownTypeFlag marks a command that an older node may skip if it
@@ -104,6 +112,8 @@ var typeNames = map[MessageType]string{
 	NoopType:              "Noop",
 	PurgeInstancesType:    "PurgeInstances",
 	ReleaseLeasesType:     "ReleaseLeases",
+	StartInstanceNextType: "StartInstanceNext",
+	TaskResultsNextType:   "TaskResultsNext",
 }
 
 // applyFunc is the one shape of a command handler: decode the body (a decode

@@ -59,6 +59,8 @@ var responseTypes = map[MessageType]func() any{
 	SignalInstanceType:    func() any { return new(SignalResponse) },
 	HeartbeatTaskType:     func() any { return new(HeartbeatResponse) },
 	TaskResultsType:       func() any { return new(TaskResultsResponse) },
+	StartInstanceNextType: func() any { return new(StartInstanceResponse) },
+	TaskResultsNextType:   func() any { return new(TaskResultsResponse) },
 }
 
 func init() {

@@ -217,6 +217,7 @@ func init() {
 	registerRecord(tableInstances, func() any { return new(Instance) })
 	writeBack[tableInstances] = func(o any) string { return o.(*Instance).ID }
 	registerCommand(StartInstanceType, (*FSM).applyStartInstance)
+	registerCommand(StartInstanceNextType, (*FSM).applyStartInstance)
 }
 
 // StartInstanceRequest starts an instance. The proposer mints ID when the
@@ -232,6 +233,15 @@ type StartInstanceRequest struct {
 	// worker whose poll the leader holds, in the same command, as results
 	// with Next do.
 	Next *NextTasks `json:"next,omitempty"`
+}
+
+// Type is the message type to propose the request with: with Next, one a
+// node that cannot lease for it does not apply.
+func (r *StartInstanceRequest) Type() MessageType {
+	if r.Next != nil {
+		return StartInstanceNextType
+	}
+	return StartInstanceType
 }
 
 // StartInstanceResponse names the instance. Created is false when an

@@ -108,6 +108,7 @@ func init() {
 	registerCommand(CompleteTaskType, (*FSM).applyCompleteTask)
 	registerCommand(FailTaskType, (*FSM).applyFailTask)
 	registerCommand(TaskResultsType, (*FSM).applyTaskResults)
+	registerCommand(TaskResultsNextType, (*FSM).applyTaskResults)
 	registerCommand(ExpireLeasesType, (*FSM).applyExpireLeases)
 }
 
@@ -388,6 +389,15 @@ type TaskResultsRequest struct {
 	// Next, if set, leases the worker's next tasks once the results are
 	// applied (see NextTasks).
 	Next *NextTasks `json:"next,omitempty"`
+}
+
+// Type is the message type to propose the request with: with Next, one a
+// node that cannot lease for it does not apply.
+func (r *TaskResultsRequest) Type() MessageType {
+	if r.Next != nil {
+		return TaskResultsNextType
+	}
+	return TaskResultsType
 }
 
 // TaskOutcomeResult is the answer to one result of a batch: what a single

@@ -860,6 +860,17 @@ func TestStartLeasesItsFirstStepToAWaitingPoll(t *testing.T) {
 	if started, leased := leaseIndex("s1"); started == 0 || leased != started {
 		t.Fatalf("s1 started at index %d, its first task leased at %d", started, leased)
 	}
+	// Proposed as its own type, which a node that cannot lease for a start
+	// refuses (it stops) rather than applies without the lease.
+	resp, err := http.Get(base + "/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(text), `lockstep_raft_apply_seconds_count{command="StartInstanceNext"} 1`) {
+		t.Fatal("the leasing start was not proposed as StartInstanceNext")
+	}
 
 	// Nobody waiting: the start leases nothing, a poll gets the task later.
 	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "s2", Input: json.RawMessage(`{"n":1}`)}); err != nil {

@@ -71,7 +71,7 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 			msg.Next, claimed = next, done
 		}
 	}
-	res, err := s.apply(r, fsm.StartInstanceType, msg)
+	res, err := s.apply(r, msg.Type(), msg)
 	if claimed != nil {
 		var leased []*fsm.Task
 		if sr, ok := res.(*fsm.StartInstanceResponse); ok && err == nil {

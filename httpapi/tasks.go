@@ -185,7 +185,7 @@ func (s *Server) taskResults(r *http.Request, _ httprouter.Params, body []byte) 
 		}
 		cmd.Next = &fsm.NextTasks{WorkerID: n.WorkerID, Queue: n.Queue, Activities: n.Activities, Max: n.MaxTasks}
 	}
-	res, err := s.apply(r, fsm.TaskResultsType, cmd)
+	res, err := s.apply(r, cmd.Type(), cmd)
 	if err != nil || req.Next == nil {
 		return res, err
 	}
