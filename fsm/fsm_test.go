@@ -792,20 +792,22 @@ func TestPendingTasksByPriority(t *testing.T) {
 	}
 }
 
+// closed reports whether ch is closed, without waiting.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // A reader watching one instance wakes when a command writes it, not when
 // others change; a restore wakes every watcher.
 func TestWatchInstanceWakesOnItsChangesOnly(t *testing.T) {
 	h := newHarness(t)
 	h.register(chain3)
 	h.start("a", "chain3", `{"n":1}`)
-	closed := func(ch <-chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		default:
-			return false
-		}
-	}
 	ch, stop := h.fsm.State().WatchInstance("a")
 	defer stop()
 	h.start("b", "chain3", `{"n":1}`)
@@ -840,14 +842,6 @@ func TestWatchInstanceEndWakesAtTheEndOnly(t *testing.T) {
 	h := newHarness(t)
 	h.register(chain3)
 	h.start("a", "chain3", `{"n":1}`)
-	closed := func(ch <-chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		default:
-			return false
-		}
-	}
 	end, stop := h.fsm.State().WatchInstanceEnd("a")
 	defer stop()
 	changes, stopChanges := h.fsm.State().WatchInstance("a")
