@@ -87,6 +87,7 @@ func New(cfg *Config, logger hclog.Logger) (*Agent, error) {
 	cl, err := cluster.New(cluster.Config{
 		NodeName:         cfg.NodeName,
 		DataDir:          cfg.DataDir,
+		LogStore:         cfg.RaftLogStore,
 		BindAddr:         cfg.BindAddr,
 		RaftPort:         *cfg.RaftPort,
 		GossipPort:       *cfg.GossipPort,

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/lockstep-io/lockstep/cluster"
 	hcldiag "github.com/lockstep-io/lockstep/hcl"
 	"github.com/lockstep-io/lockstep/worker"
 )
@@ -19,6 +20,7 @@ import (
 type Config struct {
 	NodeName        string   `hcl:"node,optional"`
 	DataDir         string   `hcl:"data_dir,optional"`
+	RaftLogStore    string   `hcl:"raft_log_store,optional"`
 	BindAddr        string   `hcl:"bind,optional"`
 	HTTPPort        *int     `hcl:"http_port,optional"`
 	RaftPort        *int     `hcl:"raft_port,optional"`
@@ -88,6 +90,9 @@ func (c *Config) Merge(o *Config) *Config {
 	}
 	if o.DataDir != "" {
 		r.DataDir = o.DataDir
+	}
+	if o.RaftLogStore != "" {
+		r.RaftLogStore = o.RaftLogStore
 	}
 	if o.BindAddr != "" {
 		r.BindAddr = o.BindAddr
@@ -203,6 +208,11 @@ func (c *Config) Validate() error {
 		if !hcldiag.ValidName(q) {
 			errs = append(errs, fmt.Errorf("worker queue %q is not a valid queue name", q))
 		}
+	}
+	switch c.RaftLogStore {
+	case "", cluster.LogStoreWAL, cluster.LogStoreBolt:
+	default:
+		errs = append(errs, fmt.Errorf("raft_log_store %q is not %q or %q (leave it unset for the one the data dir holds)", c.RaftLogStore, cluster.LogStoreWAL, cluster.LogStoreBolt))
 	}
 	switch c.LogLevel {
 	case "trace", "debug", "info", "warn", "error":

@@ -17,6 +17,7 @@ bootstrap_expect = 3
 join             = ["10.0.0.2:7702", "10.0.0.3:7702"]
 worker           = false
 http_allow       = ["api.internal"]
+raft_log_store   = "boltdb"
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +28,7 @@ http_allow       = ["api.internal"]
 	flagPort := 9900
 	cfg := DefaultConfig().Merge(file).Merge(&Config{HTTPPort: &flagPort, NodeName: "from-flag"})
 	if cfg.NodeName != "from-flag" || *cfg.HTTPPort != 9900 || *cfg.RaftPort != 7701 || cfg.DataDir != "/var/lib/lockstep" ||
-		*cfg.BootstrapExpect != 3 || len(cfg.Join) != 2 || *cfg.Worker || cfg.HTTPAllow[0] != "api.internal" || cfg.BindAddr != "127.0.0.1" {
+		*cfg.BootstrapExpect != 3 || len(cfg.Join) != 2 || *cfg.Worker || cfg.HTTPAllow[0] != "api.internal" || cfg.BindAddr != "127.0.0.1" || cfg.RaftLogStore != "boltdb" {
 		t.Fatalf("merged = %+v", cfg)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -51,9 +52,9 @@ func TestConfigFileErrorsNamePosition(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	neg, big, zero, dev := -1, 70000, 0, true
 	cfg := DefaultConfig().Merge(&Config{BindAddr: "not-an-ip", HTTPPort: &big, BootstrapExpect: &neg, WorkerCount: &zero,
-		WorkerBatch: &zero, GCPercent: &zero, WorkerQueues: []string{"bad queue"}, LogLevel: "loud"})
+		WorkerBatch: &zero, GCPercent: &zero, WorkerQueues: []string{"bad queue"}, LogLevel: "loud", RaftLogStore: "leveldb"})
 	err := cfg.Validate()
-	for _, want := range []string{"bind", "http_port", "data_dir", "bootstrap_expect", "worker_concurrency", "worker_batch", "gc_percent", "bad queue", "log_level"} {
+	for _, want := range []string{"bind", "http_port", "data_dir", "bootstrap_expect", "worker_concurrency", "worker_batch", "gc_percent", "bad queue", "log_level", "raft_log_store"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}

@@ -1,6 +1,6 @@
 // Package cluster runs one node's part of the Lockstep cluster: raft (with
-// raft-boltdb for the log and stable store, file snapshots and the TCP
-// transport), memberlist discovery, bootstrap, the leadership monitor, and
+// raft-wal, or raft-boltdb in older data dirs, for the log and stable store,
+// file snapshots and the TCP transport), memberlist discovery, bootstrap, the leadership monitor, and
 // the leader's reconciliation of gossip members into raft voters.
 package cluster
 
@@ -22,7 +22,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/lockstep-io/lockstep/internal/metrics"
 )
@@ -46,7 +45,7 @@ type Cluster struct {
 	id     raft.ServerID
 
 	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
+	store     logStore
 	snaps     raft.SnapshotStore
 	transport *raft.NetworkTransport
 	list      *memberlist.Memberlist
@@ -142,17 +141,17 @@ func loadNodeID(dir string) (string, error) {
 }
 
 // raftLogCacheSize is how many of the newest log entries are kept in
-// memory in front of the bolt store.
+// memory in front of the log store.
 const raftLogCacheSize = 512
 
 func (c *Cluster) setupRaft() error {
 	dir := filepath.Join(c.cfg.DataDir, "raft")
-	// NoSync stays off: an acknowledged write is fsync'd on a quorum.
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	store, kind, err := openLogStore(dir, c.cfg.LogStore, c.cfg.WALSegmentSize, c.cfg.Logger)
 	if err != nil {
-		return fmt.Errorf("open raft store: %w", err)
+		return err
 	}
 	c.store = store
+	c.logger.Info("raft log store", "kind", kind, "dir", dir)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, c.cfg.Logger.Named("snapshot"))
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
@@ -169,8 +168,8 @@ func (c *Cluster) setupRaft() error {
 		machine = &timedFSM{BatchingFSM: bf, m: c.cfg.Metrics}
 	}
 	// The newest entries stay in memory as they are stored: replication
-	// and every node's apply read them back, which otherwise costs a bolt
-	// read and a msgpack decode per entry.
+	// and every node's apply read them back, which otherwise costs a read
+	// and a decode per entry.
 	logs, err := raft.NewLogCache(raftLogCacheSize, store)
 	if err != nil {
 		trans.Close()

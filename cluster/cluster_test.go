@@ -31,20 +31,25 @@ type node struct {
 	dir string
 }
 
-func start(t *testing.T, name, dir string, expect int, join []string) *node {
+func start(t *testing.T, name, dir string, expect int, join []string, opts ...func(*cluster.Config)) *node {
 	t.Helper()
-	return startOn(t, name, dir, expect, join, 0)
+	return startOn(t, name, dir, expect, join, 0, opts...)
 }
 
-// startOn starts a node whose raft listens on raftPort (0: the OS picks).
-func startOn(t *testing.T, name, dir string, expect int, join []string, raftPort int) *node {
+// startOn starts a node whose raft listens on raftPort (0: the OS picks);
+// opts change its configuration.
+func startOn(t *testing.T, name, dir string, expect int, join []string, raftPort int, opts ...func(*cluster.Config)) *node {
 	t.Helper()
 	f := fsm.New(nil)
-	c, err := cluster.New(cluster.Config{
+	cfg := cluster.Config{
 		NodeName: name, DataDir: dir, BindAddr: "127.0.0.1", HTTPAddr: "127.0.0.1:1", RaftPort: raftPort,
 		BootstrapExpect: expect, Join: join, RaftTimeoutScale: 0.2, GossipLocal: true, TrailingLogs: 5,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Warn}), FSM: f,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := cluster.New(cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -236,12 +241,23 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // A follower that was down while the leader compacted its log catches up by
-// installing the leader's snapshot, and ends with the same state bytes.
+// installing the leader's snapshot, and ends with the same state bytes. The
+// WAL runs with small segments: it only deletes whole segments, so with its
+// 64 MiB ones the compacted entries would still be there to send.
 func TestLaggingFollowerInstallsSnapshot(t *testing.T) {
+	t.Run("wal", func(t *testing.T) {
+		laggingFollowerInstallsSnapshot(t, func(c *cluster.Config) { c.LogStore, c.WALSegmentSize = cluster.LogStoreWAL, 4096 })
+	})
+	t.Run("boltdb", func(t *testing.T) {
+		laggingFollowerInstallsSnapshot(t, func(c *cluster.Config) { c.LogStore = cluster.LogStoreBolt })
+	})
+}
+
+func laggingFollowerInstallsSnapshot(t *testing.T, store func(*cluster.Config)) {
 	base := t.TempDir()
-	n1 := start(t, "n1", filepath.Join(base, "n1"), 3, nil)
-	n2 := start(t, "n2", filepath.Join(base, "n2"), 3, []string{n1.c.GossipAddr()})
-	n3 := start(t, "n3", filepath.Join(base, "n3"), 3, []string{n1.c.GossipAddr()})
+	n1 := start(t, "n1", filepath.Join(base, "n1"), 3, nil, store)
+	n2 := start(t, "n2", filepath.Join(base, "n2"), 3, []string{n1.c.GossipAddr()}, store)
+	n3 := start(t, "n3", filepath.Join(base, "n3"), 3, []string{n1.c.GossipAddr()}, store)
 	nodes := []*node{n1, n2, n3}
 	var leader *node
 	waitFor(t, 20*time.Second, "a leader", func() (err error) { leader, err = leaderOf(nodes); return })
@@ -261,7 +277,7 @@ func TestLaggingFollowerInstallsSnapshot(t *testing.T) {
 	if err := leader.c.SnapshotNow(); err != nil {
 		t.Fatal(err)
 	}
-	back := start(t, "back", laggingDir, 3, []string{leader.c.GossipAddr()})
+	back := start(t, "back", laggingDir, 3, []string{leader.c.GossipAddr()}, store)
 	var want bytes.Buffer
 	if err := leader.fsm.State().WriteSnapshot(&want); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,13 @@ type Config struct {
 	NodeName string
 	// DataDir holds the node id, the raft log, stable store and snapshots.
 	DataDir string
+	// LogStore is the raft log store: LogStoreWAL, LogStoreBolt, or ""
+	// for the one DataDir already holds (a WAL when it holds none).
+	LogStore string
+	// WALSegmentSize is the size of the WAL's segment files (raft-wal's
+	// 64 MiB when 0). Tests make it small so that segments rotate and
+	// compaction deletes them.
+	WALSegmentSize int
 	// BindAddr is the IP the raft and gossip listeners bind to.
 	BindAddr string
 	// RaftPort and GossipPort may be 0 to let the OS choose (tests).
@@ -58,6 +65,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.LogStore != "" && c.LogStore != LogStoreWAL && c.LogStore != LogStoreBolt {
+		errs = append(errs, fmt.Errorf("raft log store must be %q or %q, got %q", LogStoreWAL, LogStoreBolt, c.LogStore))
 	}
 	if c.BindAddr == "" {
 		errs = append(errs, errors.New("bind address is required"))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -171,6 +172,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile of this process (with -local: the whole cluster, instances retained) at the end of the run to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lockstep bench [flags]\n\nRuns a workload against a cluster and reports completed instances per second\nand start-to-completion latency. Workloads:\n")
 		for _, n := range []string{"chain3", "fanout", "signal", "timer"} {
@@ -232,6 +234,12 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
 		return 1
 	}
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
+			return 1
+		}
+	}
 	if cfg.jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -243,6 +251,21 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 0
+}
+
+// writeHeapProfile writes the heap as the last collection left it, after
+// collecting once so that it shows what is live now.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func printBench(w io.Writer, r *benchResult) {
