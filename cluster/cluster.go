@@ -1,7 +1,8 @@
 // Package cluster runs one node's part of the Lockstep cluster: raft (with
-// raft-wal, or raft-boltdb in older data dirs, for the log and stable store,
-// file snapshots and the TCP transport), memberlist discovery, bootstrap, the leadership monitor, and
-// the leader's reconciliation of gossip members into raft voters.
+// raft-wal, or raft-boltdb in older data dirs, for the log and stable
+// store, file snapshots and the TCP transport), memberlist discovery,
+// bootstrap, the leadership monitor, and the leader's reconciliation of
+// gossip members into raft voters.
 package cluster
 
 import (

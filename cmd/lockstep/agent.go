@@ -41,7 +41,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&configFile, "config", "", "HCL file with agent settings; flags override it")
 	fs.StringVar(&flags.NodeName, "node", "", "node name, unique in the cluster (default: hostname)")
 	fs.StringVar(&flags.DataDir, "data-dir", "", "directory for the node id, raft log and snapshots")
-	fs.StringVar(&flags.RaftLogStore, "raft-log-store", "", "raft log store for a new data dir: wal or boltdb (default: what the data dir holds; wal when new)")
+	fs.StringVar(&flags.RaftLogStore, "raft-log-store", "", "raft log store, wal or boltdb; must agree with the data dir (default: the one it holds, wal when new)")
 	fs.StringVar(&flags.BindAddr, "bind", "", "IP address to bind every listener to (default 127.0.0.1)")
 	fs.StringVar(&flags.LogLevel, "log-level", "", "trace, debug, info, warn or error (default info)")
 	fs.Var(&join, "join", "gossip address HOST:PORT of a node to join (repeatable)")

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -74,6 +76,23 @@ func TestBenchWorkersAndRaftCeiling(t *testing.T) {
 	printBench(&out, res)
 	if res.Started != 30 || res.Completed != 30 || len(res.Errors) != 0 || !strings.Contains(out.String(), "500 starts/s offered") || !strings.Contains(out.String(), "(scheduled start to completion)") {
 		t.Fatalf("open loop: %+v\n%s", res, out.String())
+	}
+}
+
+// -memprofile writes the heap (gzipped pprof) once the run is over.
+func TestBenchMemProfile(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	path := filepath.Join(t.TempDir(), "heap.pprof")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"bench", "-address", "http://" + a.HTTPAddr(), "-instances", "5", "-concurrency", "2", "-memprofile", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("not a gzipped profile: %d bytes", len(b))
 	}
 }
 
