@@ -74,7 +74,7 @@ func openLogStore(dir, want string, segmentSize int, logger hclog.Logger) (logSt
 	kind := want
 	switch {
 	case have != "" && want != "" && have != want:
-		return nil, "", fmt.Errorf("raft log store: %s holds a %s log, but %s was asked for; a log is not converted: leave raft_log_store unset, or start the node on an empty data dir and let it catch up from the cluster", dir, have, want)
+		return nil, "", fmt.Errorf("raft log store: %s holds a %s log, but %s was asked for; a log is not converted: leave raft_log_store unset to keep the one this data dir holds", dir, have, want)
 	case have != "":
 		kind = have
 	case kind == "":
