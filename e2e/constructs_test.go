@@ -362,6 +362,7 @@ func constructWorker() map[string]worker.Activity {
 // requires each to have ended as documented and to replay from its history
 // identically on both surviving nodes.
 func TestEveryConstructThroughALeaderFailover(t *testing.T) {
+	gateOpen.Store(false) // a run before this one (-count) opened it
 	c := startCluster(t, 3, false)
 	ctx := context.Background()
 	leader := c.waitLeader(c.agents)
