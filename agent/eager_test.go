@@ -9,24 +9,10 @@ import (
 
 	"github.com/lockstep-io/lockstep/agent/agenttest"
 	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/workloads"
 )
 
-const chain = `workflow "chain" {
-  step "a" {
-    activity = "noop"
-    input    = { n = input.n }
-  }
-  step "b" {
-    activity = "noop"
-    input    = { n = step.a.output.n + 1 }
-  }
-  step "c" {
-    activity = "noop"
-    input    = { n = step.b.output.n + 1 }
-  }
-  output = step.c.output
-}
-`
+var chain = workloads.Chain3("chain")
 
 // The built-in workers take their next tasks with their results: a step
 // after the first is leased to the reporter that ended the one before it

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/lockstep-io/lockstep/internal/workloads"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -638,22 +640,7 @@ func TestIdempotentCommands(t *testing.T) {
 	}
 }
 
-const chain3 = `workflow "chain3" {
-  step "a" {
-    activity = "noop"
-    input    = { n = input.n }
-  }
-  step "b" {
-    activity = "noop"
-    input    = { n = step.a.output.n + 1 }
-  }
-  step "c" {
-    activity = "noop"
-    input    = { n = step.b.output.n + 1 }
-  }
-  output = step.c.output
-}
-`
+var chain3 = workloads.Chain3("chain3")
 
 // BenchmarkChain3Instance is one 3-step instance's whole life in the FSM:
 // start, three lease rounds, three completions (7 commands).

@@ -25,6 +25,7 @@ import (
 
 	"github.com/lockstep-io/lockstep/agent"
 	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/workloads"
 )
 
 // benchWorkloads are the workflows `lockstep bench` runs. Each is
@@ -34,22 +35,7 @@ var benchWorkloads = map[string]struct {
 	source string
 	signal bool // the bench sends "go" to every instance it starts
 }{
-	"chain3": {"3 sequential noop steps: the engine's own overhead per transition", `workflow "bench-chain3" {
-  step "a" {
-    activity = "noop"
-    input    = { n = input.n }
-  }
-  step "b" {
-    activity = "noop"
-    input    = { n = step.a.output.n + 1 }
-  }
-  step "c" {
-    activity = "noop"
-    input    = { n = step.b.output.n + 1 }
-  }
-  output = step.c.output
-}
-`, false},
+	"chain3": {"3 sequential noop steps: the engine's own overhead per transition", workloads.Chain3("bench-chain3"), false},
 	"fanout": {"one step over 100 elements, then a join", `workflow "bench-fanout" {
   step "each" {
     for_each = range(100)
