@@ -67,6 +67,7 @@ type Stats struct {
 	Raft    map[string]any `json:"raft"`
 	State   map[string]int `json:"state"`
 	Process ProcessStats   `json:"process"`
+	Host    HostStats      `json:"host"`
 	// Histograms are the node's latency and batch histograms by name
 	// (lockstep_dispatch_latency_seconds, ...), since it started.
 	Histograms map[string]Histogram `json:"histograms"`
@@ -149,6 +150,17 @@ type ProcessStats struct {
 	CPUSystemSeconds float64 `json:"cpu_system_seconds"`
 	MaxRSSBytes      uint64  `json:"max_rss_bytes"`
 	RSSBytes         uint64  `json:"rss_bytes"`
+	// MinorPageFaults counts the first touches of fresh memory pages
+	// since the process started.
+	MinorPageFaults uint64 `json:"minor_page_faults"`
+}
+
+// HostStats describe the node's host: its CPUs and, on Linux, the
+// transparent huge pages mode ("always", "madvise", "never"; empty where
+// unknown).
+type HostStats struct {
+	CPUs                 int    `json:"cpus"`
+	TransparentHugePages string `json:"transparent_huge_pages,omitempty"`
 }
 
 // Stats reads the figures of the node the client talks to.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -242,8 +243,15 @@ func TestPollProtocol(t *testing.T) {
 	if rf := r.body["raft"].(map[string]any); rf["state"] != "Leader" || rf["applied_index"].(float64) < 1 {
 		t.Fatalf("stats raft = %v", rf)
 	}
-	if p := r.body["process"].(map[string]any); p["cpu_user_seconds"].(float64) <= 0 || p["goroutines"].(float64) < 1 {
+	if p := r.body["process"].(map[string]any); p["cpu_user_seconds"].(float64) <= 0 || p["goroutines"].(float64) < 1 || p["minor_page_faults"].(float64) < 1 {
 		t.Fatalf("stats process = %v", p)
+	}
+	host := r.body["host"].(map[string]any)
+	if host["cpus"].(float64) != float64(runtime.NumCPU()) {
+		t.Fatalf("stats host = %v", host)
+	}
+	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil && !strings.Contains(string(b), "["+fmt.Sprint(host["transparent_huge_pages"])+"]") {
+		t.Fatalf("stats host = %v, the kernel says %q", host, b)
 	}
 }
 

@@ -86,6 +86,10 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 		proc["cpu_user_seconds"] = time.Duration(ru.Utime.Nano()).Seconds()
 		proc["cpu_system_seconds"] = time.Duration(ru.Stime.Nano()).Seconds()
 		proc["max_rss_bytes"] = ru.Maxrss * 1024 // kilobytes on Linux
+		// Each first touch of a fresh page costs a fault; on a heap that
+		// grows (a young cluster retaining instances) they are a large
+		// part of the system time (docs/operations.md, huge pages).
+		proc["minor_page_faults"] = ru.Minflt
 	}
 	if rss, ok := residentBytes(); ok {
 		proc["rss_bytes"] = rss
@@ -97,12 +101,37 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 		"raft":    raftStats,
 		"state":   s.cfg.FSM.State().Counts(),
 		"process": proc,
+		"host":    hostInfo(),
 		// Polls waiting for tasks on this node (the leader holds them all).
 		"waiting_polls": s.waitingPolls(),
 		// Cumulative histograms since the node started; diff two readings
 		// for a run's distribution (lockstep bench does).
 		"histograms": s.cfg.Metrics.Histograms(),
 	}, nil
+}
+
+// hostInfo is what of the host a node's figures depend on: its CPUs and,
+// on Linux, the transparent huge pages mode (the bracketed word of
+// /sys/kernel/mm/transparent_hugepage/enabled), omitted where unknown.
+func hostInfo() map[string]any {
+	h := map[string]any{"cpus": runtime.NumCPU()}
+	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil {
+		if mode, ok := bracketed(string(b)); ok {
+			h["transparent_huge_pages"] = mode
+		}
+	}
+	return h
+}
+
+// bracketed returns the word in brackets of a sysfs choice list such as
+// "always [madvise] never".
+func bracketed(s string) (string, bool) {
+	i := strings.IndexByte(s, '[')
+	j := strings.IndexByte(s, ']')
+	if i < 0 || j < i {
+		return "", false
+	}
+	return s[i+1 : j], true
 }
 
 // residentBytes reads the resident set size from /proc (Linux only).

@@ -130,6 +130,13 @@ type benchLeader struct {
 	CPUPerInstanceMS float64 `json:"cpu_ms_per_instance,omitempty"`
 	RSSBytes         uint64  `json:"rss_bytes"`
 	Applied          uint64  `json:"raft_applied"`
+	// PageFaultsPerInstance are the process's minor page faults (first
+	// touches of fresh memory) per completed instance; CPUs and
+	// TransparentHugePages describe the leader's host, on which they
+	// depend (docs/operations.md).
+	PageFaultsPerInstance float64 `json:"page_faults_per_instance,omitempty"`
+	CPUs                  int     `json:"cpus,omitempty"`
+	TransparentHugePages  string  `json:"transparent_huge_pages,omitempty"`
 	// DispatchMS is the distribution of task ready → lease committed over
 	// the run; RaftApplyMS of proposal → response (commit and apply).
 	DispatchMS  map[string]float64 `json:"dispatch_latency_ms,omitempty"`
@@ -280,6 +287,13 @@ func printBench(w io.Writer, r *benchResult) {
 			perInstance = fmt.Sprintf(" (%.2fms per instance)", l.CPUPerInstanceMS)
 		}
 		fmt.Fprintf(w, "  server      %s: %.0f%% CPU%s, %.0f MiB resident, %d raft entries applied\n", who, l.CPUPercent, perInstance, float64(l.RSSBytes)/(1<<20), l.Applied)
+		if l.CPUs > 0 {
+			thp := l.TransparentHugePages
+			if thp == "" {
+				thp = "unknown"
+			}
+			fmt.Fprintf(w, "  host        %d CPUs, transparent huge pages %s, %.1f page faults per instance\n", l.CPUs, thp, l.PageFaultsPerInstance)
+		}
 		if d := l.DispatchMS; d != nil {
 			fmt.Fprintf(w, "  dispatch    p50 %.1fms  p90 %.1fms  p99 %.1fms (task ready to lease committed, leader)\n", d["p50"], d["p90"], d["p99"])
 		}
@@ -548,6 +562,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			res.Leader = &benchLeader{
 				Node: after.Node, SharedProc: cfg.local, CPUPercent: 100 * cpu / res.Seconds,
 				RSSBytes: after.Process.RSSBytes, Applied: statUint(after.Raft, "applied_index") - statUint(before.Raft, "applied_index"),
+				CPUs: after.Host.CPUs, TransparentHugePages: after.Host.TransparentHugePages,
 				DispatchMS:   quantilesMS(before.Histograms["lockstep_dispatch_latency_seconds"], after.Histograms["lockstep_dispatch_latency_seconds"]),
 				RaftApplyMS:  quantilesMS(before.Histograms["lockstep_raft_apply_seconds"], after.Histograms["lockstep_raft_apply_seconds"]),
 				BatchMean:    orZero(after.Histograms["lockstep_fsm_batch_commands"].MeanSince(before.Histograms["lockstep_fsm_batch_commands"])),
@@ -556,6 +571,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			res.RaftIndexPerSec = float64(res.Leader.Applied) / res.Seconds
 			if res.Completed > 0 {
 				res.Leader.CPUPerInstanceMS = 1000 * cpu / float64(res.Completed)
+				res.Leader.PageFaultsPerInstance = float64(after.Process.MinorPageFaults-before.Process.MinorPageFaults) / float64(res.Completed)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -28,7 +29,7 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			if res.Started != 6 || res.Completed != 6 || res.Failed != 0 || len(res.Errors) != 0 {
 				t.Fatalf("bench %s: %+v", name, res)
 			}
-			if res.Leader == nil || res.Leader.Applied == 0 || res.Leader.RSSBytes == 0 {
+			if res.Leader == nil || res.Leader.Applied == 0 || res.Leader.RSSBytes == 0 || res.Leader.CPUs != runtime.NumCPU() {
 				t.Fatalf("leader side: %+v", res.Leader)
 			}
 			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
@@ -39,7 +40,8 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			}
 			var out bytes.Buffer
 			printBench(&out, res)
-			if !strings.Contains(out.String(), "completed   6 of 6") || !strings.Contains(out.String(), "errors      none") {
+			if !strings.Contains(out.String(), "completed   6 of 6") || !strings.Contains(out.String(), "errors      none") ||
+				!strings.Contains(out.String(), "host        ") {
 				t.Fatalf("summary:\n%s", out.String())
 			}
 		})
