@@ -77,6 +77,10 @@ type Started struct {
 	// Index is the raft index the start was applied at; reading with it
 	// (WaitInstanceSince) sees the instance on any node.
 	Index uint64 `json:"-"`
+	// Instance is the instance when the start waited (StartInstanceWait):
+	// ended, unless the wait passed first; nil if the node asked did not
+	// hold it yet.
+	Instance *Instance `json:"instance,omitempty"`
 }
 
 // StartInstance starts an instance of the named workflow.
@@ -88,6 +92,35 @@ func (c *Client) StartInstance(ctx context.Context, workflow string, req StartRe
 	}
 	out.Index = meta.index()
 	return &out, nil
+}
+
+// StartInstanceWait starts an instance and answers when it has ended or
+// wait has passed (at most five minutes), whichever comes first: one
+// request (POST ...?wait=) where StartInstance and WaitInstanceSince take
+// two. Started.Instance is the instance as it is then.
+func (c *Client) StartInstanceWait(ctx context.Context, workflow string, req StartRequest, wait time.Duration) (*Started, error) {
+	var out Started
+	path := "/v1/workflows/" + url.PathEscape(workflow) + "/instances?wait=" + url.QueryEscape(wait.String())
+	meta, err := c.doJSON(ctx, "POST", path, req, &out)
+	if err != nil {
+		return nil, err
+	}
+	out.Index = meta.index()
+	return &out, nil
+}
+
+// RunInstance starts an instance and follows it until it ends or ctx is
+// done: StartInstanceWait, then blocking reads while it runs longer.
+func (c *Client) RunInstance(ctx context.Context, workflow string, req StartRequest) (*Started, *Instance, error) {
+	s, err := c.StartInstanceWait(ctx, workflow, req, 30*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.Instance != nil && s.Instance.Terminal() {
+		return s, s.Instance, nil
+	}
+	inst, err := c.WaitInstanceSince(ctx, s.ID, s.Index)
+	return s, inst, err
 }
 
 // Trigger is a workflow's cron trigger.

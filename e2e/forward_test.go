@@ -9,7 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/lockstep-io/lockstep/agent"
 	"github.com/lockstep-io/lockstep/api"
 )
 
@@ -90,4 +92,55 @@ func TestStartsThroughAFollower(t *testing.T) {
 		}
 	}
 
+}
+
+// A start with ?wait answers with the ended instance, whichever node is
+// asked: a follower forwards the start alone and waits on its own state.
+// What the leader refuses comes back as it was; a bad wait changes nothing.
+func TestStartAndWaitOnAnyNode(t *testing.T) {
+	c := startCluster(t, 3, true)
+	ctx := context.Background()
+	leader := c.waitLeader(c.agents)
+	if _, err := c.client(leader).RegisterWorkflow(ctx, "diamond.hcl", readExample(t, "diamond.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range append([]*agent.Agent{leader}, c.followers(leader)...) {
+		id := fmt.Sprintf("w%d", i)
+		s, err := c.client(a).StartInstanceWait(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":7}`)}, 20*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", a.NodeName(), err)
+		}
+		if !s.Created || s.ID != id || s.Instance == nil || s.Instance.Status != "completed" || !strings.Contains(string(s.Instance.Output), `"result":{"b":7,"c":1}`) {
+			t.Fatalf("start and wait on %s = %+v, instance %+v", a.NodeName(), s, s.Instance)
+		}
+		// A repeat is answered 200 with the same ended instance.
+		again, err := c.client(a).StartInstanceWait(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":7}`)}, 20*time.Second)
+		if err != nil || again.Created || again.Instance == nil || again.Instance.Status != "completed" {
+			t.Fatalf("repeat on %s = %+v, %v", a.NodeName(), again, err)
+		}
+	}
+	follower := c.followers(leader)[0]
+	for _, tc := range []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/v1/workflows/nope/instances?wait=5s", 404, "not_found"},
+		{"/v1/workflows/diamond/instances?wait=soon", 400, "bad_request"},
+	} {
+		for _, a := range []*agent.Agent{leader, follower} {
+			resp, err := http.Post("http://"+a.HTTPAddr()+tc.path, "application/json", strings.NewReader(`{"id":"never","input":{"n":1}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || !strings.Contains(string(b), `"code":"`+tc.code+`"`) {
+				t.Fatalf("%s on %s: %d %s", tc.path, a.NodeName(), resp.StatusCode, b)
+			}
+		}
+	}
+	if _, err := c.client(leader).Instance(ctx, "never"); err == nil {
+		t.Fatal("a refused start created its instance")
+	}
 }

@@ -47,6 +47,40 @@ func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []
 	copyBufs.Put(buf)
 }
 
+// forwardCapture sends the buffered request to the leader at uri (path and
+// query) and returns its answer instead of passing it on, for a handler
+// that has more to do with it.
+func (s *Server) forwardCapture(r *http.Request, uri string, body []byte) (int, http.Header, []byte, error) {
+	leader, ok := s.cfg.Cluster.Leader()
+	if !ok || leader.HTTPAddr == "" || leader.Node == s.cfg.NodeName {
+		return 0, nil, nil, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"}
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+leader.HTTPAddr+uri, bytesReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	req.Header.Set(forwardedHeader, s.cfg.NodeName)
+	resp, err := s.forward.Do(req)
+	if err != nil {
+		return 0, nil, nil, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardedAnswer))
+	if err != nil {
+		return 0, nil, nil, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "reading the answer of leader " + leader.Node + ": " + err.Error()}
+	}
+	return resp.StatusCode, resp.Header, data, nil
+}
+
+// maxForwardedAnswer bounds an answer forwardCapture reads (a start's is
+// about 100 bytes).
+const maxForwardedAnswer = 1 << 20
+
 // copyBufs are the buffers forwarded answers are copied through. io.Copy
 // allocates (and zeroes) 32 KiB for every call: 8 % of all the bytes a
 // saturated local cluster allocated, for answers of about 100 bytes.

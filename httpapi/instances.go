@@ -1,15 +1,20 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/engine"
 	"github.com/lockstep-io/lockstep/fsm"
 	"github.com/lockstep-io/lockstep/hcl"
 )
@@ -58,6 +63,13 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 	if len(req.Input) > 0 && !json.Valid(req.Input) {
 		return nil, &Error{Status: 400, Code: "bad_request", Message: "input is not valid JSON"}
 	}
+	// ?wait=D answers when the instance has ended (or D has passed), with
+	// the instance: one request to run a workflow to its end.
+	_, waitAsked := r.URL.Query()["wait"]
+	wait, err := waitParam(r, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
 	name := ps.ByName("name")
 	// Whether the workflow exists is decided by the FSM at apply time, never
 	// from this node's state: a new leader may not have applied every
@@ -83,6 +95,9 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 		}
 		claimed(leased)
 	}
+	if waitAsked && err != nil && r.Header.Get(forwardedHeader) == "" && (errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader)) {
+		return s.forwardStartThenWait(r, body, wait)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +106,62 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 	if sr.Created {
 		status = http.StatusCreated
 	}
-	return &response{status, map[string]any{"id": sr.ID, "version": sr.Version, "created": sr.Created}}, nil
+	out := map[string]any{"id": sr.ID, "version": sr.Version, "created": sr.Created}
+	if waitAsked {
+		out["instance"] = s.waitEnded(r.Context(), sr.ID, 0, wait)
+	}
+	return &response{status, out}, nil
+}
+
+// waitEnded waits, up to wait, until this node holds the instance as of
+// raft index min and it has ended, and returns it as it is then (nil if
+// it is not here yet).
+func (s *Server) waitEnded(ctx context.Context, id string, min uint64, wait time.Duration) *fsm.Instance {
+	deadline := time.Now().Add(wait)
+	// First this node's state up to min (any applied batch may bring it),
+	// then the instance's end (only a command ending it wakes the wait).
+	s.waitFor(ctx, "", false, wait, func(tx *fsm.Txn) bool { return tx.LatestIndex() >= min })
+	s.waitFor(ctx, id, true, time.Until(deadline), func(tx *fsm.Txn) bool {
+		inst := tx.Instance(id)
+		return inst != nil && inst.Terminal()
+	})
+	tx := s.cfg.FSM.State().Read()
+	if tx.LatestIndex() < min {
+		return nil
+	}
+	return tx.Instance(id)
+}
+
+// forwardStartThenWait serves a start with ?wait on a follower: the start
+// goes to the leader without the wait, and this node waits for the end on
+// its own state, so that the waiting (and the answer with the whole
+// instance) is spread over the nodes the clients ask rather than all held
+// by the leader. An answer other than a success is passed back as it came.
+func (s *Server) forwardStartThenWait(r *http.Request, body []byte, wait time.Duration) (any, error) {
+	u := *r.URL
+	q := u.Query()
+	q.Del("wait")
+	u.RawQuery = q.Encode()
+	status, header, data, err := s.forwardCapture(r, u.RequestURI(), body)
+	if err != nil {
+		return nil, err
+	}
+	if status/100 != 2 {
+		return &response{status, &rawBody{contentType: header.Get("Content-Type"), data: data}}, nil
+	}
+	var out map[string]any
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, &Error{Status: http.StatusBadGateway, Code: "bad_gateway", Message: "the leader's answer to a forwarded start: " + err.Error()}
+	}
+	id, _ := out["id"].(string)
+	// The leader's index when it answered: at or past the start's entry.
+	index, _ := strconv.ParseUint(header.Get("X-Lockstep-Index"), 10, 64)
+	if inst := s.waitEnded(r.Context(), id, index, wait); inst != nil {
+		out["instance"] = inst
+	} else {
+		out["instance"] = nil
+	}
+	return &response{status, out}, nil
 }
 
 // firstQueue is the queue of the first task a start of the workflow

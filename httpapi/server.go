@@ -380,15 +380,36 @@ func (s *Server) blockUntil(r *http.Request, instance string, untilEnded bool, r
 	if err != nil {
 		return &Error{Status: 400, Code: "bad_request", Message: "index must be a non-negative integer"}
 	}
-	wait := 30 * time.Second
-	if ws := q.Get("wait"); ws != "" {
+	wait, err := waitParam(r, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	s.waitFor(r.Context(), instance, untilEnded, wait, func(tx *fsm.Txn) bool { return ready(tx, min) })
+	return nil
+}
+
+// maxWait bounds every ?wait: a request held longer would outlive most
+// clients' and proxies' timeouts.
+const maxWait = 5 * time.Minute
+
+// waitParam reads ?wait (a duration such as 10s; def when absent), at most
+// maxWait.
+func waitParam(r *http.Request, def time.Duration) (time.Duration, error) {
+	wait := def
+	if ws := r.URL.Query().Get("wait"); ws != "" {
+		var err error
 		if wait, err = time.ParseDuration(ws); err != nil || wait < 0 {
-			return &Error{Status: 400, Code: "bad_request", Message: "wait must be a duration such as 10s"}
+			return 0, &Error{Status: 400, Code: "bad_request", Message: "wait must be a duration such as 10s"}
 		}
 	}
-	if wait > 5*time.Minute {
-		wait = 5 * time.Minute
-	}
+	return min(wait, maxWait), nil
+}
+
+// waitFor returns once ready holds for this node's state, wait elapses or
+// ctx ends. With an instance it wakes only when a command writes that
+// instance (with untilEnded, ends or deletes it) or a restore replaces the
+// state; without, at every applied batch.
+func (s *Server) waitFor(ctx context.Context, instance string, untilEnded bool, wait time.Duration, ready func(tx *fsm.Txn) bool) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -403,19 +424,19 @@ func (s *Server) blockUntil(r *http.Request, instance string, untilEnded bool, r
 		default:
 			changed = state.Changed()
 		}
-		if ready(state.Read(), min) {
+		if ready(state.Read()) {
 			stop()
-			return nil
+			return
 		}
 		select {
 		case <-changed:
 			stop()
 		case <-timer.C:
 			stop()
-			return nil
-		case <-r.Context().Done():
+			return
+		case <-ctx.Done():
 			stop()
-			return nil
+			return
 		}
 	}
 }

@@ -90,6 +90,7 @@ type benchConfig struct {
 	duration    time.Duration
 	concurrency int
 	rate        float64
+	twoRequests bool
 	jsonOut     bool
 	csvOut      string
 }
@@ -115,6 +116,10 @@ type benchResult struct {
 	// built-in workers did), each taking up to Batch tasks per poll.
 	Workers int `json:"workers,omitempty"`
 	Batch   int `json:"batch,omitempty"`
+	// StartThenRead is set when each instance was started, then followed
+	// with a blocking read (-start-then-read), instead of started with
+	// ?wait= in one request.
+	StartThenRead bool `json:"start_then_read,omitempty"`
 }
 
 // benchLeader is what the leader's process did during the run. With
@@ -161,6 +166,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.instances, "instances", 2000, "instances to run (ignored with -duration)")
 	fs.DurationVar(&cfg.duration, "duration", 0, "run for this long instead of a fixed number of instances")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
+	fs.BoolVar(&cfg.twoRequests, "start-then-read", false, "start each instance, then follow it with a blocking read (two requests) instead of one start that waits for the end (?wait=); signal always does")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file")
@@ -268,6 +274,9 @@ func printBench(w io.Writer, r *benchResult) {
 	}
 	if r.Rate > 0 {
 		fmt.Fprintf(w, ", %.0f starts/s offered", r.Rate)
+	}
+	if r.StartThenRead {
+		fmt.Fprint(w, ", start then blocking read")
 	}
 	fmt.Fprintf(w, "\n  completed   %d of %d started in %.1fs (%d failed)\n", r.Completed, r.Started, r.Seconds, r.Failed)
 	fmt.Fprintf(w, "  throughput  %.1f instances/s, %.0f raft entries/s\n", r.InstancesPerSec, r.RaftIndexPerSec)
@@ -504,7 +513,14 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 					mu.Unlock()
 					continue
 				}
-				s, err := cl.StartInstance(ctx, name, api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", runID, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+				req := api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", runID, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))}
+				var s *api.Started
+				var err error
+				if cfg.twoRequests || wl.signal {
+					s, err = cl.StartInstance(ctx, name, req)
+				} else {
+					s, err = cl.StartInstanceWait(ctx, name, req, 30*time.Second)
+				}
 				if err != nil {
 					noteErr(err)
 					continue
@@ -517,10 +533,12 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 						continue
 					}
 				}
-				inst, err := cl.WaitInstanceSince(ctx, s.ID, s.Index)
-				if err != nil {
-					noteErr(err)
-					continue
+				inst := s.Instance
+				if inst == nil || !inst.Terminal() {
+					if inst, err = cl.WaitInstanceSince(ctx, s.ID, s.Index); err != nil {
+						noteErr(err)
+						continue
+					}
 				}
 				if inst.Status != "completed" {
 					failed.Add(1)
@@ -546,6 +564,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		Workload: cfg.workload, Nodes: len(clients), Concurrency: cfg.concurrency, Rate: cfg.rate,
 		Seconds: elapsed.Seconds(), Started: started.Load(), Completed: completed.Load(), Failed: failed.Load(),
 		LatencyMS: map[string]float64{}, Errors: errs, Workers: cfg.workers,
+		StartThenRead: (cfg.twoRequests || cfg.workload == "signal") && cfg.workload != "raft",
 	}
 	if cfg.workers > 0 {
 		res.Batch = cfg.batch

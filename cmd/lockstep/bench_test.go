@@ -54,11 +54,11 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 func TestBenchWorkersAndRaftCeiling(t *testing.T) {
 	a := agenttest.Dev(t, false)
 	addr := []string{"http://" + a.HTTPAddr()}
-	res, err := bench(context.Background(), benchConfig{addresses: addr, workload: "chain3", instances: 20, concurrency: 5, workers: 2, batch: 4}, &bytes.Buffer{})
+	res, err := bench(context.Background(), benchConfig{addresses: addr, workload: "chain3", instances: 20, concurrency: 5, workers: 2, batch: 4, twoRequests: true}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Completed != 20 || len(res.Errors) != 0 || res.Workers != 2 || res.Batch != 4 {
+	if res.Completed != 20 || len(res.Errors) != 0 || res.Workers != 2 || res.Batch != 4 || !res.StartThenRead {
 		t.Fatalf("with workers: %+v", res)
 	}
 	res, err = bench(context.Background(), benchConfig{addresses: addr, workload: "raft", instances: 50, concurrency: 5}, &bytes.Buffer{})

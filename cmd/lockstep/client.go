@@ -322,11 +322,12 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 		if *idemKey != "" {
 			c = api.WithIdempotencyKey(c, *idemKey)
 		}
-		s, err := cl.StartInstance(c, fs.Arg(0), api.StartRequest{Input: in, ID: *id, Version: *version})
-		if err != nil {
-			return err
-		}
+		req := api.StartRequest{Input: in, ID: *id, Version: *version}
 		if !*wait {
+			s, err := cl.StartInstance(c, fs.Arg(0), req)
+			if err != nil {
+				return err
+			}
 			if cf.json {
 				printJSON(stdout, s)
 			} else {
@@ -334,7 +335,9 @@ func instanceStart(args []string, stdout, stderr io.Writer) int {
 			}
 			return nil
 		}
-		inst, err := cl.WaitInstanceSince(c, s.ID, s.Index)
+		// One request that waits for the end; blocking reads after it
+		// for instances that run longer than its wait.
+		_, inst, err := cl.RunInstance(c, fs.Arg(0), req)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lockstep-io/lockstep/agent/agenttest"
+	"github.com/lockstep-io/lockstep/internal/workloads"
 )
 
 func runCLI(args ...string) (int, string, string) {
@@ -133,5 +136,40 @@ func TestWorkflowValidateChildInput(t *testing.T) {
 	code, out, errOut := runCLI("workflow", "validate", child, parent)
 	if code != 1 || !strings.Contains(errOut, "parent.hcl:4:16") || !strings.Contains(errOut, "declares no colour") || !strings.Contains(out, `"charge" is valid`) {
 		t.Fatalf("together = %d %q %q", code, out, errOut)
+	}
+}
+
+// `instance start -wait` runs an instance to its end and prints it (one
+// start that waits, on a real dev agent); exit code 2 when it failed.
+func TestInstanceStartWait(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	addr := "http://" + a.HTTPAddr()
+	dir := t.TempDir()
+	for name, src := range map[string]string{
+		"w.hcl": workloads.Chain3("w"),
+		// 192.0.2.0/24 is not on the http activity's allow list.
+		"bad.hcl": `workflow "bad" {
+  step "a" {
+    activity = "http"
+    input    = { url = "http://192.0.2.1/", method = "GET" }
+    retry { max_attempts = 1 }
+  }
+}
+`,
+	} {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, errOut := runCLI("workflow", "register", "-address", addr, f); code != 0 {
+			t.Fatalf("register %s = %d %s", name, code, errOut)
+		}
+	}
+	code, out, errOut := runCLI("instance", "start", "-address", addr, "-input", `{"n":1}`, "-json", "-wait", "w")
+	if code != 0 || !strings.Contains(out, `"status": "completed"`) || !strings.Contains(out, `"n": 3`) {
+		t.Fatalf("start -wait = %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := runCLI("instance", "start", "-address", addr, "-wait", "bad"); code != 2 || !strings.Contains(out, "failed") {
+		t.Fatalf("start -wait of a failing workflow = %d %s %s", code, out, errOut)
 	}
 }
