@@ -518,14 +518,21 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				var err error
 				if cfg.twoRequests || wl.signal {
 					s, err = cl.StartInstance(ctx, name, req)
+					if err == nil {
+						started.Add(1)
+					}
 				} else {
-					s, err = cl.StartInstanceWait(ctx, name, req, 30*time.Second)
+					// Counted as started while its request waits for the
+					// end, so that the progress line shows what is in flight.
+					started.Add(1)
+					if s, err = cl.StartInstanceWait(ctx, name, req, 30*time.Second); err != nil {
+						started.Add(-1)
+					}
 				}
 				if err != nil {
 					noteErr(err)
 					continue
 				}
-				started.Add(1)
 				noteIndex(s.Index)
 				if wl.signal {
 					if _, err := cl.Signal(ctx, s.ID, "go", json.RawMessage(`{"ok":true}`), ""); err != nil {
