@@ -421,6 +421,14 @@ func Eval(expr hhcl.Expression, scope Scope) (json.RawMessage, error) {
 	if expr == nil {
 		return json.RawMessage("null"), nil
 	}
+	if out, ok := directEval(expr, scope); ok {
+		return out, nil
+	}
+	return evalCty(expr, scope)
+}
+
+// evalCty is Eval through cty, for every expression.
+func evalCty(expr hhcl.Expression, scope Scope) (json.RawMessage, error) {
 	ctx, err := scope.evalContextFor(expr)
 	if err != nil {
 		return nil, err
