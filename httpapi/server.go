@@ -87,10 +87,13 @@ func New(cfg Config) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{
-		cfg:     cfg,
-		logger:  cfg.Logger.Named("http"),
-		router:  httprouter.New(),
-		forward: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
+		cfg:    cfg,
+		logger: cfg.Logger.Named("http"),
+		router: httprouter.New(),
+		// Forwarded requests to the leader are as many as this node's
+		// clients have in flight; closing idle connections beyond a small
+		// pool would dial again at the next burst.
+		forward: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second}},
 	}
 	s.routes()
 	return s

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -346,8 +347,13 @@ func errorKind(err error) string {
 func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResult, error) {
 	wl := benchWorkloads[cfg.workload]
 	clients := make([]*api.Client, len(cfg.addresses))
+	// Every request in flight keeps its connection: with fewer idle
+	// connections allowed than requests in flight, each burst of answers
+	// closes connections the next burst dials again.
+	perHost := cfg.concurrency + 2*cfg.workers + 16
 	for i, a := range cfg.addresses {
-		c, err := api.New(api.Config{Address: a})
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: perHost, IdleConnTimeout: 90 * time.Second}}
+		c, err := api.New(api.Config{Address: a, HTTPClient: hc})
 		if err != nil {
 			return nil, err
 		}
