@@ -442,6 +442,14 @@ func evalCty(expr hhcl.Expression, scope Scope) (json.RawMessage, error) {
 
 // EvalBool evaluates a condition (a when). Null is false.
 func EvalBool(expr hhcl.Expression, scope Scope) (bool, error) {
+	if b, ok := directBool(expr, scope); ok {
+		return b, nil
+	}
+	return evalBoolCty(expr, scope)
+}
+
+// evalBoolCty is EvalBool through cty, for every expression.
+func evalBoolCty(expr hhcl.Expression, scope Scope) (bool, error) {
 	ctx, err := scope.evalContextFor(expr)
 	if err != nil {
 		return false, err

@@ -58,53 +58,7 @@ const maxDirectDepth = 256
 // directEval is Eval without cty, when it can be. ok false means: use the
 // cty path.
 func directEval(expr hhcl.Expression, scope Scope) (json.RawMessage, bool) {
-	if scope.Request != nil || scope.Signal != nil {
-		return nil, false
-	}
-	node, isNode := expr.(hclsyntax.Expression)
-	if !isNode {
-		return nil, false
-	}
-	want := referencesOf(expr)
-	if want.all || want.now {
-		return nil, false
-	}
-	for root := range want.roots {
-		switch root {
-		case "input", "step", "instance", "each":
-		default:
-			return nil, false
-		}
-	}
-	// What the cty path converts, it validates: check the same documents.
-	if want.roots["input"] && !validJSONOrEmpty(scope.Input) {
-		return nil, false
-	}
-	d := directEvaluator{scope: scope}
-	if want.roots["step"] {
-		if scope.Steps == nil {
-			return nil, false
-		}
-		d.steps = make([]namedStep, 0, len(want.stepNames))
-		for _, name := range want.stepNames {
-			r, ok := scope.Steps.Step(name)
-			if !ok || !validJSONOrEmpty(r.Output) {
-				return nil, false
-			}
-			d.steps = append(d.steps, namedStep{name, r})
-		}
-	}
-	if scope.Each != nil {
-		if !validJSONOrEmpty(scope.Each.Value) {
-			return nil, false
-		}
-		if scope.Each.Index {
-			if _, ok := canonicalInt([]byte(scope.Each.Key)); !ok {
-				return nil, false
-			}
-		}
-	}
-	v, ok := d.eval(node)
+	v, ok := directValue(expr, scope)
 	if !ok {
 		return nil, false
 	}
@@ -113,6 +67,80 @@ func directEval(expr hhcl.Expression, scope Scope) (json.RawMessage, bool) {
 		return nil, false
 	}
 	return json.RawMessage(out), true
+}
+
+// directBool is EvalBool without cty: a bool, or null (false). Strings,
+// which cty would convert, are left to it.
+func directBool(expr hhcl.Expression, scope Scope) (bool, bool) {
+	v, ok := directValue(expr, scope)
+	if !ok {
+		return false, false
+	}
+	switch v.k {
+	case fBool:
+		return v.b, true
+	case fNull:
+		return false, true
+	case fRaw:
+		switch string(trimSpace(v.raw)) {
+		case "true":
+			return true, true
+		case "false", "null":
+			return false, true
+		}
+	}
+	return false, false
+}
+
+// directValue evaluates expr in scope without cty, or declines.
+func directValue(expr hhcl.Expression, scope Scope) (fval, bool) {
+	if scope.Request != nil || scope.Signal != nil {
+		return fval{}, false
+	}
+	node, isNode := expr.(hclsyntax.Expression)
+	if !isNode {
+		return fval{}, false
+	}
+	want := referencesOf(expr)
+	if want.all || want.now {
+		return fval{}, false
+	}
+	for root := range want.roots {
+		switch root {
+		case "input", "step", "instance", "each":
+		default:
+			return fval{}, false
+		}
+	}
+	// What the cty path converts, it validates: check the same documents.
+	if want.roots["input"] && !validJSONOrEmpty(scope.Input) {
+		return fval{}, false
+	}
+	d := directEvaluator{scope: scope}
+	if want.roots["step"] {
+		if scope.Steps == nil {
+			return fval{}, false
+		}
+		d.steps = make([]namedStep, 0, len(want.stepNames))
+		for _, name := range want.stepNames {
+			r, ok := scope.Steps.Step(name)
+			if !ok || !validJSONOrEmpty(r.Output) {
+				return fval{}, false
+			}
+			d.steps = append(d.steps, namedStep{name, r})
+		}
+	}
+	if scope.Each != nil {
+		if !validJSONOrEmpty(scope.Each.Value) {
+			return fval{}, false
+		}
+		if scope.Each.Index {
+			if _, ok := canonicalInt([]byte(scope.Each.Key)); !ok {
+				return fval{}, false
+			}
+		}
+	}
+	return d.eval(node)
 }
 
 type directEvaluator struct {

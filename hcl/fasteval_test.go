@@ -68,6 +68,31 @@ func TestDirectEvalAnswersCommonExpressions(t *testing.T) {
 	}
 }
 
+// Conditions that read a bool (or null) are answered directly too; a
+// string, which cty converts, is not.
+func TestDirectBool(t *testing.T) {
+	scope := Scope{
+		Input: json.RawMessage(`{"flag": true, "off": false, "none": null, "s": "true"}`),
+		Steps: StepMap{"a": {Status: "succeeded", Output: json.RawMessage(`{"ok":true}`)}},
+	}
+	for src, want := range map[string]bool{
+		`input.flag`: true, `input.off`: false, `input.none`: false, `step.a.output.ok`: true,
+		`true`: true, `null`: false, `step.a.error`: false,
+	} {
+		expr := parseExpr(t, src)
+		got, ok := directBool(expr, scope)
+		if !ok || got != want {
+			t.Errorf("%s: direct %v (answered %v), want %v", src, got, ok, want)
+		}
+		if cty, err := evalBoolCty(expr, scope); err != nil || cty != want {
+			t.Errorf("%s: cty path %v, %v", src, cty, err)
+		}
+	}
+	if _, ok := directBool(parseExpr(t, `input.s`), scope); ok {
+		t.Error("a string condition was answered directly")
+	}
+}
+
 // What the direct evaluator cannot answer exactly it leaves to the cty
 // path: errors, floats, -0, escaped strings, duplicate keys, functions.
 func TestDirectEvalDeclines(t *testing.T) {
@@ -196,6 +221,12 @@ func TestDirectEvalAgreesWithCty(t *testing.T) {
 			scope.Each = &Element{Key: "1", Value: json.RawMessage(scopeDoc.Draw(rt, "each")), Index: true}
 		case 1:
 			scope.Each = &Element{Key: rapid.SampledFrom([]string{"k", "<", "é"}).Draw(rt, "key"), Value: json.RawMessage(scopeDoc.Draw(rt, "each"))}
+		}
+		if b, ok := directBool(e, scope); ok {
+			want, err := evalBoolCty(e, scope)
+			if err != nil || b != want {
+				rt.Fatalf("%s as a condition: direct %v, cty %v, %v", src, b, want, err)
+			}
 		}
 		got, ok := directEval(e, scope)
 		want, err := evalCty(e, scope)
