@@ -200,7 +200,7 @@ func TestDirectEvalAgreesWithCty(t *testing.T) {
 		src := expr(2).Draw(rt, "expr")
 		e, diags := hclsyntax.ParseExpression([]byte(src), "t.hcl", hhcl.InitialPos)
 		if diags.HasErrors() {
-			rt.Skip("does not parse")
+			return // a generated form that is not HCL: nothing to compare
 		}
 		scope := Scope{
 			Input:    json.RawMessage(scopeDoc.Draw(rt, "input")),
