@@ -649,74 +649,38 @@ func appendCanonical(b []byte, raw []byte) ([]byte, bool) {
 func jsonMember(raw []byte, key string) ([]byte, bool) {
 	s := jsonScanner{buf: raw}
 	s.space()
-	if !s.take('{') {
-		return nil, false
-	}
 	var found []byte
-	s.space()
-	if s.take('}') {
-		return nil, false
-	}
-	for {
-		s.space()
-		k, ok := s.plainKey()
-		if !ok {
-			return nil, false
-		}
-		s.space()
-		if !s.take(':') {
-			return nil, false
-		}
-		s.space()
+	ok := s.object(func(tok []byte) bool {
+		k, ok := plainKey(tok)
 		start := s.pos
-		if !s.skip(0) {
-			return nil, false
+		if !ok || !s.skip(0) {
+			return false
 		}
 		if k == key {
 			found = raw[start:s.pos]
 		}
-		s.space()
-		if s.take('}') {
-			break
-		}
-		if !s.take(',') {
-			return nil, false
-		}
-	}
-	return found, found != nil
+		return true
+	})
+	return found, ok && found != nil
 }
 
 // jsonElement is element i of a JSON array.
 func jsonElement(raw []byte, i int64) ([]byte, bool) {
-	if i < 0 {
-		return nil, false
-	}
 	s := jsonScanner{buf: raw}
 	s.space()
-	if !s.take('[') {
-		return nil, false
-	}
-	s.space()
-	if s.take(']') {
-		return nil, false
-	}
-	for n := int64(0); ; n++ {
-		s.space()
+	var found []byte
+	s.array(func(n int) bool {
 		start := s.pos
 		if !s.skip(0) {
-			return nil, false
+			return false
 		}
-		if n == i {
-			return raw[start:s.pos], true
+		if int64(n) == i {
+			found = raw[start:s.pos]
+			return false // found: stop
 		}
-		s.space()
-		if s.take(']') {
-			return nil, false
-		}
-		if !s.take(',') {
-			return nil, false
-		}
-	}
+		return true
+	})
+	return found, found != nil
 }
 
 // validJSONOrEmpty says raw is what FromJSON converts without an error:
@@ -762,65 +726,85 @@ func (s *jsonScanner) literal(word string) bool {
 	return false
 }
 
+// object reads an object from its '{': for each member, value calls
+// with the key's string token (quotes included) and the scanner at the
+// value, which it must pass over. value false stops the walk, false.
+func (s *jsonScanner) object(value func(key []byte) bool) bool {
+	if !s.take('{') {
+		return false
+	}
+	s.space()
+	if s.take('}') {
+		return true
+	}
+	for {
+		s.space()
+		start := s.pos
+		if !s.str() {
+			return false
+		}
+		key := s.buf[start:s.pos]
+		s.space()
+		if !s.take(':') {
+			return false
+		}
+		s.space()
+		if !value(key) {
+			return false
+		}
+		s.space()
+		if s.take('}') {
+			return true
+		}
+		if !s.take(',') {
+			return false
+		}
+	}
+}
+
+// array reads an array from its '[': elem is called with each element's
+// position and the scanner at it, which it must pass over. elem false
+// stops the walk, false.
+func (s *jsonScanner) array(elem func(i int) bool) bool {
+	if !s.take('[') {
+		return false
+	}
+	s.space()
+	if s.take(']') {
+		return true
+	}
+	for i := 0; ; i++ {
+		s.space()
+		if !elem(i) {
+			return false
+		}
+		s.space()
+		if s.take(']') {
+			return true
+		}
+		if !s.take(',') {
+			return false
+		}
+	}
+}
+
 // skip passes over one value, checking it.
 func (s *jsonScanner) skip(depth int) bool {
 	if depth > maxDirectDepth || s.pos >= len(s.buf) {
 		return false
 	}
-	switch c := s.buf[s.pos]; {
-	case c == '{':
-		s.pos++
-		s.space()
-		if s.take('}') {
-			return true
-		}
-		for {
-			s.space()
-			if !s.str() {
-				return false
-			}
-			s.space()
-			if !s.take(':') {
-				return false
-			}
-			s.space()
-			if !s.skip(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.take('}') {
-				return true
-			}
-			if !s.take(',') {
-				return false
-			}
-		}
-	case c == '[':
-		s.pos++
-		s.space()
-		if s.take(']') {
-			return true
-		}
-		for {
-			s.space()
-			if !s.skip(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.take(']') {
-				return true
-			}
-			if !s.take(',') {
-				return false
-			}
-		}
-	case c == '"':
+	switch s.buf[s.pos] {
+	case '{':
+		return s.object(func([]byte) bool { return s.skip(depth + 1) })
+	case '[':
+		return s.array(func(int) bool { return s.skip(depth + 1) })
+	case '"':
 		return s.str()
-	case c == 't':
+	case 't':
 		return s.literal("true")
-	case c == 'f':
+	case 'f':
 		return s.literal("false")
-	case c == 'n':
+	case 'n':
 		return s.literal("null")
 	default:
 		return s.number()
@@ -901,13 +885,10 @@ func (s *jsonScanner) number() bool {
 	return true
 }
 
-// plainKey reads an object key that has no escapes.
-func (s *jsonScanner) plainKey() (string, bool) {
-	start := s.pos
-	if !s.str() {
-		return "", false
-	}
-	k := s.buf[start+1 : s.pos-1]
+// plainKey is an object key's string token without its quotes, when it
+// has no escapes.
+func plainKey(tok []byte) (string, bool) {
+	k := tok[1 : len(tok)-1]
 	for _, c := range k {
 		if c == '\\' {
 			return "", false
@@ -923,38 +904,22 @@ func (s *jsonScanner) canonical(b []byte, depth int) ([]byte, bool) {
 	}
 	switch c := s.buf[s.pos]; {
 	case c == '{':
-		s.pos++
 		type member struct {
 			key string
 			raw []byte
 		}
 		var members []member
-		s.space()
-		if !s.take('}') {
-			for {
-				s.space()
-				k, ok := s.plainKey()
-				if !ok || !plainASCII(k) {
-					return b, false
-				}
-				s.space()
-				if !s.take(':') {
-					return b, false
-				}
-				s.space()
-				start := s.pos
-				if !s.skip(depth + 1) {
-					return b, false
-				}
-				members = append(members, member{k, s.buf[start:s.pos]})
-				s.space()
-				if s.take('}') {
-					break
-				}
-				if !s.take(',') {
-					return b, false
-				}
+		ok := s.object(func(tok []byte) bool {
+			k, ok := plainKey(tok)
+			start := s.pos
+			if !ok || !plainASCII(k) || !s.skip(depth+1) {
+				return false
 			}
+			members = append(members, member{k, s.buf[start:s.pos]})
+			return true
+		})
+		if !ok {
+			return b, false
 		}
 		sort.Slice(members, func(i, j int) bool { return members[i].key < members[j].key })
 		b = append(b, '{')
@@ -969,36 +934,22 @@ func (s *jsonScanner) canonical(b []byte, depth int) ([]byte, bool) {
 			b = append(b, m.key...)
 			b = append(b, '"', ':')
 			sub := jsonScanner{buf: m.raw}
-			var ok bool
 			if b, ok = sub.canonical(b, depth+1); !ok {
 				return b, false
 			}
 		}
 		return append(b, '}'), true
 	case c == '[':
-		s.pos++
 		b = append(b, '[')
-		s.space()
-		if s.take(']') {
-			return append(b, ']'), true
-		}
-		for first := true; ; first = false {
-			if !first {
+		ok := s.array(func(i int) bool {
+			if i > 0 {
 				b = append(b, ',')
 			}
-			s.space()
 			var ok bool
-			if b, ok = s.canonical(b, depth+1); !ok {
-				return b, false
-			}
-			s.space()
-			if s.take(']') {
-				return append(b, ']'), true
-			}
-			if !s.take(',') {
-				return b, false
-			}
-		}
+			b, ok = s.canonical(b, depth+1)
+			return ok
+		})
+		return append(b, ']'), ok
 	case c == '"':
 		start := s.pos
 		if !s.str() {
