@@ -873,7 +873,7 @@ func BenchmarkRetainedHeap(b *testing.B) {
 	h.register(chain3)
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	before := ms.HeapAlloc
+	before, objects := ms.HeapAlloc, ms.HeapObjects
 	for i := 0; i < b.N; i++ {
 		h.start(fmt.Sprintf("r%d", i), "chain3", `{"n":1}`)
 		h.runToEnd()
@@ -883,6 +883,7 @@ func BenchmarkRetainedHeap(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(int64(ms.HeapAlloc)-int64(before))/float64(b.N), "B/instance")
+	b.ReportMetric(float64(int64(ms.HeapObjects)-int64(objects))/float64(b.N), "objects/instance")
 	runtime.KeepAlive(h)
 }
 

@@ -72,9 +72,9 @@ func (t *Txn) appendHistory(inst *Instance, events []Event) {
 		return
 	}
 	tail := inst.historyTail[:len(inst.historyTail):len(inst.historyTail)]
-	for i := range events {
-		e := events[i]
-		tail = append(tail, &e)
+	stored := append([]Event(nil), events...) // one allocation for the events
+	for i := range stored {
+		tail = append(tail, &stored[i])
 	}
 	for len(tail) > 0 {
 		first := chunkFirst(tail[0].Seq)

@@ -158,16 +158,21 @@ func (i *Instance) clone() *Instance {
 	c := *i
 	c.TaskIDs = i.TaskIDs[:len(i.TaskIDs):len(i.TaskIDs)]
 	c.Steps = make(map[string]*StepState, len(i.Steps))
+	// One allocation for all the steps' copies (a clone is made at every
+	// change of an instance).
+	states := make([]StepState, 0, len(i.Steps))
 	for k, v := range i.Steps {
-		s := *v
+		states = append(states, *v)
+		s := &states[len(states)-1]
 		if v.Elements != nil {
+			elems := make([]ElementState, len(v.Elements))
 			s.Elements = make([]*ElementState, len(v.Elements))
 			for j, e := range v.Elements {
-				ec := *e
-				s.Elements[j] = &ec
+				elems[j] = *e
+				s.Elements[j] = &elems[j]
 			}
 		}
-		c.Steps[k] = &s
+		c.Steps[k] = s
 	}
 	return &c
 }
