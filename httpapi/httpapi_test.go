@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -921,4 +922,51 @@ func diamondAgent(t *testing.T) (string, *api.Client) {
 		t.Fatal(err)
 	}
 	return base, c
+}
+
+// The leader serves a batch of forwarded starts each as the start it
+// holds (its own status, headers and errors) and refuses anything else.
+func TestInternalForwardServesEachStart(t *testing.T) {
+	base, c := diamondAgent(t)
+	ctx := context.Background()
+	body := func(s string) string { return `"` + base64.StdEncoding.EncodeToString([]byte(s)) + `"` }
+	batch := `{"requests":[` +
+		`{"method":"POST","uri":"/v1/workflows/diamond/instances","header":{"Content-Type":["application/json"]},"body":` + body(`{"id":"b1","input":{"n":2}}`) + `},` +
+		`{"method":"POST","uri":"/v1/workflows/nope/instances","body":` + body(`{"id":"b2"}`) + `},` +
+		`{"method":"POST","uri":"/v1/workflows/diamond/instances","body":` + body(`{"id":"b3","input":"not json`) + `}]}`
+	r := call(t, "POST", base+"/v1/internal/forward", batch)
+	if r.status != 200 {
+		t.Fatalf("batch: %d %s", r.status, r.raw)
+	}
+	var out struct {
+		Answers []struct {
+			Status int                 `json:"status"`
+			Header map[string][]string `json:"header"`
+			Body   []byte              `json:"body"`
+		} `json:"answers"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &out); err != nil || len(out.Answers) != 3 {
+		t.Fatalf("answers: %s, %v", r.raw, err)
+	}
+	if a := out.Answers[0]; a.Status != 201 || !strings.Contains(string(a.Body), `"id":"b1"`) || len(a.Header["X-Lockstep-Index"]) != 1 {
+		t.Fatalf("start: %d %v %s", a.Status, a.Header, a.Body)
+	}
+	if a := out.Answers[1]; a.Status != 404 || !strings.Contains(string(a.Body), `"code":"not_found"`) {
+		t.Fatalf("unknown workflow: %d %s", a.Status, a.Body)
+	}
+	if a := out.Answers[2]; a.Status != 400 {
+		t.Fatalf("bad body: %d %s", a.Status, a.Body)
+	}
+	if inst, err := c.Instance(ctx, "b1"); err != nil || inst.ID != "b1" {
+		t.Fatalf("b1: %+v, %v", inst, err)
+	}
+	for _, bad := range []string{
+		`{"requests":[]}`,
+		`{"requests":[{"method":"POST","uri":"/v1/instances/b1/cancel"}]}`,
+		`{"requests":[{"method":"GET","uri":"/v1/workflows/diamond/instances"}]}`,
+	} {
+		if r := call(t, "POST", base+"/v1/internal/forward", bad); r.status != 400 || r.errCode() != "bad_request" {
+			t.Fatalf("%s: %d %s", bad, r.status, r.raw)
+		}
+	}
 }

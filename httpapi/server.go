@@ -76,6 +76,8 @@ type Server struct {
 	logger  hclog.Logger
 	router  *httprouter.Router
 	forward *http.Client
+	// starts sends the starts this node forwards in batches.
+	starts *forwarder
 }
 
 // New builds the API's routes.
@@ -95,6 +97,7 @@ func New(cfg Config) *Server {
 		// pool would dial again at the next burst.
 		forward: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second}},
 	}
+	s.starts = &forwarder{s: s}
 	s.routes()
 	return s
 }
@@ -234,6 +237,7 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/services/:name/breaker", write, maxJSONBody, s.setBreaker},
 
 		{"POST", "/v1/operator/raft/noop", write, maxJSONBody, s.raftNoop},
+		{"POST", "/v1/internal/forward", write, maxForwardBatchBody, s.internalForward},
 		{"GET", "/v1/status/leader", read, 0, s.leader},
 		{"GET", "/v1/status/peers", read, 0, s.peers},
 		{"GET", "/v1/stats", read, 0, s.stats},

@@ -1,0 +1,166 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/internal/poll"
+)
+
+// followerCluster is a follower whose leader is at addr.
+type followerCluster struct{ addr string }
+
+func (c followerCluster) Apply(context.Context, []byte) (any, error) {
+	return nil, cluster.ErrNotLeader
+}
+func (c followerCluster) IsLeader() bool { return false }
+func (c followerCluster) Leader() (cluster.LeaderInfo, bool) {
+	return cluster.LeaderInfo{Node: "leader", HTTPAddr: c.addr}, c.addr != ""
+}
+func (c followerCluster) LastContact() time.Duration           { return 0 }
+func (c followerCluster) Members() []cluster.Member            { return nil }
+func (c followerCluster) Peers() ([]cluster.Peer, error)       { return nil, nil }
+func (c followerCluster) Stats() map[string]string             { return nil }
+func (c followerCluster) ConsistentRead(context.Context) error { return cluster.ErrNotLeader }
+
+func startRequest(t *testing.T, i int) (*http.Request, string, []byte) {
+	t.Helper()
+	uri := "/v1/workflows/w/instances"
+	body := []byte(fmt.Sprintf(`{"id":"i%d"}`, i))
+	r, err := http.NewRequest("POST", uri+"?wait=5s", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("Idempotency-Key", fmt.Sprintf("k%d", i))
+	return r, uri, body
+}
+
+// Starts forwarded while others are out travel together, and each gets
+// the answer to its own request.
+func TestForwardedStartsTravelInBatches(t *testing.T) {
+	var batches, items atomic.Int64
+	release := make(chan struct{})
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/internal/forward" || r.Header.Get(forwardedHeader) != "follower" {
+			t.Errorf("leader got %s %s", r.Method, r.URL)
+			w.WriteHeader(500)
+			return
+		}
+		var req forwardBatchRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Error(err)
+			return
+		}
+		batches.Add(1)
+		items.Add(int64(len(req.Requests)))
+		<-release
+		var out forwardBatchResponse
+		for _, it := range req.Requests {
+			out.Answers = append(out.Answers, forwardAnswer{
+				Status: 201, Header: http.Header{"X-Lockstep-Index": {"7"}},
+				Body: []byte(`{"echo":` + string(it.Body) + `,"key":"` + it.Header.Get("Idempotency-Key") + `"}`),
+			})
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	defer leader.Close()
+	s := New(Config{NodeName: "follower", Cluster: followerCluster{strings.TrimPrefix(leader.URL, "http://")}})
+
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, uri, body := startRequest(t, i)
+			status, header, data, err := s.starts.forward(r, uri, body)
+			want := fmt.Sprintf(`{"echo":{"id":"i%d"},"key":"k%d"}`, i, i)
+			if err != nil || status != 201 || header.Get("X-Lockstep-Index") != "7" || string(data) != want {
+				errs <- fmt.Errorf("start %d: %d %v %s, %v", i, status, header, data, err)
+			}
+		}()
+	}
+	// Hold the first batches until every start is either out or waiting.
+	poll.Until(t, 10*time.Second, "every start out or waiting", func() error {
+		s.starts.mu.Lock()
+		waiting := int64(len(s.starts.pending))
+		s.starts.mu.Unlock()
+		if waiting+items.Load() != n {
+			return fmt.Errorf("%d waiting, %d out", waiting, items.Load())
+		}
+		return nil
+	})
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if b := batches.Load(); b > forwardSenders+1 {
+		t.Fatalf("%d starts took %d batches", n, b)
+	}
+}
+
+// A leader that does not know the batch endpoint gets each start alone;
+// an unreachable one is no_leader, as a single forward's failure is.
+func TestForwardedStartsFallBack(t *testing.T) {
+	var single atomic.Int64
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/internal/forward" {
+			w.WriteHeader(404)
+			return
+		}
+		single.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Lockstep-Index", "3")
+		w.WriteHeader(201)
+		_, _ = w.Write(b)
+	}))
+	defer old.Close()
+	s := New(Config{NodeName: "follower", Cluster: followerCluster{strings.TrimPrefix(old.URL, "http://")}})
+	r, uri, body := startRequest(t, 1)
+	status, header, data, err := s.starts.forward(r, uri, body)
+	if err != nil || status != 201 || header.Get("X-Lockstep-Index") != "3" || string(data) != `{"id":"i1"}` || single.Load() != 1 {
+		t.Fatalf("fallback: %d %v %s, %v (%d single)", status, header, data, err, single.Load())
+	}
+
+	gone := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(gone.URL, "http://")
+	gone.Close()
+	s = New(Config{NodeName: "follower", Cluster: followerCluster{addr}})
+	_, _, _, err = s.starts.forward(r, uri, body)
+	var apiErr *Error
+	if !errors.As(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "no_leader" {
+		t.Fatalf("unreachable leader: %v", err)
+	}
+}
+
+func TestOnlyStartsAreBatched(t *testing.T) {
+	for uri, want := range map[string]bool{
+		"/v1/workflows/w/instances":         true,
+		"/v1/workflows/w/instances?wait=1s": true,
+		"/v1/workflows//instances":          false,
+		"/v1/workflows/a/b/instances":       false,
+		"/v1/instances/x/cancel":            false,
+		"/v1/internal/forward":              false,
+	} {
+		if got := batchableForward("POST", uri); got != want {
+			t.Errorf("%s: %v", uri, got)
+		}
+	}
+	if batchableForward("GET", "/v1/workflows/w/instances") {
+		t.Error("a GET was batchable")
+	}
+}
