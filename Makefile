@@ -45,6 +45,7 @@ bench: ## Benchmarks: each FSM command, one instance's life, and a 3-node in-pro
 .PHONY: fuzz
 fuzz: ## Fuzz every parser and HTTP body decoder for 30s each
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./hcl/
+	$(GO) test -run '^$$' -fuzz FuzzDirectEval -fuzztime 30s ./hcl/
 	$(GO) test -run '^$$' -fuzz FuzzStartBody -fuzztime 30s ./httpapi/
 	$(GO) test -run '^$$' -fuzz FuzzWorkerBodies -fuzztime 30s ./httpapi/
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s ./agent/

@@ -267,3 +267,33 @@ func BenchmarkEvalChain3Input(b *testing.B) {
 		}
 	})
 }
+
+// On any expression and any documents, the direct evaluator declines or
+// agrees with the cty path, for values and for conditions.
+func FuzzDirectEval(f *testing.F) {
+	f.Add(`{ n = step.a.output.n + 1 }`, `{"n":1}`, `{"n":2}`)
+	f.Add(`"x${input.s}y"`, `{"s":"<a>"}`, `null`)
+	f.Add(`[input.l[1], step.a.output]`, `{"l":[1,2.5]}`, `{"a":{"b":"c"}}`)
+	f.Add(`input.flag`, `{"flag":true}`, ``)
+	f.Fuzz(func(t *testing.T, src, input, output string) {
+		e, diags := hclsyntax.ParseExpression([]byte(src), "f.hcl", hhcl.InitialPos)
+		if diags.HasErrors() {
+			return
+		}
+		scope := Scope{
+			Input: json.RawMessage(input),
+			Steps: StepMap{"a": {Status: "succeeded", Output: json.RawMessage(output), Attempts: 1}},
+		}
+		if got, ok := directEval(e, scope); ok {
+			want, err := evalCty(e, scope)
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("%s: direct %s, cty %s, %v", src, got, want, err)
+			}
+		}
+		if b, ok := directBool(e, scope); ok {
+			if want, err := evalBoolCty(e, scope); err != nil || b != want {
+				t.Fatalf("%s as a condition: direct %v, cty %v, %v", src, b, want, err)
+			}
+		}
+	})
+}
