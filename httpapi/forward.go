@@ -18,6 +18,22 @@ func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []
 		s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"})
 		return
 	}
+	if batchableForward(r.Method, r.URL.RequestURI()) {
+		// A start: it may travel with others (batchforward.go).
+		status, header, data, err := s.starts.forward(r, r.URL.RequestURI(), body)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		for k, vs := range header {
+			for _, v := range vs {
+				w.Header().Add(k, v)
+			}
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(data)
+		return
+	}
 	url := "http://" + leader.HTTPAddr + r.URL.RequestURI()
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, url, bytesReader(body))
 	if err != nil {
