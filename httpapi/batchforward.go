@@ -14,7 +14,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 )
 
-// Starts a follower forwards to the leader travel together: each forward
+// Starts (and signals) a follower forwards to the leader travel together: each forward
 // costs the leader and the follower a whole HTTP round trip (about a
 // tenth of a saturated cluster's CPU went to them), and under load many
 // are waiting at once. A few senders each take every start waiting when
@@ -62,15 +62,23 @@ type forwardBatchResponse struct {
 	Answers []forwardAnswer `json:"answers"`
 }
 
-// batchableForward says a request may travel in a batch: a start.
+// batchableForward says a request may travel in a batch: a start or a
+// signal, writes that answer as soon as they are applied (never a long
+// poll, which would hold its batch).
 func batchableForward(method, uri string) bool {
-	path, _, _ := strings.Cut(uri, "?")
-	rest, ok := strings.CutPrefix(path, "/v1/workflows/")
-	if method != http.MethodPost || !ok {
+	if method != http.MethodPost {
 		return false
 	}
-	name, ok := strings.CutSuffix(rest, "/instances")
-	return ok && name != "" && !strings.Contains(name, "/")
+	path, _, _ := strings.Cut(uri, "?")
+	if rest, ok := strings.CutPrefix(path, "/v1/workflows/"); ok {
+		name, ok := strings.CutSuffix(rest, "/instances")
+		return ok && name != "" && !strings.Contains(name, "/")
+	}
+	if rest, ok := strings.CutPrefix(path, "/v1/instances/"); ok {
+		parts := strings.Split(rest, "/")
+		return len(parts) == 3 && parts[0] != "" && parts[1] == "signals" && parts[2] != ""
+	}
+	return false
 }
 
 // pendingForward is a start waiting for its batch.
@@ -230,8 +238,8 @@ const (
 	maxForwardedBatchAnswer = 64 << 20
 )
 
-// POST /v1/internal/forward — the starts a follower forwards, served each
-// as if it had come alone, concurrently.
+// POST /v1/internal/forward — the starts and signals a follower forwards,
+// served each as if it had come alone, concurrently.
 func (s *Server) internalForward(r *http.Request, _ httprouter.Params, body []byte) (any, error) {
 	var req forwardBatchRequest
 	if err := decodeJSON(body, &req); err != nil {
@@ -242,7 +250,7 @@ func (s *Server) internalForward(r *http.Request, _ httprouter.Params, body []by
 	}
 	for i, it := range req.Requests {
 		if !batchableForward(it.Method, it.URI) {
-			return nil, &Error{Status: 400, Code: "bad_request", Message: "request " + strconv.Itoa(i) + " is not a start (POST /v1/workflows/{name}/instances)"}
+			return nil, &Error{Status: 400, Code: "bad_request", Message: "request " + strconv.Itoa(i) + " is neither a start (POST /v1/workflows/{name}/instances) nor a signal (POST /v1/instances/{id}/signals/{name})"}
 		}
 	}
 	from := r.Header.Get(forwardedHeader)

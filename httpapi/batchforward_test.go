@@ -154,6 +154,10 @@ func TestOnlyStartsAreBatched(t *testing.T) {
 		"/v1/workflows//instances":          false,
 		"/v1/workflows/a/b/instances":       false,
 		"/v1/instances/x/cancel":            false,
+		"/v1/instances/x/signals/go":        true,
+		"/v1/instances/x/signals/":          false,
+		"/v1/instances/x/signals/go/more":   false,
+		"/v1/queues/default/poll":           false,
 		"/v1/internal/forward":              false,
 	} {
 		if got := batchableForward("POST", uri); got != want {

@@ -924,8 +924,9 @@ func diamondAgent(t *testing.T) (string, *api.Client) {
 	return base, c
 }
 
-// The leader serves a batch of forwarded starts each as the start it
-// holds (its own status, headers and errors) and refuses anything else.
+// The leader serves a batch of forwarded starts and signals each as the
+// request it holds (its own status, headers and errors) and refuses
+// anything else.
 func TestInternalForwardServesEachStart(t *testing.T) {
 	base, c := diamondAgent(t)
 	ctx := context.Background()
@@ -933,7 +934,8 @@ func TestInternalForwardServesEachStart(t *testing.T) {
 	batch := `{"requests":[` +
 		`{"method":"POST","uri":"/v1/workflows/diamond/instances","header":{"Content-Type":["application/json"]},"body":` + body(`{"id":"b1","input":{"n":2}}`) + `},` +
 		`{"method":"POST","uri":"/v1/workflows/nope/instances","body":` + body(`{"id":"b2"}`) + `},` +
-		`{"method":"POST","uri":"/v1/workflows/diamond/instances","body":` + body(`{"id":"b3","input":"not json`) + `}]}`
+		`{"method":"POST","uri":"/v1/workflows/diamond/instances","body":` + body(`{"id":"b3","input":"not json`) + `},` +
+		`{"method":"POST","uri":"/v1/instances/nope/signals/go","body":` + body(`{"payload":{}}`) + `}]}`
 	r := call(t, "POST", base+"/v1/internal/forward", batch)
 	if r.status != 200 {
 		t.Fatalf("batch: %d %s", r.status, r.raw)
@@ -945,7 +947,7 @@ func TestInternalForwardServesEachStart(t *testing.T) {
 			Body   []byte              `json:"body"`
 		} `json:"answers"`
 	}
-	if err := json.Unmarshal([]byte(r.raw), &out); err != nil || len(out.Answers) != 3 {
+	if err := json.Unmarshal([]byte(r.raw), &out); err != nil || len(out.Answers) != 4 {
 		t.Fatalf("answers: %s, %v", r.raw, err)
 	}
 	if a := out.Answers[0]; a.Status != 201 || !strings.Contains(string(a.Body), `"id":"b1"`) || len(a.Header["X-Lockstep-Index"]) != 1 {
@@ -956,6 +958,9 @@ func TestInternalForwardServesEachStart(t *testing.T) {
 	}
 	if a := out.Answers[2]; a.Status != 400 {
 		t.Fatalf("bad body: %d %s", a.Status, a.Body)
+	}
+	if a := out.Answers[3]; a.Status != 404 || !strings.Contains(string(a.Body), `"code":"not_found"`) {
+		t.Fatalf("signal to an unknown instance: %d %s", a.Status, a.Body)
 	}
 	if inst, err := c.Instance(ctx, "b1"); err != nil || inst.ID != "b1" {
 		t.Fatalf("b1: %+v, %v", inst, err)
