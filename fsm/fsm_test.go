@@ -911,9 +911,6 @@ func BenchmarkChain3Batched(b *testing.B) {
 	}
 	next := &NextTasks{WorkerID: "w", Queue: "default", Activities: []string{"noop"}, Max: 8}
 	b.ReportAllocs()
-	var before runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for done := 0; done < b.N; done += group {
 		var starts []*raft.Log
@@ -942,10 +939,6 @@ func BenchmarkChain3Batched(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	var after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "retained-B/op")
 	if inst := h.instance("c0"); inst.Status != InstanceCompleted {
 		b.Fatalf("c0 is %s", inst.Status)
 	}

@@ -94,7 +94,7 @@ type forwardResult struct {
 	err    error
 }
 
-// forwarder sends a follower's forwarded starts in batches.
+// forwarder sends a follower's forwarded starts and signals in batches.
 type forwarder struct {
 	s       *Server
 	mu      sync.Mutex
@@ -102,7 +102,7 @@ type forwarder struct {
 	senders int
 }
 
-// forward sends one request (a start) to the leader, in a batch with any
+// forward sends one request (a start or a signal) to the leader, in a batch with any
 // others waiting, and returns the leader's answer as forwardCapture does.
 func (f *forwarder) forward(r *http.Request, uri string, body []byte) (int, http.Header, []byte, error) {
 	if !batchableForward(r.Method, uri) || len(body) > maxForwardBody {
@@ -154,9 +154,9 @@ func (f *forwarder) sendBatch(batch []*pendingForward) {
 		}
 	}
 	s := f.s
-	leader, ok := s.cfg.Cluster.Leader()
-	if !ok || leader.HTTPAddr == "" || leader.Node == s.cfg.NodeName {
-		fail(&Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"})
+	leader, err := s.forwardTarget()
+	if err != nil {
+		fail(err)
 		return
 	}
 	req := forwardBatchRequest{Requests: make([]forwardItem, len(batch))}
@@ -168,7 +168,7 @@ func (f *forwarder) sendBatch(batch []*pendingForward) {
 		fail(err)
 		return
 	}
-	// Each start's own client may go; the batch goes on for the others.
+	// Each request's own client may go; the batch goes on for the others.
 	ctx, cancel := context.WithTimeout(context.Background(), forwardBatchTimeout)
 	defer cancel()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+leader.HTTPAddr+"/v1/internal/forward", bytes.NewReader(data))

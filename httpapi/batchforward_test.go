@@ -85,7 +85,7 @@ func TestForwardedStartsTravelInBatches(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			r, uri, body := startRequest(t, i)
-			status, header, data, err := s.starts.forward(r, uri, body)
+			status, header, data, err := s.batched.forward(r, uri, body)
 			want := fmt.Sprintf(`{"echo":{"id":"i%d"},"key":"k%d"}`, i, i)
 			if err != nil || status != 201 || header.Get("X-Lockstep-Index") != "7" || string(data) != want {
 				errs <- fmt.Errorf("start %d: %d %v %s, %v", i, status, header, data, err)
@@ -94,9 +94,9 @@ func TestForwardedStartsTravelInBatches(t *testing.T) {
 	}
 	// Hold the first batches until every start is either out or waiting.
 	poll.Until(t, 10*time.Second, "every start out or waiting", func() error {
-		s.starts.mu.Lock()
-		waiting := int64(len(s.starts.pending))
-		s.starts.mu.Unlock()
+		s.batched.mu.Lock()
+		waiting := int64(len(s.batched.pending))
+		s.batched.mu.Unlock()
 		if waiting+items.Load() != n {
 			return fmt.Errorf("%d waiting, %d out", waiting, items.Load())
 		}
@@ -131,7 +131,7 @@ func TestForwardedStartsFallBack(t *testing.T) {
 	defer old.Close()
 	s := New(Config{NodeName: "follower", Cluster: followerCluster{strings.TrimPrefix(old.URL, "http://")}})
 	r, uri, body := startRequest(t, 1)
-	status, header, data, err := s.starts.forward(r, uri, body)
+	status, header, data, err := s.batched.forward(r, uri, body)
 	if err != nil || status != 201 || header.Get("X-Lockstep-Index") != "3" || string(data) != `{"id":"i1"}` || single.Load() != 1 {
 		t.Fatalf("fallback: %d %v %s, %v (%d single)", status, header, data, err, single.Load())
 	}
@@ -140,7 +140,7 @@ func TestForwardedStartsFallBack(t *testing.T) {
 	addr := strings.TrimPrefix(gone.URL, "http://")
 	gone.Close()
 	s = New(Config{NodeName: "follower", Cluster: followerCluster{addr}})
-	_, _, _, err = s.starts.forward(r, uri, body)
+	_, _, _, err = s.batched.forward(r, uri, body)
 	var apiErr *Error
 	if !errors.As(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "no_leader" {
 		t.Fatalf("unreachable leader: %v", err)

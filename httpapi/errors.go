@@ -47,7 +47,7 @@ func toAPIError(err error) *Error {
 	}
 	switch {
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
-		return &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"}
+		return errNoLeader()
 	case errors.Is(err, cluster.ErrIndeterminate):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "indeterminate", Message: err.Error() + "; retry with the same id"}
 	}

@@ -4,32 +4,56 @@ import (
 	"io"
 	"net/http"
 	"sync"
+
+	"github.com/lockstep-io/lockstep/cluster"
 )
 
 // forwardedHeader marks a request a follower forwarded, so it is never
 // forwarded twice (a leader that lost leadership mid-request answers 503).
 const forwardedHeader = "X-Lockstep-Forwarded-By"
 
+// errNoLeader is the answer when there is no leader to send a write to.
+func errNoLeader() *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"}
+}
+
+// forwardTarget is the leader this node forwards to: known, with an HTTP
+// address, and not this node.
+func (s *Server) forwardTarget() (cluster.LeaderInfo, error) {
+	leader, ok := s.cfg.Cluster.Leader()
+	if !ok || leader.HTTPAddr == "" || leader.Node == s.cfg.NodeName {
+		return cluster.LeaderInfo{}, errNoLeader()
+	}
+	return leader, nil
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		for _, v := range vs {
+			dst.Add(k, v)
+		}
+	}
+}
+
 // forwardToLeader sends the buffered request to the leader and passes its
 // status, headers and body back verbatim.
 func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []byte) {
-	leader, ok := s.cfg.Cluster.Leader()
-	if !ok || leader.HTTPAddr == "" || r.Header.Get(forwardedHeader) != "" || leader.Node == s.cfg.NodeName {
-		s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"})
+	leader, err := s.forwardTarget()
+	if err == nil && r.Header.Get(forwardedHeader) != "" {
+		err = errNoLeader()
+	}
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if batchableForward(r.Method, r.URL.RequestURI()) {
-		// A start: it may travel with others (batchforward.go).
-		status, header, data, err := s.starts.forward(r, r.URL.RequestURI(), body)
+		// A start or a signal: it may travel with others (batchforward.go).
+		status, header, data, err := s.batched.forward(r, r.URL.RequestURI(), body)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
-		for k, vs := range header {
-			for _, v := range vs {
-				w.Header().Add(k, v)
-			}
-		}
+		copyHeader(w.Header(), header)
 		w.WriteHeader(status)
 		_, _ = w.Write(data)
 		return
@@ -52,11 +76,7 @@ func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []
 		return
 	}
 	defer resp.Body.Close()
-	for k, vs := range resp.Header {
-		for _, v := range vs {
-			w.Header().Add(k, v)
-		}
-	}
+	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
 	buf := copyBufs.Get().(*[]byte)
 	_, _ = io.CopyBuffer(w, resp.Body, *buf)
@@ -67,9 +87,9 @@ func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []
 // query) and returns its answer instead of passing it on, for a handler
 // that has more to do with it.
 func (s *Server) forwardCapture(r *http.Request, uri string, body []byte) (int, http.Header, []byte, error) {
-	leader, ok := s.cfg.Cluster.Leader()
-	if !ok || leader.HTTPAddr == "" || leader.Node == s.cfg.NodeName {
-		return 0, nil, nil, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"}
+	leader, err := s.forwardTarget()
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+leader.HTTPAddr+uri, bytesReader(body))
 	if err != nil {

@@ -142,7 +142,7 @@ func (s *Server) forwardStartThenWait(r *http.Request, body []byte, wait time.Du
 	q := u.Query()
 	q.Del("wait")
 	u.RawQuery = q.Encode()
-	status, header, data, err := s.starts.forward(r, u.RequestURI(), body)
+	status, header, data, err := s.batched.forward(r, u.RequestURI(), body)
 	if err != nil {
 		return nil, err
 	}

@@ -76,8 +76,8 @@ type Server struct {
 	logger  hclog.Logger
 	router  *httprouter.Router
 	forward *http.Client
-	// starts sends the starts this node forwards in batches.
-	starts *forwarder
+	// batched sends the starts and signals this node forwards in batches.
+	batched *forwarder
 }
 
 // New builds the API's routes.
@@ -97,7 +97,7 @@ func New(cfg Config) *Server {
 		// pool would dial again at the next burst.
 		forward: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second}},
 	}
-	s.starts = &forwarder{s: s}
+	s.batched = &forwarder{s: s}
 	s.routes()
 	return s
 }
