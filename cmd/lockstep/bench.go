@@ -170,7 +170,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.twoRequests, "start-then-read", false, "start each instance, then follow it with a blocking read (two requests) instead of one start that waits for the end (?wait=); signal always does")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
-	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file")
+	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file: counts so far, and the p50 and p99 of the instances that completed in that second")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile of this process (with -local: the whole cluster, instances retained) at the end of the run to this file")
 	fs.Usage = func() {
@@ -451,7 +451,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			return nil, err
 		}
 		defer csv.Close()
-		fmt.Fprintln(csv, "second,started,completed,failed,errors")
+		fmt.Fprintln(csv, "second,started,completed,failed,errors,p50_ms,p99_ms")
 	}
 	begin := time.Now()
 	doneProgress := make(chan struct{})
@@ -462,6 +462,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		var prevDone int64
+		var seen int // latencies already counted in an earlier second
 		for sec := 1; ; sec++ {
 			select {
 			case <-doneProgress:
@@ -475,11 +476,17 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			for _, n := range errs {
 				ne += n
 			}
+			var second []time.Duration
+			if csv != nil {
+				second = append(second, lat[seen:]...)
+				seen = len(lat)
+			}
 			mu.Unlock()
 			fmt.Fprintf(progress, "\r%4ds  started %d  completed %d (%d/s)  failed %d  errors %d   ",
 				sec, started.Load(), d, d-prevDone, failed.Load(), ne)
 			if csv != nil {
-				fmt.Fprintf(csv, "%d,%d,%d,%d,%d\n", sec, started.Load(), d, failed.Load(), ne)
+				p50, p99 := quantile(second, 0.5), quantile(second, 0.99)
+				fmt.Fprintf(csv, "%d,%d,%d,%d,%d,%.1f,%.1f\n", sec, started.Load(), d, failed.Load(), ne, p50, p99)
 			}
 			prevDone = d
 		}
@@ -609,10 +616,21 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {
-		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
-		res.LatencyMS["p50"], res.LatencyMS["p90"], res.LatencyMS["p99"], res.LatencyMS["max"] = q(0.5), q(0.9), q(0.99), q(1)
+		res.LatencyMS["p50"], res.LatencyMS["p90"], res.LatencyMS["p99"], res.LatencyMS["max"] = quantile(lat, 0.5), quantile(lat, 0.9), quantile(lat, 0.99), quantile(lat, 1)
 	}
 	return res, nil
+}
+
+// quantile is the p-quantile of the latencies in milliseconds (0 for none);
+// it sorts them in place.
+func quantile(lat []time.Duration, p float64) float64 {
+	if len(lat) == 0 {
+		return 0
+	}
+	if !sort.SliceIsSorted(lat, func(i, j int) bool { return lat[i] < lat[j] }) {
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	}
+	return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
 }
 
 // benchQueue is the queue the bench's own workers serve.

@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lockstep-io/lockstep/agent/agenttest"
 )
@@ -110,5 +112,55 @@ func TestBenchFlagErrors(t *testing.T) {
 		if code := run(append([]string{"bench"}, args...), &bytes.Buffer{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "lockstep bench:") {
 			t.Errorf("%v: exit %d, %q", args, code, stderr.String())
 		}
+	}
+}
+
+// -out writes one CSV row per second: the counts so far and the p50 and
+// p99 of the instances that completed in that second.
+func TestBenchCSV(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	path := filepath.Join(t.TempDir(), "bench.csv")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"bench", "-address", "http://" + a.HTTPAddr(), "-duration", "2500ms", "-rate", "40", "-concurrency", "8", "-out", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if lines[0] != "second,started,completed,failed,errors,p50_ms,p99_ms" || len(lines) < 3 {
+		t.Fatalf("csv:\n%s", b)
+	}
+	measured := 0
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) != 7 {
+			t.Fatalf("row %q", l)
+		}
+		p50, err1 := strconv.ParseFloat(f[5], 64)
+		p99, err2 := strconv.ParseFloat(f[6], 64)
+		if err1 != nil || err2 != nil || p99 < p50 {
+			t.Fatalf("row %q", l)
+		}
+		if p50 > 0 {
+			measured++
+		}
+	}
+	if measured == 0 {
+		t.Fatalf("no second has a latency:\n%s", b)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	if q := quantile(nil, 0.99); q != 0 {
+		t.Fatalf("empty: %v", q)
+	}
+	lat := []time.Duration{5 * time.Millisecond, time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond}
+	if q := quantile(lat, 0.5); q != 3 {
+		t.Fatalf("p50 %v", q)
+	}
+	if q := quantile(lat, 1); q != 5 {
+		t.Fatalf("max %v", q)
 	}
 }
