@@ -125,7 +125,7 @@ func (f *FSM) compensateNext(tx *Txn, inst *Instance, wf *hcl.Workflow, now time
 	if pick == nil {
 		inst.Status = InstanceCancelled
 		inst.Error = &InstanceError{Type: "cancelled", Message: inst.CancelReason}
-		inst.EndedAt = &now
+		inst.EndedAt = now
 		inst.UpdatedAt, inst.ModifyIndex = now, tx.Index
 		return
 	}

@@ -32,7 +32,7 @@ func (f *FSM) startChild(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, no
 	}
 	st.ChildID = id
 	st.Status = StepRunning
-	st.ScheduledAt, st.StartedAt = &now, &now
+	st.ScheduledAt, st.StartedAt = now, now
 	if child.Terminal() { // it ended as it started (a fail step, say)
 		settleChildStep(st, child, now)
 	}

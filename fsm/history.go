@@ -239,7 +239,7 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 	quiet := inst.quiet
 	inst.quiet = false
 	inst.ExpiresKey = 0
-	if inst.Terminal() && inst.EndedAt != nil {
+	if inst.Terminal() && !inst.EndedAt.IsZero() {
 		retention := hcl.DefaultRetention
 		if wv := tx.WorkflowVersion(inst.Workflow, inst.Version); wv != nil {
 			if wf, err := f.workflow(wv); err == nil {

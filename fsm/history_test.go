@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"reflect"
@@ -137,5 +138,42 @@ func TestHistoryTailAcrossSnapshotsAtEveryPoint(t *testing.T) {
 		if !bytes.Equal(again.Bytes(), full.Bytes()) {
 			t.Fatalf("cut at %d: snapshot differs", cut)
 		}
+	}
+}
+
+// TestStepTimesJSON pins the JSON of the step and instance times, which
+// are values rather than pointers: a zero time is left out, as a nil
+// pointer was, so snapshots and API answers keep their bytes, and a
+// record written with the times present reads back the same.
+func TestStepTimesJSON(t *testing.T) {
+	b, err := json.Marshal(&StepState{Status: StepWaiting})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), `{"status":"waiting","attempts":0}`; got != want {
+		t.Fatalf("unset times: got %s, want %s", got, want)
+	}
+	at := time.Unix(1764756000, 5).UTC()
+	st := StepState{Status: StepSucceeded, ScheduledAt: at, StartedAt: at, EndedAt: at}
+	if b, err = json.Marshal(&st); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"status":"succeeded","attempts":0,"scheduled_at":"2025-12-03T10:00:00.000000005Z","started_at":"2025-12-03T10:00:00.000000005Z","ended_at":"2025-12-03T10:00:00.000000005Z"}`
+	if string(b) != want {
+		t.Fatalf("set times: got %s, want %s", b, want)
+	}
+	var back StepState
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !back.EndedAt.Equal(at) || !back.ScheduledAt.Equal(at) || !back.StartedAt.Equal(at) {
+		t.Fatalf("read back %+v", back)
+	}
+	ib, err := json.Marshal(&Instance{ID: "i", Status: InstanceRunning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(ib), "ended_at") {
+		t.Fatalf("a running instance's JSON has ended_at: %s", ib)
 	}
 }

@@ -53,7 +53,7 @@ type Instance struct {
 	Steps       map[string]*StepState `json:"steps"`
 	CreatedAt   time.Time             `json:"created_at"`
 	UpdatedAt   time.Time             `json:"updated_at"`
-	EndedAt     *time.Time            `json:"ended_at,omitempty"`
+	EndedAt     time.Time             `json:"ended_at,omitzero"`
 	CreateIndex uint64                `json:"create_index"`
 	ModifyIndex uint64                `json:"modify_index"`
 	// EventSeq is the sequence number of the instance's last history event.
@@ -105,9 +105,12 @@ type StepState struct {
 	TaskID   string          `json:"task_id,omitempty"`
 	// ScheduledAt, StartedAt and EndedAt are the command times at which the
 	// step's task was enqueued, last leased, and the step ended.
-	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
-	StartedAt   *time.Time `json:"started_at,omitempty"`
-	EndedAt     *time.Time `json:"ended_at,omitempty"`
+	// They are values, not pointers: a pointer would cost an allocation
+	// at every transition and an object for the collector to mark in
+	// every retained instance (zero is left out of the JSON, as nil was).
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	EndedAt     time.Time `json:"ended_at,omitzero"`
 	// Elements are the for_each elements of the step, in order; the step's
 	// output is then the list (or, with ForEachMap, the map) of theirs.
 	Elements   []*ElementState `json:"elements,omitempty"`
@@ -375,11 +378,11 @@ func (f *FSM) advance(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Time) 
 		} else if out, err := hcl.Eval(wf.Output, scopeOf(inst, now)); err != nil {
 			inst.Status = InstanceFailed
 			inst.Error = &InstanceError{Type: "output_error", Message: err.Error()}
-			inst.EndedAt = &now
+			inst.EndedAt = now
 		} else {
 			inst.Status = InstanceCompleted
 			inst.Output = out
-			inst.EndedAt = &now
+			inst.EndedAt = now
 		}
 	}
 	f.saveInstance(tx, inst, now)
@@ -429,7 +432,7 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 				continue
 			}
 			st.Status = StepSleeping
-			st.ScheduledAt = &now
+			st.ScheduledAt = now
 			newTimer(tx, TimerSleep, inst.ID, s.Name, "", due)
 		case hcl.KindFail:
 			msg := "step " + s.Name + " failed the instance on purpose"
@@ -455,7 +458,7 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 			task := newTask(tx, inst, s, input, now, nil)
 			st.Status = StepScheduled
 			st.TaskID = task.ID
-			st.ScheduledAt = &now
+			st.ScheduledAt = now
 		}
 	}
 	return changed
@@ -464,7 +467,7 @@ func (f *FSM) decideReady(tx *Txn, inst *Instance, wf *hcl.Workflow, now time.Ti
 func endStep(st *StepState, status string, err *TaskError, now time.Time) {
 	st.Status = status
 	st.Error = err
-	st.EndedAt = &now
+	st.EndedAt = now
 }
 
 // ruleAllows applies a step's trigger rule to its (ended) dependencies.
@@ -675,7 +678,7 @@ func (f *FSM) startForEach(tx *Txn, inst *Instance, s *hcl.Step, st *StepState, 
 		return
 	}
 	st.ForEachMap = isMap
-	st.ScheduledAt = &now
+	st.ScheduledAt = now
 	st.Elements = make([]*ElementState, len(elems))
 	for i, e := range elems {
 		st.Elements[i] = &ElementState{Key: e.Key, Index: e.Index, Value: e.Value, Status: StepWaiting}

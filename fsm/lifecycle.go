@@ -39,7 +39,7 @@ func checkTransition(inst *Instance, to string) *Error {
 func (f *FSM) endInstance(tx *Txn, inst *Instance, status string, cause *InstanceError, now time.Time) {
 	inst.Status = status
 	inst.Error = cause
-	inst.EndedAt = &now
+	inst.EndedAt = now
 	inst.UpdatedAt, inst.ModifyIndex = now, tx.Index
 	names := make([]string, 0, len(inst.Steps))
 	for name := range inst.Steps {

@@ -59,7 +59,7 @@ func (f *FSM) applyRetry(tx *Txn, body []byte) any {
 		}
 		resetSteps(tx, ic, wf, again, req.Time)
 	}
-	ic.Status, ic.Error, ic.EndedAt, ic.Output = InstanceRunning, nil, nil, nil
+	ic.Status, ic.Error, ic.EndedAt, ic.Output = InstanceRunning, nil, time.Time{}, nil
 	f.advance(tx, ic, wf, req.Time)
 	return &InstanceStatusResponse{ID: ic.ID, Status: tx.Instance(ic.ID).Status}
 }

@@ -23,7 +23,7 @@ func TestRetentionPurgesEndedInstances(t *testing.T) {
 	if h.instance("done").Status != InstanceCompleted || h.instance("waiting").Terminal() {
 		t.Fatal("setup")
 	}
-	ended := *h.instance("done").EndedAt
+	ended := h.instance("done").EndedAt
 	tx := h.fsm.State().Read()
 	if next := tx.NextExpiry(); !next.Equal(ended.Add(time.Hour)) {
 		t.Fatalf("next expiry %v, want %v", next, ended.Add(time.Hour))

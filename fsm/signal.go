@@ -120,7 +120,7 @@ func (f *FSM) waitForSignal(tx *Txn, inst *Instance, s *hcl.Step, st *StepState,
 		}
 	}
 	st.Status = StepWaitingSignal
-	st.ScheduledAt = &now
+	st.ScheduledAt = now
 	if s.SignalTimeout > 0 {
 		newTimer(tx, TimerSignalTimeout, inst.ID, s.Name, "", now.Add(s.SignalTimeout))
 	}

@@ -93,7 +93,7 @@ func TestSignalTimeoutTakesTheErrorPath(t *testing.T) {
 	h.register(approval)
 	h.start("i", "approval", `{}`)
 	h.play()
-	waitingSince := *h.instance("i").Steps["approve"].ScheduledAt
+	waitingSince := h.instance("i").Steps["approve"].ScheduledAt
 	if fired := h.fireDue(waitingSince.Add(24*time.Hour - time.Second)); len(fired) != 0 {
 		t.Fatal("signal wait timed out early")
 	}

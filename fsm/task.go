@@ -257,12 +257,12 @@ func (f *FSM) leaseTask(tx *Txn, id, worker string, now time.Time, n int) *Task 
 		e := st.Elements[*c.Element]
 		e.Status, e.Attempts = StepRunning, c.Attempt
 		st.Attempts = max(st.Attempts, c.Attempt)
-		if st.StartedAt == nil {
-			st.StartedAt = &now
+		if st.StartedAt.IsZero() {
+			st.StartedAt = now
 		}
 	} else {
 		st.Attempts = c.Attempt
-		st.StartedAt = &now
+		st.StartedAt = now
 	}
 	ic.UpdatedAt, ic.ModifyIndex = now, tx.Index
 	f.saveInstance(tx, ic, now)
