@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
 // MessageType identifies a command in the raft log. Values are append-only:
@@ -52,31 +55,77 @@ const (
 // too-new log and Apply panics rather than diverge silently.
 const IgnoreUnknownTypeFlag MessageType = 128
 
-// codecVersion is the second byte of every log entry: the encoding of the
-// command body. Bump it (and keep decoding the old one) when it changes.
-const codecVersion byte = 1
+// The second byte of every log entry names the encoding of the command
+// body. Entries are written with codecMsgpack; codecJSON is still read, for
+// logs and snapshots of logs written before it. A node that meets a codec it
+// does not know stops (Decode's error panics the handler) rather than guess.
+const (
+	codecJSON    byte = 1
+	codecMsgpack byte = 2
+	// codecVersion is the codec Encode writes.
+	codecVersion = codecMsgpack
+)
+
+// msgpackHandle encodes commands compactly: field names as the JSON tags
+// give them (so a command reads the same in either codec), byte slices
+// (json.RawMessage bodies among them) as raw bytes rather than escaped
+// text, times in Go's binary form, which keeps the zone offset as the JSON
+// text did, and map keys sorted, so equal commands encode to equal bytes.
+var msgpackHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.WriteExt = true
+	h.TimeNotBuiltin = true
+	h.Canonical = true
+	return h
+}()
+
+// encoder is a pooled msgpack encoder with the buffer it writes into.
+type encoder struct {
+	enc *codec.Encoder
+	buf []byte
+}
+
+var (
+	encoders = sync.Pool{New: func() any {
+		e := &encoder{}
+		e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+		return e
+	}}
+	decoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, msgpackHandle) }}
+)
 
 // Encode frames a command for the raft log: type byte, codec byte, body.
 func Encode(t MessageType, msg any) ([]byte, error) {
-	body, err := json.Marshal(msg)
-	if err != nil {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.enc.ResetBytes(&e.buf)
+	if err := e.enc.Encode(msg); err != nil {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
-	buf := make([]byte, 0, len(body)+2)
-	buf = append(buf, byte(t), codecVersion)
-	return append(buf, body...), nil
+	buf := make([]byte, 2+len(e.buf))
+	buf[0], buf[1] = byte(t), codecVersion
+	copy(buf[2:], e.buf)
+	return buf, nil
 }
 
 // Decode reads the body of a command framed by Encode (without its type
-// byte, as handlers receive it) into out.
+// byte, as handlers receive it) into out. A body may be in either codec.
 func Decode(buf []byte, out any) error {
 	if len(buf) < 1 {
 		return errors.New("empty command")
 	}
-	if buf[0] != codecVersion {
-		return fmt.Errorf("unknown command codec %d", buf[0])
+	switch buf[0] {
+	case codecMsgpack:
+		dec := decoders.Get().(*codec.Decoder)
+		dec.ResetBytes(buf[1:])
+		err := dec.Decode(out)
+		dec.ResetBytes(nil)
+		decoders.Put(dec)
+		return err
+	case codecJSON:
+		return json.Unmarshal(buf[1:], out)
 	}
-	return json.Unmarshal(buf[1:], out)
+	return fmt.Errorf("unknown command codec %d", buf[0])
 }
 
 func (t MessageType) String() string {
