@@ -2,11 +2,14 @@ package fsm
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"github.com/lockstep-io/lockstep/hcl"
 )
@@ -14,7 +17,9 @@ import (
 // Event is one entry of an instance's history: what changed, when (the
 // command's time), at which raft index, and why.
 type Event struct {
-	InstanceID string          `json:"instance_id"`
+	// A sealed tail (sealHistory) leaves the instance id out: the
+	// instance it belongs to has it.
+	InstanceID string          `json:"instance_id" codec:"-"`
 	Seq        uint64          `json:"seq"`
 	Time       time.Time       `json:"time"`
 	Index      uint64          `json:"index"`
@@ -71,7 +76,8 @@ func (t *Txn) appendHistory(inst *Instance, events []Event) {
 	if len(events) == 0 {
 		return
 	}
-	tail := inst.historyTail[:len(inst.historyTail):len(inst.historyTail)]
+	tail := inst.tail()
+	tail = tail[:len(tail):len(tail)]
 	stored := append([]Event(nil), events...) // one allocation for the events
 	for i := range stored {
 		tail = append(tail, &stored[i])
@@ -91,7 +97,69 @@ func (t *Txn) appendHistory(inst *Instance, events []Event) {
 	if len(tail) == 0 {
 		tail = nil
 	}
-	inst.historyTail = tail
+	inst.historyTail, inst.sealedTail = tail, nil
+}
+
+// tail returns the instance's events after its last complete chunk.
+func (i *Instance) tail() []*Event {
+	if i.sealedTail != nil {
+		return decodeEvents(i.sealedTail, i.ID)
+	}
+	return i.historyTail
+}
+
+// sealHistory keeps an ended instance's tail as one encoded, pointer-free
+// value instead of its events: the collector has nothing in it to scan,
+// and a retained instance keeps about a third less memory. Ended
+// instances' histories are read seldom (the API, snapshots, replay, a
+// retry), and each read decodes it afresh. appendHistory unseals.
+func (i *Instance) sealHistory() {
+	if len(i.historyTail) == 0 {
+		return
+	}
+	i.sealedTail, i.historyTail = encodeEvents(i.historyTail), nil
+}
+
+// eventsHandle encodes sealed tails: structs as arrays (positional, since
+// the form never leaves the process), times in Go's binary form so that a
+// decoded event writes the same JSON as the original.
+var eventsHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.WriteExt = true
+	h.TimeNotBuiltin = true
+	h.StructToArray = true
+	return h
+}()
+
+var eventEncoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = codec.NewEncoderBytes(&e.buf, eventsHandle)
+	return e
+}}
+
+// encodeEvents returns the events' sealed form, exactly as long as it is.
+func encodeEvents(events []*Event) []byte {
+	e := eventEncoders.Get().(*encoder)
+	defer eventEncoders.Put(e)
+	e.enc.ResetBytes(&e.buf)
+	if err := e.enc.Encode(events); err != nil {
+		panic(fmt.Sprintf("fsm: seal history: %v", err))
+	}
+	return append([]byte(nil), e.buf...)
+}
+
+// decodeEvents reads a sealed tail back into events of instance id.
+func decodeEvents(buf []byte, id string) []*Event {
+	var events []Event
+	if err := codec.NewDecoderBytes(buf, eventsHandle).Decode(&events); err != nil {
+		panic(fmt.Sprintf("fsm: sealed history: %v", err))
+	}
+	out := make([]*Event, len(events))
+	for i := range events {
+		events[i].InstanceID = id
+		out[i] = &events[i]
+	}
+	return out
 }
 
 // putChunk writes events as (the end of) the chunk starting at first. A
@@ -133,7 +201,7 @@ func (t *Txn) storeHistory(instance string, events []Event) {
 // chunks however their tails were flushed.
 func (t *Txn) historyRecords(inst *Instance, fn func(*historyChunk) error) error {
 	chunks := t.historyChunks(inst.ID, 1)
-	tail := inst.historyTail
+	tail := inst.tail()
 	if len(tail) > 0 {
 		first := chunkFirst(tail[0].Seq)
 		if n := len(chunks); n > 0 && chunks[n-1].First == first {
@@ -236,6 +304,9 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		e.InstanceID, e.Seq, e.Time, e.Index = inst.ID, inst.EventSeq, now, tx.Index
 	}
 	tx.appendHistory(inst, events)
+	if inst.Terminal() {
+		inst.sealHistory()
+	}
 	quiet := inst.quiet
 	inst.quiet = false
 	inst.ExpiresKey = 0
@@ -336,7 +407,7 @@ func (t *Txn) History(instance string, after uint64, limit int) []*Event {
 		}
 	}
 	if inst := t.Instance(instance); inst != nil {
-		add(inst.historyTail)
+		add(inst.tail())
 	}
 	return out
 }

@@ -177,3 +177,65 @@ func TestStepTimesJSON(t *testing.T) {
 		t.Fatalf("a running instance's JSON has ended_at: %s", ib)
 	}
 }
+
+// An ended instance keeps its history tail encoded, as one pointer-free
+// value; its history reads the same, and a retry carries it on.
+func TestEndedInstanceSealsItsHistoryTail(t *testing.T) {
+	h := newHarness(t)
+	h.register(diamondSource(t))
+	h.start("i", "diamond", `{"n": 1}`)
+	if inst := h.instance("i"); inst.sealedTail != nil || len(inst.historyTail) == 0 {
+		t.Fatalf("a running instance's tail: %d events, %d sealed bytes", len(inst.historyTail), len(inst.sealedTail))
+	}
+	a := h.leaseAll("w")[0]
+	h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: a.ID, Token: a.Token, Error: TaskError{Type: "bad", Message: "no", NonRetryable: true}})
+	inst := h.instance("i")
+	if inst.Status != InstanceFailed || inst.historyTail != nil || len(inst.sealedTail) == 0 {
+		t.Fatalf("an ended instance (%s): %d events in its tail, %d sealed bytes", inst.Status, len(inst.historyTail), len(inst.sealedTail))
+	}
+	ended := h.fsm.State().Read().History("i", 0, 0)
+	if got := historyOf(h, "i"); !strings.HasPrefix(got, "instance_started step_scheduled:a task_leased:a step_failed:a") || !strings.HasSuffix(got, "instance_failed:a") {
+		t.Fatalf("history of the ended instance: %s", got)
+	}
+	if ended[3].Error == nil || ended[3].Error.Type != "bad" || ended[2].Worker != "w" || string(ended[1].Data) != `{"n":1}` {
+		t.Fatalf("events read back: %+v %+v %+v", ended[1], ended[2], ended[3])
+	}
+	h.retry("i", "")
+	inst = h.instance("i")
+	if inst.sealedTail != nil || inst.Status != InstanceRunning {
+		t.Fatalf("after a retry: status %s, %d sealed bytes", inst.Status, len(inst.sealedTail))
+	}
+	h.runToEnd()
+	again := h.fsm.State().Read().History("i", 0, 0)
+	if got := historyOf(h, "i"); !strings.HasSuffix(got, "instance_completed") || len(again) <= len(ended) {
+		t.Fatalf("history after the retry: %s", got)
+	}
+	for i, e := range again {
+		if e.Seq != uint64(i+1) || e.InstanceID != "i" || e.Time.IsZero() {
+			t.Fatalf("event %d = %+v", i, e)
+		}
+	}
+	before, _ := json.Marshal(ended)
+	after, _ := json.Marshal(again[:len(ended)])
+	if !bytes.Equal(before, after) {
+		t.Fatalf("the retry rewrote the history before it:\n%s\n%s", before, after)
+	}
+}
+
+func TestSealedEventsReadBackExactly(t *testing.T) {
+	at := time.Date(2026, 12, 4, 5, 6, 7, 890123456, time.FixedZone("", -7200))
+	events := []*Event{
+		{InstanceID: "i", Seq: 1, Time: at, Index: 7, Type: "instance_started", Data: json.RawMessage(`{"n":1}`), Detail: "wf version 2"},
+		{InstanceID: "i", Seq: 2, Time: at.UTC(), Index: 8, Type: "attempt_failed", Step: "a", Element: "k", TaskID: "t1", Attempt: 3, Worker: "w", Error: &TaskError{Type: "boom", Message: "m", NonRetryable: true}},
+		{InstanceID: "i", Seq: 3, Time: time.Time{}, Index: 9, Type: "step_succeeded", Data: json.RawMessage(`null`)},
+	}
+	got := decodeEvents(encodeEvents(events), "i")
+	want, _ := json.Marshal(events)
+	back, _ := json.Marshal(got)
+	if !bytes.Equal(want, back) {
+		t.Fatalf("read back:\n%s\nwant\n%s", back, want)
+	}
+	if !reflect.DeepEqual(got[1].Error, events[1].Error) || got[0].Time.String() != at.String() {
+		t.Fatalf("read back %+v", got)
+	}
+}

@@ -84,7 +84,10 @@ type Instance struct {
 	// historyTail holds the events after the instance's last complete
 	// history chunk (appendHistory). It is not part of the record's JSON:
 	// snapshots write it inside the history chunks (historyRecords).
+	// Read it through tail(): once the instance has ended, the tail is
+	// kept encoded in sealedTail instead (sealHistory).
 	historyTail []*Event
+	sealedTail  []byte
 
 	pending []Event // noted events, written by saveInstance
 }
