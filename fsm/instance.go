@@ -628,6 +628,9 @@ func normalizeJSON(raw json.RawMessage) json.RawMessage {
 
 // Instance returns an instance by id, or nil.
 func (t *Txn) Instance(id string) *Instance {
+	if o, ok := t.heldRecord(tableInstances, id); ok {
+		return o.(*Instance)
+	}
 	raw, err := t.First(tableInstances, "id", id)
 	if err != nil || raw == nil {
 		return nil

@@ -246,6 +246,14 @@ func (t *Txn) First(table, index string, args ...any) (any, error) {
 	return t.Txn.First(table, index, args...)
 }
 
+// heldRecord returns a record this transaction holds by id, as First
+// would, without boxing the id into First's arguments (the hot lookups of
+// instances and tasks by id hit held records most of the time in a batch).
+func (t *Txn) heldRecord(table, id string) (any, bool) {
+	o, ok := t.held[table][id]
+	return o, ok
+}
+
 // The other reads and deletes of go-memdb see every record written so far.
 
 func (t *Txn) FirstWatch(table, index string, args ...any) (<-chan struct{}, any, error) {

@@ -649,6 +649,9 @@ func (f *FSM) applyHeartbeat(tx *Txn, body []byte) any {
 
 // Task returns a task by id, or nil.
 func (t *Txn) Task(id string) *Task {
+	if o, ok := t.heldRecord(tableTasks, id); ok {
+		return o.(*Task)
+	}
 	raw, err := t.First(tableTasks, "id", id)
 	if err != nil || raw == nil {
 		return nil
