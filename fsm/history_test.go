@@ -239,3 +239,33 @@ func TestSealedEventsReadBackExactly(t *testing.T) {
 		t.Fatalf("read back %+v", got)
 	}
 }
+
+// FuzzSealedEvents: any event reads back from its sealed form as it was.
+func FuzzSealedEvents(f *testing.F) {
+	f.Add(uint64(1), uint64(7), int64(1764824767890123456), -7200, "step_failed", "a", "k", "t1", 3, "w", "boom", "m", true, []byte(`{"n":1}`), "d")
+	f.Add(uint64(0), uint64(0), int64(0), 0, "", "", "", "", 0, "", "", "", false, []byte(nil), "")
+	f.Fuzz(func(t *testing.T, seq, index uint64, nanos int64, offset int, typ, step, element, task string, attempt int, worker, errType, errMsg string, noRetry bool, data []byte, detail string) {
+		offset = offset % (18 * 3600) / 60 * 60 // whole minutes, as Go's binary time form needs
+		e := &Event{InstanceID: "i", Seq: seq, Index: index, Time: time.Unix(0, nanos).In(time.FixedZone("", offset)), Type: typ, Step: step,
+			Element: element, TaskID: task, Attempt: attempt, Worker: worker, Data: data, Detail: detail}
+		if errType != "" || noRetry {
+			e.Error = &TaskError{Type: errType, Message: errMsg, NonRetryable: noRetry}
+		}
+		events := []*Event{e, {InstanceID: "i", Seq: seq + 1, Type: "x"}}
+		got := decodeEvents(encodeEvents(events), "i")
+		if len(got) != 2 || !reflect.DeepEqual(got[0].Error, e.Error) || !bytes.Equal(got[0].Data, e.Data) || (got[0].Data == nil) != (e.Data == nil) ||
+			!got[0].Time.Equal(e.Time) || !bytes.Equal(jsonOf(got[0].Time), jsonOf(e.Time)) {
+			t.Fatalf("read back %+v, want %+v", got[0], e)
+		}
+		g, w := *got[0], *e
+		g.Time, w.Time, g.Error, w.Error, g.Data, w.Data = time.Time{}, time.Time{}, nil, nil, nil, nil
+		if !reflect.DeepEqual(g, w) || got[1].Seq != seq+1 || got[1].Type != "x" {
+			t.Fatalf("read back %+v, want %+v", got[0], e)
+		}
+	})
+}
+
+func jsonOf(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
