@@ -142,3 +142,38 @@ func TestStartWithoutInputInEitherCodec(t *testing.T) {
 		t.Fatal("the two codecs left other state")
 	}
 }
+
+// A decoded command owns its bytes: state keeps the json.RawMessage bodies
+// (normalizeJSON returns a compact body as it is), so they must not be
+// views into the raft log entry they came from.
+func TestDecodedBodiesDoNotAliasTheEntry(t *testing.T) {
+	msg := &TaskResultsRequest{Results: []TaskOutcome{{TaskID: "t1", Token: "1.1", Output: json.RawMessage(`{"n":12345}`)}}}
+	data, err := Encode(TaskResultsType, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out TaskResultsRequest
+	if err := Decode(data[1:], &out); err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 'x'
+	}
+	if got := string(out.Results[0].Output); got != `{"n":12345}` || out.Results[0].TaskID != "t1" {
+		t.Fatalf("the decoded command changed with its entry: %q %q", got, out.Results[0].TaskID)
+	}
+}
+
+func TestNormalizeJSON(t *testing.T) {
+	compact := json.RawMessage(`{"a":[1,2],"b":"xy"}`)
+	if got := normalizeJSON(compact); &got[0] != &compact[0] {
+		t.Error("a compact body was copied")
+	}
+	for in, want := range map[string]string{
+		``: `null`, `{ "a" : 1 }`: `{"a":1}`, "[1,\n2]": `[1,2]`, `{"a":`: `null`, `nope`: `null`, `"x y"`: `"x y"`,
+	} {
+		if got := string(normalizeJSON(json.RawMessage(in))); got != want {
+			t.Errorf("normalizeJSON(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -614,9 +614,18 @@ func stepResult(st *StepState) hcl.StepResult {
 }
 
 // normalizeJSON compacts a JSON document so that equal documents compare
-// equal byte for byte; empty becomes null.
+// equal byte for byte; empty becomes null. A document with no white space
+// at all is compact already and is returned as it is (the caller's bytes,
+// which commands decode afresh), saving a copy that a retained instance
+// would keep.
 func normalizeJSON(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
+		return json.RawMessage("null")
+	}
+	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+		if json.Valid(raw) {
+			return raw
+		}
 		return json.RawMessage("null")
 	}
 	var buf bytes.Buffer

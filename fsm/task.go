@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"time"
+	"unique"
 
 	"github.com/hashicorp/go-memdb"
 
@@ -233,7 +234,9 @@ func (f *FSM) leaseTask(tx *Txn, id, worker string, now time.Time, n int) *Task 
 	c.Status = TaskLeased
 	c.Attempt++
 	c.Token = fmt.Sprintf("%d.%d", tx.Index, n)
-	c.WorkerID = worker
+	// Each command decodes the worker's id afresh; the canonical copy
+	// spares every retained task (and its events) a string of its own.
+	c.WorkerID = unique.Make(worker).Value()
 	c.LeaseDeadline = now.Add(c.Timeout)
 	c.HeartbeatDeadline = time.Time{}
 	if c.HeartbeatTimeout > 0 {
