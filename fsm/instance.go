@@ -640,7 +640,7 @@ func (t *Txn) Instance(id string) *Instance {
 	if o, ok := t.heldRecord(tableInstances, id); ok {
 		return o.(*Instance)
 	}
-	raw, err := t.First(tableInstances, "id", id)
+	raw, err := t.Txn.First(tableInstances, "id", id) // not held: in go-memdb, if anywhere
 	if err != nil || raw == nil {
 		return nil
 	}

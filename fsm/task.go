@@ -655,7 +655,7 @@ func (t *Txn) Task(id string) *Task {
 	if o, ok := t.heldRecord(tableTasks, id); ok {
 		return o.(*Task)
 	}
-	raw, err := t.First(tableTasks, "id", id)
+	raw, err := t.Txn.First(tableTasks, "id", id) // not held: in go-memdb, if anywhere
 	if err != nil || raw == nil {
 		return nil
 	}
