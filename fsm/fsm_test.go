@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -874,6 +875,9 @@ func BenchmarkRetainedHeap(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	before, objects := ms.HeapAlloc, ms.HeapObjects
+	scan := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}}
+	metrics.Read(scan)
+	scanBefore := scan[0].Value.Uint64()
 	for i := 0; i < b.N; i++ {
 		h.start(fmt.Sprintf("r%d", i), "chain3", `{"n":1}`)
 		h.runToEnd()
@@ -884,6 +888,15 @@ func BenchmarkRetainedHeap(b *testing.B) {
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(int64(ms.HeapAlloc)-int64(before))/float64(b.N), "B/instance")
 	b.ReportMetric(float64(int64(ms.HeapObjects)-int64(objects))/float64(b.N), "objects/instance")
+	// What the collector must scan per retained instance, and how long a
+	// full collection of the heap (nearly all of it the instances) takes
+	// per instance: a mark phase this long, on every node, is what slows a
+	// loaded cluster (docs/performance.md).
+	metrics.Read(scan)
+	b.ReportMetric(float64(int64(scan[0].Value.Uint64())-int64(scanBefore))/float64(b.N), "scan-B/instance")
+	start := time.Now()
+	runtime.GC()
+	b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N), "gc-ns/instance")
 	runtime.KeepAlive(h)
 }
 

@@ -94,22 +94,27 @@ type benchConfig struct {
 	twoRequests bool
 	jsonOut     bool
 	csvOut      string
+	// retention, when set, is the workload workflow's retention: how long
+	// each ended instance stays in the state before the leader purges it.
+	retention time.Duration
 }
 
 // benchResult is the summary, printed as text or, with -json, as is.
 type benchResult struct {
-	Workload        string             `json:"workload"`
-	Nodes           int                `json:"nodes"`
-	Concurrency     int                `json:"concurrency"`
-	Rate            float64            `json:"rate,omitempty"`
-	Seconds         float64            `json:"seconds"`
-	Started         int64              `json:"started"`
-	Completed       int64              `json:"completed"`
-	Failed          int64              `json:"failed"`
-	InstancesPerSec float64            `json:"instances_per_sec"`
-	RaftIndexPerSec float64            `json:"raft_entries_per_sec"`
-	LatencyMS       map[string]float64 `json:"latency_ms"`
-	Errors          map[string]int64   `json:"errors"`
+	Workload    string  `json:"workload"`
+	Nodes       int     `json:"nodes"`
+	Concurrency int     `json:"concurrency"`
+	Rate        float64 `json:"rate,omitempty"`
+	// RetentionSeconds is the workflow's retention set by -retention.
+	RetentionSeconds float64            `json:"retention_seconds,omitempty"`
+	Seconds          float64            `json:"seconds"`
+	Started          int64              `json:"started"`
+	Completed        int64              `json:"completed"`
+	Failed           int64              `json:"failed"`
+	InstancesPerSec  float64            `json:"instances_per_sec"`
+	RaftIndexPerSec  float64            `json:"raft_entries_per_sec"`
+	LatencyMS        map[string]float64 `json:"latency_ms"`
+	Errors           map[string]int64   `json:"errors"`
 	// Leader is the leader's side of the run, from GET /v1/stats before
 	// and after; absent when leadership moved during the run.
 	Leader *benchLeader `json:"leader,omitempty"`
@@ -136,6 +141,10 @@ type benchLeader struct {
 	CPUPerInstanceMS float64 `json:"cpu_ms_per_instance,omitempty"`
 	RSSBytes         uint64  `json:"rss_bytes"`
 	Applied          uint64  `json:"raft_applied"`
+	// Instances is how many instances the leader's state holds at the end
+	// (running and ended, this run's and earlier ones): the collector's
+	// work, and so the latency tail, grows with it (docs/performance.md).
+	Instances int `json:"instances_in_state"`
 	// PageFaultsPerInstance are the process's minor page faults (first
 	// touches of fresh memory) per completed instance; CPUs and
 	// TransparentHugePages describe the leader's host, on which they
@@ -169,6 +178,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
 	fs.BoolVar(&cfg.twoRequests, "start-then-read", false, "start each instance, then follow it with a blocking read (two requests) instead of one start that waits for the end (?wait=); signal always does")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
+	fs.DurationVar(&cfg.retention, "retention", 0, "keep each ended instance this long (the workflow's retention) instead of the default 7 days, so the state stops growing: at a fixed rate it then holds about rate x retention ended instances")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file: counts so far, and the p50 and p99 of the instances that completed in that second")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
@@ -193,8 +203,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep bench: unknown workload %q (one of: chain3, fanout, signal, timer, raft)\n", cfg.workload)
 		return 1
 	}
-	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
-		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate and -workers not negative, -batch from 1 to 1000")
+	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.retention < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
+		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate, -retention and -workers not negative, -batch from 1 to 1000")
 		return 1
 	}
 	if cfg.local && len(cfg.addresses) > 0 {
@@ -279,6 +289,9 @@ func printBench(w io.Writer, r *benchResult) {
 	if r.StartThenRead {
 		fmt.Fprint(w, ", start then blocking read")
 	}
+	if r.RetentionSeconds > 0 {
+		fmt.Fprintf(w, ", retention %s", time.Duration(r.RetentionSeconds*float64(time.Second)))
+	}
 	fmt.Fprintf(w, "\n  completed   %d of %d started in %.1fs (%d failed)\n", r.Completed, r.Started, r.Seconds, r.Failed)
 	fmt.Fprintf(w, "  throughput  %.1f instances/s, %.0f raft entries/s\n", r.InstancesPerSec, r.RaftIndexPerSec)
 	from := "start request"
@@ -296,7 +309,7 @@ func printBench(w io.Writer, r *benchResult) {
 		if l.CPUPerInstanceMS > 0 {
 			perInstance = fmt.Sprintf(" (%.2fms per instance)", l.CPUPerInstanceMS)
 		}
-		fmt.Fprintf(w, "  server      %s: %.0f%% CPU%s, %.0f MiB resident, %d raft entries applied\n", who, l.CPUPercent, perInstance, float64(l.RSSBytes)/(1<<20), l.Applied)
+		fmt.Fprintf(w, "  server      %s: %.0f%% CPU%s, %.0f MiB resident, %d raft entries applied, %d instances in the state\n", who, l.CPUPercent, perInstance, float64(l.RSSBytes)/(1<<20), l.Applied, l.Instances)
 		if l.CPUs > 0 {
 			thp := l.TransparentHugePages
 			if thp == "" {
@@ -364,6 +377,9 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		src := wl.source
 		if cfg.workers > 0 {
 			src = onQueue(src, benchQueue)
+		}
+		if cfg.retention > 0 {
+			src = withRetention(src, cfg.retention)
 		}
 		reg, err := clients[0].RegisterWorkflow(ctx, "bench-"+cfg.workload+".hcl", []byte(src))
 		if err != nil {
@@ -582,7 +598,8 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 	}
 	res := &benchResult{
 		Workload: cfg.workload, Nodes: len(clients), Concurrency: cfg.concurrency, Rate: cfg.rate,
-		Seconds: elapsed.Seconds(), Started: started.Load(), Completed: completed.Load(), Failed: failed.Load(),
+		RetentionSeconds: cfg.retention.Seconds(),
+		Seconds:          elapsed.Seconds(), Started: started.Load(), Completed: completed.Load(), Failed: failed.Load(),
 		LatencyMS: map[string]float64{}, Errors: errs, Workers: cfg.workers,
 		StartThenRead: (cfg.twoRequests || cfg.workload == "signal") && cfg.workload != "raft",
 	}
@@ -600,7 +617,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			cpu := after.Process.CPUUserSeconds + after.Process.CPUSystemSeconds - before.Process.CPUUserSeconds - before.Process.CPUSystemSeconds
 			res.Leader = &benchLeader{
 				Node: after.Node, SharedProc: cfg.local, CPUPercent: 100 * cpu / res.Seconds,
-				RSSBytes: after.Process.RSSBytes, Applied: statUint(after.Raft, "applied_index") - statUint(before.Raft, "applied_index"),
+				RSSBytes: after.Process.RSSBytes, Instances: after.State["instances"], Applied: statUint(after.Raft, "applied_index") - statUint(before.Raft, "applied_index"),
 				CPUs: after.Host.CPUs, TransparentHugePages: after.Host.TransparentHugePages,
 				DispatchMS:   quantilesMS(before.Histograms["lockstep_dispatch_latency_seconds"], after.Histograms["lockstep_dispatch_latency_seconds"]),
 				RaftApplyMS:  quantilesMS(before.Histograms["lockstep_raft_apply_seconds"], after.Histograms["lockstep_raft_apply_seconds"]),
@@ -641,6 +658,13 @@ const benchQueue = "bench"
 func onQueue(src, queue string) string {
 	i := strings.Index(src, "{\n")
 	return src[:i+2] + fmt.Sprintf("  defaults {\n    queue = %q\n  }\n", queue) + src[i+2:]
+}
+
+// withRetention sets the retention of the workflow in src, which sets
+// none.
+func withRetention(src string, d time.Duration) string {
+	i := strings.Index(src, "{\n")
+	return src[:i+2] + fmt.Sprintf("  retention = %q\n", d.String()) + src[i+2:]
 }
 
 // benchWorker runs the workload's tasks as an external worker would:

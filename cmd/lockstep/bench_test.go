@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/agent/agenttest"
+	"github.com/lockstep-io/lockstep/api"
+	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
 // TestBenchRunsEachWorkload runs every workload for a few instances on a
@@ -83,6 +86,40 @@ func TestBenchWorkersAndRaftCeiling(t *testing.T) {
 	}
 }
 
+// -retention sets the workload's retention: the summary says so and counts
+// the instances in the state, and the leader purges the ended ones once
+// their retention has passed.
+func TestBenchRetention(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	addr := "http://" + a.HTTPAddr()
+	res, err := bench(context.Background(), benchConfig{addresses: []string{addr}, workload: "chain3", instances: 8, concurrency: 4, retention: 300 * time.Millisecond}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	printBench(&out, res)
+	if res.Completed != 8 || res.RetentionSeconds != 0.3 || !strings.Contains(out.String(), ", retention 300ms") || !strings.Contains(out.String(), " instances in the state") {
+		t.Fatalf("%+v\n%s", res, out.String())
+	}
+	if res.Leader == nil || res.Leader.Instances < 1 || res.Leader.Instances > 8 {
+		t.Fatalf("instances in the state: %+v", res.Leader)
+	}
+	cl, err := api.New(api.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 20*time.Second, "the ended instances' purge", func() error {
+		st, err := cl.Stats(context.Background())
+		if err != nil {
+			return err
+		}
+		if n := st.State["instances"]; n != 0 {
+			return fmt.Errorf("%d instances in the state", n)
+		}
+		return nil
+	})
+}
+
 // -memprofile writes the heap (gzipped pprof) once the run is over.
 func TestBenchMemProfile(t *testing.T) {
 	a := agenttest.Dev(t, true)
@@ -106,6 +143,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"-concurrency", "0"},
 		{"-local", "-nodes", "0"},
 		{"-batch", "0"},
+		{"-retention", "-1s"},
 		{"-local", "-address", "http://127.0.0.1:1"},
 	} {
 		var stderr bytes.Buffer
