@@ -26,6 +26,12 @@ type PollRequest struct {
 // MaxPollWait caps a long poll.
 const MaxPollWait = 60 * time.Second
 
+// purgeSlack is how long past its retention an ended instance (or an
+// idempotency answer past its window) may stay before the leader deletes
+// it: waiting this long lets one PurgeInstances command take everything
+// that came due meanwhile.
+const purgeSlack = time.Second
+
 type waiter struct {
 	req     PollRequest
 	accept  map[string]bool
@@ -398,10 +404,12 @@ func (e *Engine) timeRound(ctx context.Context, state *fsm.StateStore) (time.Dur
 		}
 	}
 	// Retention: ended instances whose time is up are deleted, a bounded
-	// batch per command.
+	// batch per command, once the earliest has been due for purgeSlack:
+	// instances that end at a steady rate then go a second's worth at a
+	// time instead of one command (and raft round) each.
 	if exp := tx.NextPurge(); !exp.IsZero() {
-		if exp.After(now) {
-			next = min(next, exp.Sub(now))
+		if due := exp.Add(purgeSlack); due.After(now) {
+			next = min(next, due.Sub(now))
 		} else {
 			res, err := e.propose(ctx, fsm.PurgeInstancesType, &fsm.PurgeInstancesRequest{Header: fsm.Header{Time: now}, Max: fsm.MaxPurge})
 			if err != nil {

@@ -252,3 +252,63 @@ func TestLeaderPurgesExpiredInstances(t *testing.T) {
 		t.Fatalf("history after purge: %v", err)
 	}
 }
+
+// Instances that end a little apart are deleted by one PurgeInstances
+// command: the leader waits purgeSlack past the earliest expiry, so no
+// read ever sees one of them gone and the other still there.
+func TestLeaderPurgesWhatCameDueTogether(t *testing.T) {
+	cl := leadingDev(t)
+	ctx := context.Background()
+	src := `workflow "brief" {
+  retention = "300ms"
+  step "a" {
+    activity = "noop"
+  }
+}
+`
+	if _, err := cl.RegisterWorkflow(ctx, "brief.hcl", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	var ended []time.Time
+	for _, id := range []string{"first", "second"} {
+		s, err := cl.StartInstance(ctx, "brief", api.StartRequest{ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 5000})
+		if err != nil || task == nil {
+			t.Fatalf("poll: %+v %v", task, err)
+		}
+		if _, err := cl.Complete(ctx, task.TaskID, task.Token, nil); err != nil {
+			t.Fatal(err)
+		}
+		inst, err := cl.WaitInstanceSince(ctx, id, s.Index)
+		if err != nil || inst.Status != "completed" || inst.EndedAt == nil {
+			t.Fatalf("instance = %+v %v", inst, err)
+		}
+		ended = append(ended, *inst.EndedAt)
+		if id == "first" {
+			// The second ends 200 ms after the first: without the slack
+			// each would be purged by a command of its own, 200 ms apart.
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// The leader's slack is one second (purgeSlack); a machine so loaded
+	// that the two ends are most of that apart cannot show the grouping.
+	if gap := ended[1].Sub(ended[0]); gap > 700*time.Millisecond {
+		t.Skipf("the instances ended %v apart on this loaded machine, too far apart for one purge", gap)
+	}
+	waitFor(t, 10*time.Second, "both instances to be deleted", func() error {
+		list, _, err := cl.Instances(ctx, "brief", "", 10)
+		if err != nil {
+			return err
+		}
+		switch len(list) {
+		case 0:
+			return nil
+		case 1:
+			t.Fatalf("one instance deleted without the other: %+v", list)
+		}
+		return fmt.Errorf("%d left", len(list))
+	})
+}
