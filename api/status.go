@@ -143,13 +143,21 @@ func (h Histogram) MeanSince(before Histogram) float64 {
 
 // ProcessStats are the node process's CPU time and memory.
 type ProcessStats struct {
-	Goroutines       int     `json:"goroutines"`
-	HeapAllocBytes   uint64  `json:"heap_alloc_bytes"`
-	SysBytes         uint64  `json:"sys_bytes"`
-	CPUUserSeconds   float64 `json:"cpu_user_seconds"`
-	CPUSystemSeconds float64 `json:"cpu_system_seconds"`
-	MaxRSSBytes      uint64  `json:"max_rss_bytes"`
-	RSSBytes         uint64  `json:"rss_bytes"`
+	Goroutines     int    `json:"goroutines"`
+	HeapAllocBytes uint64 `json:"heap_alloc_bytes"`
+	SysBytes       uint64 `json:"sys_bytes"`
+	// GCCycles counts the collections since the process started;
+	// GCCPUSeconds is the CPU time the collector took (GCAssistCPUSeconds
+	// of it taken from goroutines that allocated while it marked), and
+	// HeapLiveBytes the live heap its last mark found.
+	GCCycles           uint64  `json:"gc_cycles"`
+	GCCPUSeconds       float64 `json:"gc_cpu_seconds"`
+	GCAssistCPUSeconds float64 `json:"gc_assist_cpu_seconds"`
+	HeapLiveBytes      uint64  `json:"heap_live_bytes"`
+	CPUUserSeconds     float64 `json:"cpu_user_seconds"`
+	CPUSystemSeconds   float64 `json:"cpu_system_seconds"`
+	MaxRSSBytes        uint64  `json:"max_rss_bytes"`
+	RSSBytes           uint64  `json:"rss_bytes"`
 	// MinorPageFaults counts the first touches of fresh memory pages
 	// since the process started.
 	MinorPageFaults uint64 `json:"minor_page_faults"`

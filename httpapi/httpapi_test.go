@@ -247,6 +247,11 @@ func TestPollProtocol(t *testing.T) {
 	if p := r.body["process"].(map[string]any); p["cpu_user_seconds"].(float64) <= 0 || p["goroutines"].(float64) < 1 || p["minor_page_faults"].(float64) < 1 {
 		t.Fatalf("stats process = %v", p)
 	}
+	runtime.GC() // so that the test binary's collector has marked at least once
+	r = call(t, "GET", base+"/v1/stats", "")
+	if p := r.body["process"].(map[string]any); p["gc_cycles"].(float64) < 1 || p["heap_live_bytes"].(float64) <= 0 || p["gc_cpu_seconds"].(float64) <= 0 || p["gc_assist_cpu_seconds"] == nil {
+		t.Fatalf("stats process, collector = %v", p)
+	}
 	host := r.body["host"].(map[string]any)
 	if host["cpus"].(float64) != float64(runtime.NumCPU()) {
 		t.Fatalf("stats host = %v", host)

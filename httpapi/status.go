@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,6 +81,24 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 		"heap_alloc_bytes": ms.HeapAlloc,
 		"sys_bytes":        ms.Sys,
 		"gc_cycles":        ms.NumGC,
+	}
+	// The collector's share: its CPU time (all of it, and the part that
+	// allocating goroutines were made to do), and the live heap its last
+	// mark found. Each mark phase takes time in proportion to that heap,
+	// and a loaded node's latency tail with it (docs/performance.md).
+	gc := []metrics.Sample{
+		{Name: "/cpu/classes/gc/total:cpu-seconds"},
+		{Name: "/cpu/classes/gc/mark/assist:cpu-seconds"},
+		{Name: "/gc/heap/live:bytes"},
+	}
+	metrics.Read(gc)
+	for i, k := range []string{"gc_cpu_seconds", "gc_assist_cpu_seconds", "heap_live_bytes"} {
+		switch gc[i].Value.Kind() {
+		case metrics.KindFloat64:
+			proc[k] = gc[i].Value.Float64()
+		case metrics.KindUint64:
+			proc[k] = gc[i].Value.Uint64()
+		}
 	}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {

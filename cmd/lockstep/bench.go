@@ -156,6 +156,16 @@ type benchLeader struct {
 	// the run; RaftApplyMS of proposal → response (commit and apply).
 	DispatchMS  map[string]float64 `json:"dispatch_latency_ms,omitempty"`
 	RaftApplyMS map[string]float64 `json:"raft_apply_ms,omitempty"`
+	// GCCycles are the collections the leader's process ran during the
+	// run, GCCPUPercent the share of its CPU they took and GCCPUPerCycleMS
+	// their CPU each (GCAssistPerCycleMS of it assists); HeapLiveBytes is
+	// the live heap at the last one. A mark phase lasts in proportion to
+	// that heap, and the seconds it runs in are the latency tail's.
+	GCCycles           uint64  `json:"gc_cycles"`
+	GCCPUPercent       float64 `json:"gc_cpu_percent"`
+	GCCPUPerCycleMS    float64 `json:"gc_cpu_ms_per_cycle,omitempty"`
+	GCAssistPerCycleMS float64 `json:"gc_assist_ms_per_cycle,omitempty"`
+	HeapLiveBytes      uint64  `json:"heap_live_bytes"`
 	// BatchMean is the mean number of commands per raft batch the leader's
 	// FSM applied, and BatchApplyMS the mean time it took per batch.
 	BatchMean    float64 `json:"fsm_batch_mean"`
@@ -316,6 +326,10 @@ func printBench(w io.Writer, r *benchResult) {
 				thp = "unknown"
 			}
 			fmt.Fprintf(w, "  host        %d CPUs, transparent huge pages %s, %.1f page faults per instance\n", l.CPUs, thp, l.PageFaultsPerInstance)
+		}
+		if l.GCCycles > 0 {
+			fmt.Fprintf(w, "  collector   %d cycles, %.0f%% of that CPU, %.0fms of CPU each (%.0fms of it assists); %.0f MiB live at the last\n",
+				l.GCCycles, l.GCCPUPercent, l.GCCPUPerCycleMS, l.GCAssistPerCycleMS, float64(l.HeapLiveBytes)/(1<<20))
 		}
 		if d := l.DispatchMS; d != nil {
 			fmt.Fprintf(w, "  dispatch    p50 %.1fms  p90 %.1fms  p99 %.1fms (task ready to lease committed, leader)\n", d["p50"], d["p90"], d["p99"])
@@ -623,6 +637,15 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				RaftApplyMS:  quantilesMS(before.Histograms["lockstep_raft_apply_seconds"], after.Histograms["lockstep_raft_apply_seconds"]),
 				BatchMean:    orZero(after.Histograms["lockstep_fsm_batch_commands"].MeanSince(before.Histograms["lockstep_fsm_batch_commands"])),
 				BatchApplyMS: 1000 * orZero(after.Histograms["lockstep_fsm_batch_apply_seconds"].MeanSince(before.Histograms["lockstep_fsm_batch_apply_seconds"])),
+			}
+			bp, ap := before.Process, after.Process
+			res.Leader.GCCycles, res.Leader.HeapLiveBytes = ap.GCCycles-bp.GCCycles, ap.HeapLiveBytes
+			if cpu > 0 {
+				res.Leader.GCCPUPercent = 100 * (ap.GCCPUSeconds - bp.GCCPUSeconds) / cpu
+			}
+			if n := float64(res.Leader.GCCycles); n > 0 {
+				res.Leader.GCCPUPerCycleMS = 1000 * (ap.GCCPUSeconds - bp.GCCPUSeconds) / n
+				res.Leader.GCAssistPerCycleMS = 1000 * (ap.GCAssistCPUSeconds - bp.GCAssistCPUSeconds) / n
 			}
 			res.RaftIndexPerSec = float64(res.Leader.Applied) / res.Seconds
 			if res.Completed > 0 {

@@ -40,7 +40,7 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
 				t.Fatalf("latencies: %v", res.LatencyMS)
 			}
-			if res.Leader.DispatchMS["p99"] <= 0 || res.Leader.RaftApplyMS["p50"] <= 0 || res.Leader.BatchMean < 1 {
+			if res.Leader.DispatchMS["p99"] <= 0 || res.Leader.RaftApplyMS["p50"] <= 0 || res.Leader.BatchMean < 1 || res.Leader.HeapLiveBytes == 0 {
 				t.Fatalf("server side: %+v", res.Leader)
 			}
 			var out bytes.Buffer
