@@ -212,11 +212,11 @@ func TestLeaderFiresCronTriggers(t *testing.T) {
 	})
 }
 
-// The leader deletes an instance once its workflow's retention has passed
-// after it ended; reads then answer 404.
-func TestLeaderPurgesExpiredInstances(t *testing.T) {
+// briefCluster is a leading dev node with the workflow "brief": one noop
+// step, ended instances kept 300 ms.
+func briefCluster(t *testing.T) *api.Client {
+	t.Helper()
 	cl := leadingDev(t)
-	ctx := context.Background()
 	src := `workflow "brief" {
   retention = "300ms"
   step "a" {
@@ -224,10 +224,18 @@ func TestLeaderPurgesExpiredInstances(t *testing.T) {
   }
 }
 `
-	if _, err := cl.RegisterWorkflow(ctx, "brief.hcl", []byte(src)); err != nil {
+	if _, err := cl.RegisterWorkflow(context.Background(), "brief.hcl", []byte(src)); err != nil {
 		t.Fatal(err)
 	}
-	s, err := cl.StartInstance(ctx, "brief", api.StartRequest{ID: "b"})
+	return cl
+}
+
+// runBrief starts a "brief" instance, runs its task as a worker and
+// returns when it ended.
+func runBrief(t *testing.T, cl *api.Client, id string) time.Time {
+	t.Helper()
+	ctx := context.Background()
+	s, err := cl.StartInstance(ctx, "brief", api.StartRequest{ID: id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,9 +246,19 @@ func TestLeaderPurgesExpiredInstances(t *testing.T) {
 	if _, err := cl.Complete(ctx, task.TaskID, task.Token, nil); err != nil {
 		t.Fatal(err)
 	}
-	if inst, err := cl.WaitInstanceSince(ctx, "b", s.Index); err != nil || inst.Status != "completed" {
+	inst, err := cl.WaitInstanceSince(ctx, id, s.Index)
+	if err != nil || inst.Status != "completed" || inst.EndedAt == nil {
 		t.Fatalf("instance = %+v %v", inst, err)
 	}
+	return *inst.EndedAt
+}
+
+// The leader deletes an instance once its workflow's retention has passed
+// after it ended; reads then answer 404.
+func TestLeaderPurgesExpiredInstances(t *testing.T) {
+	cl := briefCluster(t)
+	ctx := context.Background()
+	runBrief(t, cl, "b")
 	waitFor(t, 10*time.Second, "the instance to be deleted", func() error {
 		_, err := cl.Instance(ctx, "b")
 		if !api.IsStatus(err, 404) {
@@ -257,49 +275,19 @@ func TestLeaderPurgesExpiredInstances(t *testing.T) {
 // command: the leader waits purgeSlack past the earliest expiry, so no
 // read ever sees one of them gone and the other still there.
 func TestLeaderPurgesWhatCameDueTogether(t *testing.T) {
-	cl := leadingDev(t)
-	ctx := context.Background()
-	src := `workflow "brief" {
-  retention = "300ms"
-  step "a" {
-    activity = "noop"
-  }
-}
-`
-	if _, err := cl.RegisterWorkflow(ctx, "brief.hcl", []byte(src)); err != nil {
-		t.Fatal(err)
-	}
-	var ended []time.Time
-	for _, id := range []string{"first", "second"} {
-		s, err := cl.StartInstance(ctx, "brief", api.StartRequest{ID: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		task, err := cl.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 5000})
-		if err != nil || task == nil {
-			t.Fatalf("poll: %+v %v", task, err)
-		}
-		if _, err := cl.Complete(ctx, task.TaskID, task.Token, nil); err != nil {
-			t.Fatal(err)
-		}
-		inst, err := cl.WaitInstanceSince(ctx, id, s.Index)
-		if err != nil || inst.Status != "completed" || inst.EndedAt == nil {
-			t.Fatalf("instance = %+v %v", inst, err)
-		}
-		ended = append(ended, *inst.EndedAt)
-		if id == "first" {
-			// The second ends 200 ms after the first: without the slack
-			// each would be purged by a command of its own, 200 ms apart.
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	cl := briefCluster(t)
+	first := runBrief(t, cl, "first")
+	// The second ends 200 ms after the first: without the slack each
+	// would be purged by a command of its own, 200 ms apart.
+	time.Sleep(200 * time.Millisecond)
+	second := runBrief(t, cl, "second")
 	// The leader's slack is one second (purgeSlack); a machine so loaded
 	// that the two ends are most of that apart cannot show the grouping.
-	if gap := ended[1].Sub(ended[0]); gap > 700*time.Millisecond {
+	if gap := second.Sub(first); gap > 700*time.Millisecond {
 		t.Skipf("the instances ended %v apart on this loaded machine, too far apart for one purge", gap)
 	}
 	waitFor(t, 10*time.Second, "both instances to be deleted", func() error {
-		list, _, err := cl.Instances(ctx, "brief", "", 10)
+		list, _, err := cl.Instances(context.Background(), "brief", "", 10)
 		if err != nil {
 			return err
 		}
