@@ -188,7 +188,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
 	fs.BoolVar(&cfg.twoRequests, "start-then-read", false, "start each instance, then follow it with a blocking read (two requests) instead of one start that waits for the end (?wait=); signal always does")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
-	fs.DurationVar(&cfg.retention, "retention", 0, "keep each ended instance this long (the workflow's retention) instead of the default 7 days, so the state stops growing: at a fixed rate it then holds about rate x retention ended instances")
+	fs.DurationVar(&cfg.retention, "retention", 0, "keep each ended instance this long (the workflow's retention) instead of the default 7 days, so the state stops growing: at a fixed rate it then holds about rate x retention ended instances, plus up to a second's worth the leader purges together")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file: counts so far, and the p50 and p99 of the instances that completed in that second")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
