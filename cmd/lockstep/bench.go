@@ -679,15 +679,19 @@ const benchQueue = "bench"
 // onQueue puts every step of a workload on a queue: a defaults block as
 // the workflow's first statement.
 func onQueue(src, queue string) string {
+	return intoWorkflow(src, fmt.Sprintf("  defaults {\n    queue = %q\n  }\n", queue))
+}
+
+// intoWorkflow inserts lines at the top of the workflow block of src.
+func intoWorkflow(src, lines string) string {
 	i := strings.Index(src, "{\n")
-	return src[:i+2] + fmt.Sprintf("  defaults {\n    queue = %q\n  }\n", queue) + src[i+2:]
+	return src[:i+2] + lines + src[i+2:]
 }
 
 // withRetention sets the retention of the workflow in src, which sets
 // none.
 func withRetention(src string, d time.Duration) string {
-	i := strings.Index(src, "{\n")
-	return src[:i+2] + fmt.Sprintf("  retention = %q\n", d.String()) + src[i+2:]
+	return intoWorkflow(src, fmt.Sprintf("  retention = %q\n", d.String()))
 }
 
 // benchWorker runs the workload's tasks as an external worker would:
