@@ -230,9 +230,8 @@ func briefCluster(t *testing.T) *api.Client {
 	return cl
 }
 
-// runBrief starts a "brief" instance, runs its task as a worker and
-// returns when it ended.
-func runBrief(t *testing.T, cl *api.Client, id string) time.Time {
+// startBrief starts a "brief" instance and leases its task as a worker.
+func startBrief(t *testing.T, cl *api.Client, id string) (uint64, *api.Task) {
 	t.Helper()
 	ctx := context.Background()
 	s, err := cl.StartInstance(ctx, "brief", api.StartRequest{ID: id})
@@ -243,10 +242,18 @@ func runBrief(t *testing.T, cl *api.Client, id string) time.Time {
 	if err != nil || task == nil {
 		t.Fatalf("poll: %+v %v", task, err)
 	}
+	return s.Index, task
+}
+
+// finishBrief completes the task startBrief leased and returns when its
+// instance ended.
+func finishBrief(t *testing.T, cl *api.Client, id string, index uint64, task *api.Task) time.Time {
+	t.Helper()
+	ctx := context.Background()
 	if _, err := cl.Complete(ctx, task.TaskID, task.Token, nil); err != nil {
 		t.Fatal(err)
 	}
-	inst, err := cl.WaitInstanceSince(ctx, id, s.Index)
+	inst, err := cl.WaitInstanceSince(ctx, id, index)
 	if err != nil || inst.Status != "completed" || inst.EndedAt == nil {
 		t.Fatalf("instance = %+v %v", inst, err)
 	}
@@ -258,7 +265,8 @@ func runBrief(t *testing.T, cl *api.Client, id string) time.Time {
 func TestLeaderPurgesExpiredInstances(t *testing.T) {
 	cl := briefCluster(t)
 	ctx := context.Background()
-	runBrief(t, cl, "b")
+	index, task := startBrief(t, cl, "b")
+	finishBrief(t, cl, "b", index, task)
 	waitFor(t, 10*time.Second, "the instance to be deleted", func() error {
 		_, err := cl.Instance(ctx, "b")
 		if !api.IsStatus(err, 404) {
@@ -276,13 +284,18 @@ func TestLeaderPurgesExpiredInstances(t *testing.T) {
 // read ever sees one of them gone and the other still there.
 func TestLeaderPurgesWhatCameDueTogether(t *testing.T) {
 	cl := briefCluster(t)
-	first := runBrief(t, cl, "first")
-	// The second ends 200 ms after the first: without the slack each
-	// would be purged by a command of its own, 200 ms apart.
+	// Both run before either ends, so that only the pause below and one
+	// request stand between their ends.
+	i1, t1 := startBrief(t, cl, "first")
+	i2, t2 := startBrief(t, cl, "second")
+	first := finishBrief(t, cl, "first", i1, t1)
+	// The second ends about 200 ms after the first: without the slack
+	// each would be purged by a command of its own, 200 ms apart.
 	time.Sleep(200 * time.Millisecond)
-	second := runBrief(t, cl, "second")
-	// The leader's slack is one second (purgeSlack); a machine so loaded
-	// that the two ends are most of that apart cannot show the grouping.
+	second := finishBrief(t, cl, "second", i2, t2)
+	// The leader's slack is one second (purgeSlack): only a machine so
+	// loaded that one request took most of that could not show the
+	// grouping, and then there is nothing to assert.
 	if gap := second.Sub(first); gap > 700*time.Millisecond {
 		t.Skipf("the instances ended %v apart on this loaded machine, too far apart for one purge", gap)
 	}
