@@ -193,7 +193,6 @@ func (f *FSM) settleCancelling(tx *Txn, c *Task, inst *Instance, wf *hcl.Workflo
 func newCompensationTask(tx *Txn, inst *Instance, s *hcl.Step, input []byte, now time.Time) *Task {
 	seq := tx.nextSeq("task")
 	t := &Task{
-		ID:             "t" + itoa(seq),
 		Seq:            seq,
 		InstanceID:     inst.ID,
 		Step:           s.Name,
@@ -210,6 +209,7 @@ func newCompensationTask(tx *Txn, inst *Instance, s *hcl.Step, input []byte, now
 		CreateIndex:    tx.Index,
 		ModifyIndex:    tx.Index,
 	}
+	t.ID, t.key = newTaskKey(seq)
 	tx.mustInsert(tableTasks, t)
 	inst.TaskIDs = append(inst.TaskIDs, t.ID)
 	return t

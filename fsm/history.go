@@ -53,10 +53,10 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableHistory,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			"id": {Name: "id", Unique: true, Indexer: newCompound(
 				strIndex{func(o any) string { return o.(*historyChunk).InstanceID }},
 				uintIndex{func(o any) uint64 { return o.(*historyChunk).First }},
-			}}},
+			)},
 		},
 	})
 	registerRecord(tableHistory, func() any { return new(historyChunk) })

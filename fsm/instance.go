@@ -90,7 +90,11 @@ type Instance struct {
 	sealedTail  []byte
 
 	pending []Event // noted events, written by saveInstance
+
+	key []byte // the id index key (newKey), shared by every copy
 }
+
+func (i *Instance) idKey() []byte { return keyOf(i.key, i.ID) }
 
 // InstanceError says why an instance failed.
 type InstanceError struct {
@@ -217,12 +221,12 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableInstances,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: strIndex{func(o any) string { return o.(*Instance).ID }}},
+			"id": {Name: "id", Unique: true, Indexer: idIndex{strIndex{func(o any) string { return o.(*Instance).ID }}}},
 			// Ended instances by when they expire; running ones are absent.
-			"expires": {Name: "expires", AllowMissing: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			"expires": {Name: "expires", AllowMissing: true, Indexer: newCompound(
 				nonZeroUint{field: func(o any) uint64 { return o.(*Instance).ExpiresKey }},
 				strIndex{func(o any) string { return o.(*Instance).ID }},
-			}}},
+			)},
 		},
 	})
 	registerRecord(tableInstances, func() any { return new(Instance) })
@@ -306,7 +310,6 @@ func (f *FSM) createInstance(tx *Txn, id, workflow string, version uint64, rawIn
 		return nil, errorf(CodeInvalidInput, "workflow %s version %d: %v", wv.Name, wv.Version, err)
 	}
 	inst := &Instance{
-		ID:          id,
 		Workflow:    wv.Name,
 		Version:     wv.Version,
 		Status:      InstanceRunning,
@@ -317,6 +320,7 @@ func (f *FSM) createInstance(tx *Txn, id, workflow string, version uint64, rawIn
 		Parent:      parent,
 		Trigger:     trigger,
 	}
+	inst.ID, inst.key = newKey(id)
 	for _, s := range wf.Steps {
 		inst.Steps[s.Name] = &StepState{Status: StepWaiting}
 	}

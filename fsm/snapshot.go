@@ -185,6 +185,12 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 			tx.Abort()
 			return nil, fmt.Errorf("snapshot record %d (%s): %w", n, rec.Table, err)
 		}
+		switch r := obj.(type) {
+		case *Instance:
+			r.ID, r.key = newKey(r.ID)
+		case *Task:
+			r.ID, r.key = newKey(r.ID)
+		}
 		if err := tx.Insert(rec.Table, obj); err != nil {
 			tx.Abort()
 			return nil, fmt.Errorf("snapshot record %d (%s): %w", n, rec.Table, err)

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 	"unique"
+	"unsafe"
 
 	"github.com/hashicorp/go-memdb"
 
@@ -69,6 +71,19 @@ type Task struct {
 	CreatedAt   time.Time `json:"created_at"`
 	CreateIndex uint64    `json:"create_index"`
 	ModifyIndex uint64    `json:"modify_index"`
+
+	key []byte // the id index key (newTaskKey), shared by every copy
+}
+
+func (t *Task) idKey() []byte { return keyOf(t.key, t.ID) }
+
+// newTaskKey returns the id of the task numbered seq ("t" and the number)
+// and its index key, in one allocation.
+func newTaskKey(seq uint64) (string, []byte) {
+	b := strconv.AppendUint(append(make([]byte, 0, 22), 't'), seq, 10)
+	b = append(b, 0)
+	b = b[:len(b):len(b)]
+	return unsafe.String(&b[0], len(b)-1), b
 }
 
 // TaskError is the error a worker reports for an attempt. NonRetryable
@@ -85,22 +100,22 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableTasks,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: strIndex{taskID}},
+			"id": {Name: "id", Unique: true, Indexer: idIndex{strIndex{taskID}}},
 			// Only pending tasks are in the queue index and only leased
 			// ones in the deadline index: the ended tasks that retained
 			// instances keep cost no index entries there, and an attempt's
 			// end is a delete, not a re-insert.
-			"queue": {Name: "queue", AllowMissing: true, Indexer: onlyIf{status: TaskPending, inner: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			"queue": {Name: "queue", AllowMissing: true, Indexer: onlyIf{status: TaskPending, inner: newCompound(
 				strIndex{func(o any) string { return o.(*Task).Queue }},
 				strIndex{taskStatus},
 				priorityIndex{},
 				uintIndex{func(o any) uint64 { return o.(*Task).Seq }},
-			}}}},
-			"deadline": {Name: "deadline", AllowMissing: true, Indexer: onlyIf{status: TaskLeased, inner: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			)}},
+			"deadline": {Name: "deadline", AllowMissing: true, Indexer: onlyIf{status: TaskLeased, inner: newCompound(
 				strIndex{taskStatus},
 				uintIndex{func(o any) uint64 { return o.(*Task).DeadlineKey }},
 				strIndex{taskID},
-			}}}},
+			)}},
 		},
 	})
 	registerRecord(tableTasks, func() any { return new(Task) })
@@ -120,7 +135,6 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		key += "/" + inst.Steps[s.Name].Elements[*element].Key
 	}
 	t := &Task{
-		ID:               fmt.Sprintf("t%d", seq),
 		Seq:              seq,
 		InstanceID:       inst.ID,
 		Step:             s.Name,
@@ -140,6 +154,7 @@ func newTask(tx *Txn, inst *Instance, s *hcl.Step, input json.RawMessage, now ti
 		CreateIndex:      tx.Index,
 		ModifyIndex:      tx.Index,
 	}
+	t.ID, t.key = newTaskKey(seq)
 	tx.mustInsert(tableTasks, t)
 	inst.TaskIDs = append(inst.TaskIDs, t.ID)
 	armScheduleTimeout(tx, t, now)
@@ -671,7 +686,7 @@ func taskStatus(o any) string { return o.(*Task).Status }
 
 type onlyIf struct {
 	status string
-	inner  *memdb.CompoundIndex
+	inner  compound
 }
 
 func (o onlyIf) FromObject(obj any) (bool, []byte, error) {
