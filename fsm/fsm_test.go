@@ -904,10 +904,19 @@ func BenchmarkRetainedHeap(b *testing.B) {
 // applies them: 32 starts in one raft batch, one lease round, then results
 // that lease the next tasks (four commands of eight results per batch), as
 // the built-in workers send them.
-func BenchmarkChain3Batched(b *testing.B) {
+func BenchmarkChain3Batched(b *testing.B) { benchChain3(b, 32, 8) }
+
+// BenchmarkChain3SmallBatches is chain3 in the batches of a cluster at
+// moderate load (a few starts per entry, two results per command): what
+// a batch costs whatever its size (a go-memdb transaction, and a copy of
+// the path to every record it changes in every index) weighs more.
+func BenchmarkChain3SmallBatches(b *testing.B) { benchChain3(b, 4, 2) }
+
+// benchChain3 runs chain3 instances group at a time: their starts in one
+// batch, a lease round, then their results perCommand to a command.
+func benchChain3(b *testing.B, group, perCommand int) {
 	h := newHarness(&testing.T{})
 	h.register(chain3)
-	const group = 32
 	batch := func(logs []*raft.Log) []any {
 		for _, l := range logs {
 			l.Index = uint64(len(h.b.logs) + 1)
@@ -938,9 +947,9 @@ func BenchmarkChain3Batched(b *testing.B) {
 		leased := batch([]*raft.Log{entry(LeaseTasksType, &LeaseTasksRequest{Header: h.hdr(), Leases: leases})})[0].(*LeaseTasksResponse).Granted
 		for len(leased) > 0 {
 			var logs []*raft.Log
-			for i := 0; i < len(leased); i += 8 {
+			for i := 0; i < len(leased); i += perCommand {
 				var outcomes []TaskOutcome
-				for _, task := range leased[i:min(i+8, len(leased))] {
+				for _, task := range leased[i:min(i+perCommand, len(leased))] {
 					outcomes = append(outcomes, TaskOutcome{TaskID: task.ID, Token: task.Token, Output: task.Input})
 				}
 				logs = append(logs, entry(TaskResultsType, &TaskResultsRequest{Header: h.hdr(), Results: outcomes, Next: next}))
