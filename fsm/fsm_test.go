@@ -477,7 +477,7 @@ func TestRestoreRejectsBadSnapshots(t *testing.T) {
 	cases := map[string][]byte{
 		"empty":     nil,
 		"not ours":  []byte(`{"magic":"other","format":1}` + "\n"),
-		"future":    bytes.Replace(good, []byte(`"format":2`), []byte(`"format":99`), 1),
+		"future":    bytes.Replace(good, []byte(`"format":3`), []byte(`"format":99`), 1),
 		"truncated": good[:len(good)/2],
 	}
 	for name, data := range cases {

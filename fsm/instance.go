@@ -221,16 +221,16 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableInstances,
 		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: idIndex{strIndex{func(o any) string { return o.(*Instance).ID }}}},
+			"id": {Name: "id", Unique: true, Indexer: idIndex{strIndex{instanceID}}},
 			// Ended instances by when they expire; running ones are absent.
 			"expires": {Name: "expires", AllowMissing: true, Indexer: newCompound(
-				nonZeroUint{field: func(o any) uint64 { return o.(*Instance).ExpiresKey }},
-				strIndex{func(o any) string { return o.(*Instance).ID }},
+				nonZeroUint{field: instanceExpires},
+				strIndex{instanceID},
 			)},
 		},
 	})
 	registerRecord(tableInstances, func() any { return new(Instance) })
-	writeBack[tableInstances] = func(o any) string { return o.(*Instance).ID }
+	writeBack[tableInstances] = instanceID
 	registerCommand(StartInstanceType, (*FSM).applyStartInstance)
 	registerCommand(StartInstanceNextType, (*FSM).applyStartInstance)
 }
@@ -642,13 +642,13 @@ func normalizeJSON(raw json.RawMessage) json.RawMessage {
 // Instance returns an instance by id, or nil.
 func (t *Txn) Instance(id string) *Instance {
 	if o, ok := t.heldRecord(tableInstances, id); ok {
-		return o.(*Instance)
+		return t.instance(o)
 	}
 	raw, err := t.Txn.First(tableInstances, "id", id) // not held: in go-memdb, if anywhere
 	if err != nil || raw == nil {
 		return nil
 	}
-	return raw.(*Instance)
+	return t.instance(raw)
 }
 
 // Instances lists instances by id, after the given id (exclusive), at most
@@ -675,7 +675,10 @@ func (t *Txn) Instances(workflow, after string, limit int) []*Instance {
 				continue
 			}
 		} else {
-			inst = raw.(*Instance)
+			if instanceID(raw) <= after && after != "" {
+				continue
+			}
+			inst = t.instance(raw)
 		}
 		if inst.ID <= after && after != "" {
 			continue

@@ -95,11 +95,10 @@ func (t *Txn) Expired(now time.Time, limit int) []*Instance {
 	}
 	cutoff := uint64(now.UnixNano())
 	for raw := it.Next(); raw != nil && len(out) < limit; raw = it.Next() {
-		inst := raw.(*Instance)
-		if inst.ExpiresKey > cutoff {
+		if instanceExpires(raw) > cutoff {
 			break
 		}
-		out = append(out, inst)
+		out = append(out, t.instance(raw))
 	}
 	return out
 }
@@ -110,7 +109,7 @@ func (t *Txn) NextExpiry() time.Time {
 	if err != nil || raw == nil {
 		return time.Time{}
 	}
-	return time.Unix(0, int64(raw.(*Instance).ExpiresKey)).UTC()
+	return time.Unix(0, int64(instanceExpires(raw))).UTC()
 }
 
 // purge deletes an instance and everything recorded for it.
@@ -131,8 +130,11 @@ func (t *Txn) purge(inst *Instance) {
 			}
 		}
 	}
+	if rec := t.archivedRecord(inst.ID); rec != nil {
+		t.dropArchived(rec, inst.TaskIDs)
+	}
 	for _, id := range inst.TaskIDs {
-		if task := t.Task(id); task != nil {
+		if task := t.liveTask(id); task != nil {
 			del(tableTasks, task)
 		}
 	}

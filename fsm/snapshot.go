@@ -11,10 +11,12 @@ import (
 )
 
 // SnapshotFormat is written in every snapshot's header. Bump it when the
-// record layout changes, and keep reading the older formats. Format 2 keeps
+// record layout changes, and keep reading the older formats. Format 3
+// writes the tasks of archived instances as "archived_tasks" records (an
+// older build refuses them); format 2 keeps every task in "tasks" and
 // history in chunks (table "history"); format 1 had one "events" record
 // per event, which Restore gathers into chunks.
-const SnapshotFormat = 2
+const SnapshotFormat = 3
 
 const snapshotMagic = "lockstep-snapshot"
 
@@ -66,6 +68,7 @@ func tableNames() []string {
 			names = append(names, n)
 		}
 	}
+	names = append(names, snapshotArchivedTasks)
 	sort.Strings(names)
 	return names
 }
@@ -101,14 +104,38 @@ func writeSnapshot(w io.Writer, tx *Txn) error {
 // history comes instance by instance (the history table's key order), each
 // instance's tail merged into its chunks.
 func eachRecord(tx *Txn, table string, fn func(any) error) error {
-	if table == tableHistory {
+	switch table {
+	case tableHistory, tableInstances:
+		// Live and archived instances, in id order.
+		var ferr error
+		err := tx.eachInstance(func(inst *Instance) bool {
+			if table == tableInstances {
+				ferr = fn(inst)
+			} else {
+				ferr = tx.historyRecords(inst, func(c *historyChunk) error { return fn(c) })
+			}
+			return ferr == nil
+		})
+		if err != nil {
+			return err
+		}
+		return ferr
+	case snapshotArchivedTasks:
+		// The tasks of archived instances, instance by instance in id
+		// order, each instance's in the order it created them.
 		it, err := tx.Get(tableInstances, "id")
 		if err != nil {
 			return err
 		}
 		for raw := it.Next(); raw != nil; raw = it.Next() {
-			if err := tx.historyRecords(raw.(*Instance), func(c *historyChunk) error { return fn(c) }); err != nil {
-				return err
+			rec, ok := raw.(*archivedInstance)
+			if !ok {
+				continue
+			}
+			for _, task := range rec.decode().Tasks {
+				if err := fn(task); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -138,8 +165,8 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 	if h.Magic != snapshotMagic {
 		return nil, fmt.Errorf("not a lockstep snapshot (magic %q)", h.Magic)
 	}
-	if h.Format != SnapshotFormat && h.Format != 1 {
-		return nil, fmt.Errorf("snapshot format %d is not supported (this build reads 1 and %d)", h.Format, SnapshotFormat)
+	if h.Format < 1 || h.Format > SnapshotFormat {
+		return nil, fmt.Errorf("snapshot format %d is not supported (this build reads 1 to %d)", h.Format, SnapshotFormat)
 	}
 	store := NewStateStore()
 	tx := store.write(h.Index)
@@ -191,7 +218,11 @@ func readSnapshot(r io.Reader) (*StateStore, error) {
 		case *Task:
 			r.ID, r.key = newKey(r.ID)
 		}
-		if err := tx.Insert(rec.Table, obj); err != nil {
+		table := rec.Table
+		if table == snapshotArchivedTasks {
+			table = tableTasks // archived again at the commit
+		}
+		if err := tx.Insert(table, obj); err != nil {
 			tx.Abort()
 			return nil, fmt.Errorf("snapshot record %d (%s): %w", n, rec.Table, err)
 		}

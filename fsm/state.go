@@ -64,6 +64,9 @@ type StateStore struct {
 	// commit wakes only those of the instances it wrote, and those waiting
 	// for an end only when it ended or deleted the instance.
 	watches map[string]map[chan struct{}]bool
+	// noArchive keeps ended instances in the live tables (archive.go):
+	// tests compare the two.
+	noArchive bool
 }
 
 // NewStateStore returns an empty store.
@@ -176,6 +179,13 @@ type Txn struct {
 	// versions are the workflow versions this write transaction has read,
 	// forgotten when it writes the workflows table.
 	versions map[versionKey]*WorkflowVersion
+	// owners are the task_owner blocks this transaction changed (archive.go),
+	// written at its commit.
+	owners    map[uint64]*taskOwners
+	noArchive bool
+	// unsealed are the archived instances this write transaction has read
+	// (archive.go).
+	unsealed map[string]*archivedInstance
 }
 
 // touch notes that an instance was written or deleted, and whether it is
@@ -191,7 +201,7 @@ func (t *Txn) touch(id string, ended bool) {
 func (s *StateStore) Read() *Txn { return &Txn{Txn: s.db.Txn(false)} }
 
 func (s *StateStore) write(index uint64) *Txn {
-	return &Txn{Txn: s.db.Txn(true), Index: index, write: true}
+	return &Txn{Txn: s.db.Txn(true), Index: index, write: true, noArchive: s.noArchive}
 }
 
 // Insert writes a record: held until commit for the writeBack tables.
@@ -318,6 +328,13 @@ func (t *Txn) flush(table string) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	switch {
+	case t.noArchive:
+	case table == tableInstances:
+		t.archiveHeld(ids)
+	case table == tableTasks:
+		ids = t.rearchiveTasks(ids)
+	}
 	for _, id := range ids {
 		if err := t.Txn.Insert(table, m[id]); err != nil {
 			panic(fmt.Sprintf("fsm: insert %s: %v", table, err))
@@ -336,6 +353,7 @@ func (t *Txn) Commit() {
 	for _, table := range tables {
 		t.flush(table)
 	}
+	t.flushOwners()
 	t.Txn.Commit()
 }
 
@@ -378,11 +396,23 @@ func (t *Txn) mustInsert(table string, obj any) {
 
 // Counts returns the number of records in each table. It walks every
 // record, so it is meant for operators and load tools, not hot paths.
-func (s *StateStore) Counts() map[string]int {
-	txn := s.Read()
+func (s *StateStore) Counts() map[string]int { return s.Read().countsOf() }
+
+func (t *Txn) countsOf() map[string]int {
 	out := make(map[string]int, len(tableSchemas))
+	// Archived tasks count where they were.
+	if it, err := t.Get(tableInstances, "id"); err == nil {
+		for o := it.Next(); o != nil; o = it.Next() {
+			if rec, ok := o.(*archivedInstance); ok {
+				out[tableTasks] += rec.Tasks
+			}
+		}
+	}
 	for name := range tableSchemas {
-		it, err := txn.Get(name, "id")
+		if name == tableTaskOwner {
+			continue
+		}
+		it, err := t.Get(name, "id")
 		if err != nil {
 			continue
 		}
@@ -390,7 +420,7 @@ func (s *StateStore) Counts() map[string]int {
 		for o := it.Next(); o != nil; o = it.Next() {
 			n++
 		}
-		out[name] = n
+		out[name] += n
 	}
 	return out
 }

@@ -672,7 +672,7 @@ func (t *Txn) Task(id string) *Task {
 	}
 	raw, err := t.Txn.First(tableTasks, "id", id) // not held: in go-memdb, if anywhere
 	if err != nil || raw == nil {
-		return nil
+		return t.archivedTask(id)
 	}
 	return raw.(*Task)
 }

@@ -1,0 +1,454 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// The archive. An ended instance whose tasks have all ended changes no more
+// (until an operator retries it, or retention deletes it), yet kept as
+// records in go-memdb it is about sixty objects on every node (the
+// instance's copy, its steps, three task records, the radix nodes of six
+// index keys) that every garbage collection walks: with tens of thousands
+// retained, each mark phase took hundreds of milliseconds of a loaded
+// node's CPU, and that was most of the latency tail (docs/performance.md).
+// So when a transaction writes such an instance, its record in the
+// instances table becomes an archivedInstance: one pointer-free encoded
+// value (archiveBlob) holding the instance and its tasks, under the same
+// id and expiry keys (the update the instance's end writes anyway), and
+// its tasks leave the tasks table. Task ids ("t" and a sequence number)
+// find their archived instance through the task_owner table, one record
+// per taskBlock sequence numbers. Reads (Txn.Instance, Txn.Task, lists,
+// expiry) decode; snapshots write archived instances as instance records
+// and their tasks as "archived_tasks" records, and a restore archives them
+// again at its commit. What is archived depends on the state alone (ended,
+// every task ended), so every node archives the same instances, and no
+// read can tell.
+
+const (
+	tableTaskOwner = "task_owner"
+	// snapshotArchivedTasks is the snapshot stream of archived instances'
+	// tasks (no go-memdb table has the name).
+	snapshotArchivedTasks = "archived_tasks"
+	// taskBlock is how many task sequence numbers one task_owner record
+	// maps.
+	taskBlock = 64
+)
+
+// archivedInstance is the record of an archived instance in the instances
+// table: the instance and its tasks, encoded (archiveBlob).
+type archivedInstance struct {
+	ID         string
+	ExpiresKey uint64
+	// Tasks counts the tasks in Blob (Counts reads it without decoding).
+	Tasks int
+	Blob  []byte
+	key   []byte
+}
+
+func (a *archivedInstance) idKey() []byte { return keyOf(a.key, a.ID) }
+
+// archiveBlob is what an archive record holds.
+type archiveBlob struct {
+	Instance *Instance `json:"i"`
+	Tail     []byte    `json:"h,omitempty"` // the sealed history tail
+	Tasks    []*Task   `json:"t,omitempty"`
+}
+
+// taskOwners maps the task sequence numbers [Block*taskBlock,
+// (Block+1)*taskBlock) to the ids of the archived instances that hold
+// them ("" for none).
+type taskOwners struct {
+	Block  uint64
+	Owners []string
+}
+
+// instanceID and instanceExpires read a record of the instances table,
+// live or archived; asInstance returns it as an instance (decoding an
+// archived one).
+func instanceID(o any) string {
+	if a, ok := o.(*archivedInstance); ok {
+		return a.ID
+	}
+	return o.(*Instance).ID
+}
+
+func instanceExpires(o any) uint64 {
+	if a, ok := o.(*archivedInstance); ok {
+		return a.ExpiresKey
+	}
+	return o.(*Instance).ExpiresKey
+}
+
+func asInstance(o any) *Instance {
+	if a, ok := o.(*archivedInstance); ok {
+		return a.decode().Instance
+	}
+	return o.(*Instance)
+}
+
+// instance returns a record of the instances table as an instance. A
+// write transaction notes the archived ones it reads: only those can it
+// write again (a handler reads an instance before it changes it), so at
+// commit it looks for no others in the archive.
+func (t *Txn) instance(o any) *Instance {
+	a, ok := o.(*archivedInstance)
+	if !ok {
+		return o.(*Instance)
+	}
+	if t.write {
+		if t.unsealed == nil {
+			t.unsealed = map[string]*archivedInstance{}
+		}
+		t.unsealed[a.ID] = a
+	}
+	return a.decode().Instance
+}
+
+func init() {
+	registerTable(&memdb.TableSchema{
+		Name: tableTaskOwner,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: uintIndex{func(o any) uint64 { return o.(*taskOwners).Block }}},
+		},
+	})
+	// Snapshots carry archived instances as instance records and their
+	// tasks as archived_tasks records; a restore archives them again.
+	derivedTables[tableTaskOwner] = true
+	registerRecord(snapshotArchivedTasks, func() any { return new(Task) })
+}
+
+var (
+	archiveEncoders = sync.Pool{New: func() any {
+		e := &encoder{}
+		e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+		return e
+	}}
+)
+
+func encodeArchive(b *archiveBlob) []byte {
+	e := archiveEncoders.Get().(*encoder)
+	defer archiveEncoders.Put(e)
+	e.enc.ResetBytes(&e.buf)
+	if err := e.enc.Encode(b); err != nil {
+		panic(fmt.Sprintf("fsm: archive %s: %v", b.Instance.ID, err))
+	}
+	return append([]byte(nil), e.buf...) // exactly its size
+}
+
+func (a *archivedInstance) decode() *archiveBlob {
+	var b archiveBlob
+	dec := decoders.Get().(*codec.Decoder)
+	dec.ResetBytes(a.Blob)
+	err := dec.Decode(&b)
+	dec.ResetBytes(nil)
+	decoders.Put(dec)
+	if err != nil || b.Instance == nil {
+		panic(fmt.Sprintf("fsm: archived instance %s does not decode: %v", a.ID, err))
+	}
+	b.Instance.key = a.key
+	b.Instance.sealedTail = b.Tail
+	return &b
+}
+
+// archivedRecord returns the stored record of an instance if it is
+// archived.
+func (t *Txn) archivedRecord(id string) *archivedInstance {
+	raw, err := t.Txn.First(tableInstances, "id", id)
+	if err != nil || raw == nil {
+		return nil
+	}
+	a, _ := raw.(*archivedInstance)
+	return a
+}
+
+// taskSeq reads the sequence number of a task id ("t" and a number written
+// as strconv does).
+func taskSeq(id string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(id, "t")
+	if !ok || rest == "" || (rest[0] == '0' && len(rest) > 1) {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(rest, 10, 64)
+	return seq, err == nil
+}
+
+// ownerBlock returns the task_owner record of a block: the copy this
+// transaction writes, if it has made one, else the stored one (nil if
+// none).
+func (t *Txn) ownerBlock(block uint64) *taskOwners {
+	if b, ok := t.owners[block]; ok {
+		return b
+	}
+	raw, err := t.Txn.First(tableTaskOwner, "id", block)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*taskOwners)
+}
+
+// taskOwner returns the archived instance holding a task, or "".
+func (t *Txn) taskOwner(taskID string) string {
+	seq, ok := taskSeq(taskID)
+	if !ok {
+		return ""
+	}
+	if b := t.ownerBlock(seq / taskBlock); b != nil {
+		return b.Owners[seq%taskBlock]
+	}
+	return ""
+}
+
+// setTaskOwner records (or, with "", clears) the archived instance of a
+// task. Blocks are copied once per transaction and written at its commit.
+func (t *Txn) setTaskOwner(taskID, owner string) {
+	seq, ok := taskSeq(taskID)
+	if !ok {
+		panic(fmt.Sprintf("fsm: task id %q has no sequence number", taskID))
+	}
+	block := seq / taskBlock
+	b, mine := t.owners[block]
+	if !mine {
+		b = &taskOwners{Block: block, Owners: make([]string, taskBlock)}
+		if old := t.ownerBlock(block); old != nil {
+			copy(b.Owners, old.Owners)
+		}
+		if t.owners == nil {
+			t.owners = map[uint64]*taskOwners{}
+		}
+		t.owners[block] = b
+	}
+	b.Owners[seq%taskBlock] = owner
+}
+
+// flushOwners writes the task_owner blocks this transaction changed,
+// deleting those left empty.
+func (t *Txn) flushOwners() {
+	blocks := make([]uint64, 0, len(t.owners))
+	for b := range t.owners {
+		blocks = append(blocks, b)
+	}
+	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
+	for _, block := range blocks {
+		b := t.owners[block]
+		empty := true
+		for _, o := range b.Owners {
+			if o != "" {
+				empty = false
+				break
+			}
+		}
+		var err error
+		if empty {
+			if err = t.Txn.Delete(tableTaskOwner, b); err == memdb.ErrNotFound {
+				err = nil
+			}
+		} else {
+			err = t.Txn.Insert(tableTaskOwner, b)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("fsm: task owners %d: %v", block, err))
+		}
+	}
+	t.owners = nil
+}
+
+// archiveHeld runs before the held instances go into go-memdb: an ended
+// instance whose tasks have all ended goes in archived; one that runs
+// again (an operator's retry) leaves the archive, its tasks back in the
+// tasks table.
+func (t *Txn) archiveHeld(ids []string) {
+	m := t.held[tableInstances]
+	for _, id := range ids {
+		inst, ok := m[id].(*Instance)
+		if !ok {
+			continue
+		}
+		old := t.unsealed[id]
+		if old != nil && t.archivedRecord(id) != old {
+			old = nil // purged since it was read; the instance is new
+		}
+		if inst.Terminal() {
+			if tasks, ok := t.archivableTasks(inst, old); ok {
+				m[id] = t.archive(inst, tasks)
+				continue
+			}
+		}
+		if old != nil {
+			t.unarchive(old)
+		}
+		delete(t.unsealed, id)
+	}
+}
+
+// archivableTasks returns an ended instance's tasks, the latest version of
+// each, if every one has ended.
+func (t *Txn) archivableTasks(inst *Instance, old *archivedInstance) ([]*Task, bool) {
+	var archived map[string]*Task
+	if old != nil {
+		archived = map[string]*Task{}
+		for _, task := range old.decode().Tasks {
+			archived[task.ID] = task
+		}
+	}
+	tasks := make([]*Task, 0, len(inst.TaskIDs))
+	for _, id := range inst.TaskIDs {
+		task := t.liveTask(id)
+		if task == nil {
+			task = archived[id]
+		}
+		if task == nil {
+			return nil, false // not expected: leave it live
+		}
+		switch task.Status {
+		case TaskCompleted, TaskFailed, TaskCancelled:
+		default:
+			return nil, false
+		}
+		tasks = append(tasks, task)
+	}
+	return tasks, true
+}
+
+// liveTask returns a task held or stored in the tasks table.
+func (t *Txn) liveTask(id string) *Task {
+	if o, ok := t.heldRecord(tableTasks, id); ok {
+		return o.(*Task)
+	}
+	raw, err := t.Txn.First(tableTasks, "id", id)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*Task)
+}
+
+// archive returns the archived record of an ended instance and its tasks,
+// and takes the tasks out of the tasks table.
+func (t *Txn) archive(inst *Instance, tasks []*Task) *archivedInstance {
+	tail := inst.sealedTail
+	if tail == nil && len(inst.historyTail) > 0 {
+		tail = encodeEvents(inst.historyTail)
+	}
+	rec := &archivedInstance{
+		ID:         inst.ID,
+		ExpiresKey: inst.ExpiresKey,
+		Tasks:      len(tasks),
+		Blob:       encodeArchive(&archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}),
+		key:        inst.idKey(),
+	}
+	if rec.key == nil {
+		rec.ID, rec.key = newKey(inst.ID)
+	}
+	held := t.held[tableTasks]
+	for _, task := range tasks {
+		delete(held, task.ID)
+		if raw, err := t.Txn.First(tableTasks, "id", task.ID); err == nil && raw != nil {
+			if err := t.Txn.Delete(tableTasks, raw); err != nil {
+				panic(fmt.Sprintf("fsm: archive %s task %s: %v", inst.ID, task.ID, err))
+			}
+		}
+		t.setTaskOwner(task.ID, rec.ID)
+	}
+	return rec
+}
+
+// unarchive puts an archived instance's tasks back in the tasks table
+// (unless this transaction holds a newer version); the held instance
+// replaces its record.
+func (t *Txn) unarchive(rec *archivedInstance) {
+	for _, task := range rec.decode().Tasks {
+		t.setTaskOwner(task.ID, "")
+		if _, held := t.heldRecord(tableTasks, task.ID); !held {
+			if err := t.Txn.Insert(tableTasks, task); err != nil {
+				panic(fmt.Sprintf("fsm: unarchive %s task %s: %v", rec.ID, task.ID, err))
+			}
+		}
+	}
+}
+
+// rearchiveTasks runs before the held tasks go into go-memdb: a task of an
+// archived instance that was written again goes back into its archive
+// record. (No command changes a task of an ended instance today; this
+// keeps such a write from leaving two versions of the task.)
+func (t *Txn) rearchiveTasks(ids []string) []string {
+	m := t.held[tableTasks]
+	keep := ids[:0]
+	for _, id := range ids {
+		task := m[id].(*Task)
+		owner := t.taskOwner(id)
+		if owner == "" {
+			keep = append(keep, id)
+			continue
+		}
+		rec := t.archivedRecord(owner)
+		if o, ok := t.heldRecord(tableInstances, owner); ok {
+			rec, _ = o.(*archivedInstance)
+		}
+		if rec == nil {
+			panic(fmt.Sprintf("fsm: task %s: its archived instance %s is missing", id, owner))
+		}
+		b := rec.decode()
+		for i, old := range b.Tasks {
+			if old.ID == id {
+				b.Tasks[i] = task
+			}
+		}
+		n := *rec
+		n.Blob = encodeArchive(b)
+		if err := t.Txn.Insert(tableInstances, &n); err != nil {
+			panic(fmt.Sprintf("fsm: archive %s: %v", owner, err))
+		}
+		delete(m, id)
+	}
+	return keep
+}
+
+// archivedTask returns a task of an archived instance, decoded, or nil.
+func (t *Txn) archivedTask(id string) *Task {
+	owner := t.taskOwner(id)
+	if owner == "" {
+		return nil
+	}
+	rec := t.archivedRecord(owner)
+	if rec == nil {
+		return nil
+	}
+	for _, task := range rec.decode().Tasks {
+		if task.ID == id {
+			return task
+		}
+	}
+	return nil
+}
+
+// dropArchived forgets the tasks of an archived instance that a purge
+// deletes (the purge deletes its record).
+func (t *Txn) dropArchived(rec *archivedInstance, taskIDs []string) {
+	for _, id := range taskIDs {
+		if t.taskOwner(id) == rec.ID {
+			t.setTaskOwner(id, "")
+		}
+	}
+	delete(t.unsealed, rec.ID)
+}
+
+// eachInstance calls fn with every instance, live or archived, in id order,
+// until fn returns false.
+func (t *Txn) eachInstance(fn func(*Instance) bool) error {
+	it, err := t.Get(tableInstances, "id")
+	if err != nil {
+		return err
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if !fn(asInstance(raw)) {
+			return nil
+		}
+	}
+	return nil
+}
