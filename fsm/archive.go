@@ -124,12 +124,26 @@ func init() {
 	registerRecord(snapshotArchivedTasks, func() any { return new(Task) })
 }
 
+// archiveHandle encodes archived instances: msgpack as for commands, but
+// structs as arrays (no field names) and maps unsorted. The values never
+// leave the process (snapshots write records, a restore archives again),
+// so no other build ever reads them, and equal states need not give equal
+// bytes.
+var archiveHandle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.WriteExt = true
+	h.TimeNotBuiltin = true
+	h.StructToArray = true
+	return h
+}()
+
 var (
 	archiveEncoders = sync.Pool{New: func() any {
 		e := &encoder{}
-		e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+		e.enc = codec.NewEncoderBytes(&e.buf, archiveHandle)
 		return e
 	}}
+	archiveDecoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, archiveHandle) }}
 )
 
 func encodeArchive(b *archiveBlob) []byte {
@@ -144,11 +158,11 @@ func encodeArchive(b *archiveBlob) []byte {
 
 func (a *archivedInstance) decode() *archiveBlob {
 	var b archiveBlob
-	dec := decoders.Get().(*codec.Decoder)
+	dec := archiveDecoders.Get().(*codec.Decoder)
 	dec.ResetBytes(a.Blob)
 	err := dec.Decode(&b)
 	dec.ResetBytes(nil)
-	decoders.Put(dec)
+	archiveDecoders.Put(dec)
 	if err != nil || b.Instance == nil {
 		panic(fmt.Sprintf("fsm: archived instance %s does not decode: %v", a.ID, err))
 	}
