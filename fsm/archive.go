@@ -44,8 +44,9 @@ const (
 // archivedInstance is the record of an archived instance in the instances
 // table: the instance and its tasks, encoded (archiveBlob).
 type archivedInstance struct {
-	ID         string
-	ExpiresKey uint64
+	ID          string
+	ExpiresKey  uint64
+	ModifyIndex uint64
 	// Tasks counts the tasks in Blob (Counts reads it without decoding).
 	Tasks int
 	Blob  []byte
@@ -91,6 +92,26 @@ func asInstance(o any) *Instance {
 		return a.decode().Instance
 	}
 	return o.(*Instance)
+}
+
+// InstanceVersion says whether an instance exists, whether it has ended,
+// and the index that last changed it, without decoding an archived one:
+// what readers that wait for an instance to change or end ask at every
+// wake.
+func (t *Txn) InstanceVersion(id string) (found, ended bool, modifyIndex uint64) {
+	o, ok := t.heldRecord(tableInstances, id)
+	if !ok {
+		raw, err := t.Txn.First(tableInstances, "id", id)
+		if err != nil || raw == nil {
+			return false, false, 0
+		}
+		o = raw
+	}
+	if a, ok := o.(*archivedInstance); ok {
+		return true, true, a.ModifyIndex
+	}
+	inst := o.(*Instance)
+	return true, inst.Terminal(), inst.ModifyIndex
 }
 
 // instance returns a record of the instances table as an instance. A
@@ -350,11 +371,12 @@ func (t *Txn) archive(inst *Instance, tasks []*Task) *archivedInstance {
 		tail = encodeEvents(inst.historyTail)
 	}
 	rec := &archivedInstance{
-		ID:         inst.ID,
-		ExpiresKey: inst.ExpiresKey,
-		Tasks:      len(tasks),
-		Blob:       encodeArchive(&archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}),
-		key:        inst.idKey(),
+		ID:          inst.ID,
+		ExpiresKey:  inst.ExpiresKey,
+		ModifyIndex: inst.ModifyIndex,
+		Tasks:       len(tasks),
+		Blob:        encodeArchive(&archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}),
+		key:         inst.idKey(),
 	}
 	if rec.key == nil {
 		rec.ID, rec.key = newKey(inst.ID)

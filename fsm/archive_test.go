@@ -213,3 +213,25 @@ func TestSnapshotsOfTheArchive(t *testing.T) {
 		t.Fatalf("archived instance reads\n%s\nlive\n%s", a, b)
 	}
 }
+
+// Waiting readers learn an instance's end and version without decoding.
+func TestInstanceVersion(t *testing.T) {
+	h := newHarness(t)
+	h.register(chain3)
+	h.start("a", "chain3", `{"n":1}`)
+	tx := h.fsm.State().Read()
+	if found, ended, idx := tx.InstanceVersion("a"); !found || ended || idx != tx.Instance("a").ModifyIndex {
+		t.Fatalf("running: %v %v %d", found, ended, idx)
+	}
+	h.runToEnd()
+	tx = h.fsm.State().Read()
+	if archivedRows(tx) != 1 {
+		t.Fatal("not archived")
+	}
+	if found, ended, idx := tx.InstanceVersion("a"); !found || !ended || idx != tx.Instance("a").ModifyIndex {
+		t.Fatalf("archived: %v %v %d (instance at %d)", found, ended, idx, tx.Instance("a").ModifyIndex)
+	}
+	if found, _, _ := tx.InstanceVersion("b"); found {
+		t.Fatal("found b")
+	}
+}

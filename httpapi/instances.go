@@ -122,8 +122,8 @@ func (s *Server) waitEnded(ctx context.Context, id string, min uint64, wait time
 	// then the instance's end (only a command ending it wakes the wait).
 	s.waitFor(ctx, "", false, wait, func(tx *fsm.Txn) bool { return tx.LatestIndex() >= min })
 	s.waitFor(ctx, id, true, time.Until(deadline), func(tx *fsm.Txn) bool {
-		inst := tx.Instance(id)
-		return inst != nil && inst.Terminal()
+		_, ended, _ := tx.InstanceVersion(id)
+		return ended
 	})
 	tx := s.cfg.FSM.State().Read()
 	if tx.LatestIndex() < min {

@@ -278,11 +278,11 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 			// change: one request instead of one per transition.
 			untilEnded := r.URL.Query().Get("until") == "ended"
 			if err := s.blockUntil(r, id, untilEnded, func(tx *fsm.Txn, min uint64) bool {
-				if inst := tx.Instance(id); inst != nil {
+				if found, ended, modified := tx.InstanceVersion(id); found {
 					if untilEnded {
-						return inst.Terminal()
+						return ended
 					}
-					return inst.ModifyIndex > min
+					return modified > min
 				}
 				return false // not here yet (a follower catching up): wait
 			}); err != nil {
