@@ -46,7 +46,6 @@ func TestEndedInstancesAreArchived(t *testing.T) {
 	h.register(chain3)
 	h.start("a", "chain3", `{"n":1}`)
 	h.start("b", "chain3", `{"n":1}`)
-	live := h.instance("b")
 	h.runToEnd()
 	tx := h.fsm.State().Read()
 	if got := [4]int{liveRows(tx), rows(tx, tableTasks), archivedRows(tx), rows(tx, tableTaskOwner)}; got != [4]int{0, 0, 2, 1} {
@@ -84,21 +83,12 @@ func TestEndedInstancesAreArchived(t *testing.T) {
 	if n := rows(h.fsm.State().Read(), tableTasks); n != 0 {
 		t.Fatalf("a refused result left %d live tasks", n)
 	}
-	_ = live
 }
 
 // A retried instance leaves the archive with its tasks; when it ends again
 // it goes back.
 func TestRetryTakesAnInstanceOutOfTheArchive(t *testing.T) {
-	h := newHarness(t)
-	h.register(diamondSource(t))
-	h.start("i", "diamond", `{"n": 2}`)
-	h.complete(h.leaseAll("w")[0]) // a
-	for _, task := range h.leaseAll("w") {
-		if task.Step == "b" {
-			h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Error: TaskError{Type: "bug", Message: "x", NonRetryable: true}})
-		}
-	}
+	h := failedDiamond(t)
 	tx := h.fsm.State().Read()
 	if tx.Instance("i").Status != InstanceFailed || archivedRows(tx) != 1 || rows(tx, tableTasks) != 0 {
 		t.Fatalf("failed instance not archived: %d archived, %d live tasks", archivedRows(tx), rows(tx, tableTasks))

@@ -14,7 +14,9 @@ func (h *harness) override(id, step, action, output string) any {
 	return h.apply(StepOverrideType, &StepOverrideRequest{Header: h.hdr(), ID: id, Step: step, Action: action, Output: []byte(output), Reason: "operator"})
 }
 
-func TestRetryAFailedInstanceKeepsWhatSucceeded(t *testing.T) {
+// failedDiamond runs diamond instance i until step b fails for good: a
+// succeeded, c and d cancelled, the instance failed.
+func failedDiamond(t *testing.T) *harness {
 	h := newHarness(t)
 	h.register(diamondSource(t))
 	h.start("i", "diamond", `{"n": 2}`)
@@ -24,6 +26,11 @@ func TestRetryAFailedInstanceKeepsWhatSucceeded(t *testing.T) {
 			h.apply(FailTaskType, &FailTaskRequest{Header: h.hdr(), TaskID: task.ID, Token: task.Token, Error: TaskError{Type: "bug", Message: "x", NonRetryable: true}})
 		}
 	}
+	return h
+}
+
+func TestRetryAFailedInstanceKeepsWhatSucceeded(t *testing.T) {
+	h := failedDiamond(t)
 	if inst := h.instance("i"); inst.Status != InstanceFailed || statuses(inst) != "a=succeeded b=failed c=cancelled d=cancelled" {
 		t.Fatalf("before: %s %s", inst.Status, statuses(inst))
 	}
