@@ -300,11 +300,15 @@ func (t *Txn) flushOwners() {
 // tasks table.
 func (t *Txn) archiveHeld(ids []string) {
 	m := t.held[tableInstances]
+	if t.settled == nil {
+		t.settled = map[string]bool{}
+	}
 	for _, id := range ids {
 		inst, ok := m[id].(*Instance)
 		if !ok {
 			continue
 		}
+		t.settled[id] = true
 		old := t.unsealed[id]
 		if old != nil && t.archivedRecord(id) != old {
 			old = nil // purged since it was read; the instance is new
@@ -400,7 +404,7 @@ func (t *Txn) archive(inst *Instance, tasks []*Task) *archivedInstance {
 func (t *Txn) unarchive(rec *archivedInstance) {
 	for _, task := range rec.decode().Tasks {
 		t.setTaskOwner(task.ID, "")
-		if _, held := t.heldRecord(tableTasks, task.ID); !held {
+		if t.liveTask(task.ID) == nil { // else this transaction wrote a newer one
 			if err := t.Txn.Insert(tableTasks, task); err != nil {
 				panic(fmt.Sprintf("fsm: unarchive %s task %s: %v", rec.ID, task.ID, err))
 			}
@@ -417,7 +421,13 @@ func (t *Txn) rearchiveTasks(ids []string) []string {
 	keep := ids[:0]
 	for _, id := range ids {
 		task := m[id].(*Task)
-		owner := t.taskOwner(id)
+		// A task whose instance this transaction writes is settled with
+		// it (archiveHeld): archived with it, or live with it.
+		_, instHeld := t.heldRecord(tableInstances, task.InstanceID)
+		owner := ""
+		if !instHeld && !t.settled[task.InstanceID] {
+			owner = t.taskOwner(id)
+		}
 		if owner == "" {
 			keep = append(keep, id)
 			continue

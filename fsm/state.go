@@ -183,9 +183,10 @@ type Txn struct {
 	// written at its commit.
 	owners    map[uint64]*taskOwners
 	noArchive bool
-	// unsealed are the archived instances this write transaction has read
-	// (archive.go).
+	// unsealed are the archived instances this write transaction has read,
+	// settled those whose records it has flushed (archive.go).
 	unsealed map[string]*archivedInstance
+	settled  map[string]bool
 }
 
 // touch notes that an instance was written or deleted, and whether it is
