@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -158,14 +157,7 @@ var archiveHandle = func() *codec.MsgpackHandle {
 	return h
 }()
 
-var (
-	archiveEncoders = sync.Pool{New: func() any {
-		e := &encoder{}
-		e.enc = codec.NewEncoderBytes(&e.buf, archiveHandle)
-		return e
-	}}
-	archiveDecoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, archiveHandle) }}
-)
+var archiveEncoders, archiveDecoders = codecPools(archiveHandle)
 
 func encodeArchive(b *archiveBlob) []byte {
 	e := archiveEncoders.Get().(*encoder)

@@ -85,14 +85,18 @@ type encoder struct {
 	buf []byte
 }
 
-var (
-	encoders = sync.Pool{New: func() any {
+var encoders, decoders = codecPools(msgpackHandle)
+
+// codecPools returns pools of encoders and decoders of one handle.
+func codecPools(h *codec.MsgpackHandle) (encoders, decoders *sync.Pool) {
+	encoders = &sync.Pool{New: func() any {
 		e := &encoder{}
-		e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+		e.enc = codec.NewEncoderBytes(&e.buf, h)
 		return e
 	}}
-	decoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, msgpackHandle) }}
-)
+	decoders = &sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, h) }}
+	return encoders, decoders
+}
 
 // Encode frames a command for the raft log: type byte, codec byte, body.
 func Encode(t MessageType, msg any) ([]byte, error) {
