@@ -72,6 +72,11 @@ type Cluster struct {
 	// its state holds everything earlier leaders committed.
 	readyForReads atomic.Bool
 
+	// changeMu guards changeCh, closed (and replaced) whenever the leader
+	// this node knows, its address or its readiness may have changed.
+	changeMu sync.Mutex
+	changeCh chan struct{}
+
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	wg           sync.WaitGroup
@@ -100,6 +105,7 @@ func New(cfg Config) (*Cluster, error) {
 		notifyCh:   make(chan bool, 1),
 		events:     make(chan struct{}, 1),
 		shutdownCh: make(chan struct{}),
+		changeCh:   make(chan struct{}),
 	}
 	if err := c.setupRaft(); err != nil {
 		c.closeRaftFiles()
@@ -110,10 +116,49 @@ func New(cfg Config) (*Cluster, error) {
 		c.closeRaftFiles()
 		return nil, err
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.monitorLeadership()
 	go c.bootstrapLoop()
+	go c.observeLeaders()
 	return c, nil
+}
+
+// LeaderChanged returns a channel that is closed at the next change of
+// the leader this node knows: raft naming another (or none), a member's
+// gossip record (with its HTTP address) arriving, this node's first
+// barrier as leader passing. A request waiting for a leader waits on it
+// instead of polling.
+func (c *Cluster) LeaderChanged() <-chan struct{} {
+	c.changeMu.Lock()
+	defer c.changeMu.Unlock()
+	return c.changeCh
+}
+
+func (c *Cluster) leaderChanged() {
+	c.changeMu.Lock()
+	close(c.changeCh)
+	c.changeCh = make(chan struct{})
+	c.changeMu.Unlock()
+}
+
+// observeLeaders turns raft's leader observations into leaderChanged.
+func (c *Cluster) observeLeaders() {
+	defer c.wg.Done()
+	obs := make(chan raft.Observation, 8)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	c.raft.RegisterObserver(o)
+	defer c.raft.DeregisterObserver(o)
+	for {
+		select {
+		case <-obs:
+			c.leaderChanged()
+		case <-c.shutdownCh:
+			return
+		}
+	}
 }
 
 // loadNodeID reads the node id from the data dir, minting and persisting

@@ -142,6 +142,7 @@ func (c *Cluster) recordMember(n *memberlist.Node, state memberlist.NodeStateTyp
 		}
 	}
 	c.membersMu.Unlock()
+	c.leaderChanged()
 }
 
 func memberOf(n *memberlist.Node) Member {

@@ -140,6 +140,7 @@ func (c *Cluster) leaderLoop(ctx context.Context) {
 		return
 	}
 	c.readyForReads.Store(true)
+	c.leaderChanged()
 	defer c.readyForReads.Store(false)
 	tick := time.NewTicker(reconcileInterval)
 	defer tick.Stop()

@@ -217,6 +217,14 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 	})
 	leader.Shutdown()
 
+	// Started at once, while the followers still name the stopped leader or
+	// none: the follower holds the request until the next leader is
+	// elected, instead of answering 503.
+	during, err := fc.StartInstance(ctx, "diamond", api.StartRequest{ID: "during-election", Input: json.RawMessage(`{"n": 98}`)})
+	if err != nil || !during.Created {
+		t.Fatalf("start during the election: %+v, %v", during, err)
+	}
+
 	remaining := followers
 	newLeader := c.waitLeader(remaining)
 	if newLeader == leader {
@@ -233,7 +241,7 @@ func TestThreeNodeDiamondAndFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []*api.Started{inflight, after} {
+	for _, s := range []*api.Started{inflight, during, after} {
 		id := s.ID
 		inst := waitInstance(t, other, id, s.Index, 30*time.Second)
 		if inst.Status != "completed" {

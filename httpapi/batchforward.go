@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/julienschmidt/httprouter"
+
+	"github.com/lockstep-io/lockstep/cluster"
 )
 
 // Starts (and signals) a follower forwards to the leader travel together: each forward
@@ -154,11 +156,6 @@ func (f *forwarder) sendBatch(batch []*pendingForward) {
 		}
 	}
 	s := f.s
-	leader, err := s.forwardTarget()
-	if err != nil {
-		fail(err)
-		return
-	}
 	req := forwardBatchRequest{Requests: make([]forwardItem, len(batch))}
 	for i, p := range batch {
 		req.Requests[i] = p.item
@@ -171,16 +168,15 @@ func (f *forwarder) sendBatch(batch []*pendingForward) {
 	// Each request's own client may go; the batch goes on for the others.
 	ctx, cancel := context.WithTimeout(context.Background(), forwardBatchTimeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+leader.HTTPAddr+"/v1/internal/forward", bytes.NewReader(data))
+	resp, leader, err := s.sendToLeader(ctx, time.Now().Add(s.cfg.LeaderHold), func(leader cluster.LeaderInfo) (*http.Request, error) {
+		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+leader.HTTPAddr+"/v1/internal/forward", bytes.NewReader(data))
+		if err == nil {
+			hreq.Header.Set("Content-Type", "application/json")
+		}
+		return hreq, err
+	})
 	if err != nil {
 		fail(err)
-		return
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set(forwardedHeader, s.cfg.NodeName)
-	resp, err := s.forward.Do(hreq)
-	if err != nil {
-		fail(&Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()})
 		return
 	}
 	defer resp.Body.Close()

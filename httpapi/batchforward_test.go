@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/engine"
+	"github.com/lockstep-io/lockstep/fsm"
 	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
@@ -33,6 +35,51 @@ func (c followerCluster) Members() []cluster.Member            { return nil }
 func (c followerCluster) Peers() ([]cluster.Peer, error)       { return nil, nil }
 func (c followerCluster) Stats() map[string]string             { return nil }
 func (c followerCluster) ConsistentRead(context.Context) error { return cluster.ErrNotLeader }
+func (c followerCluster) LeaderChanged() <-chan struct{}       { return nil }
+
+// followerDispatcher is the engine of a node that does not lead.
+type followerDispatcher struct{}
+
+func (followerDispatcher) Poll(context.Context, engine.PollRequest) ([]*fsm.Task, error) {
+	return nil, engine.ErrNotLeader
+}
+func (followerDispatcher) WaitingPolls() map[string]int { return nil }
+func (followerDispatcher) ClaimPoll(string) (*fsm.NextTasks, func([]*fsm.Task), bool) {
+	return nil, nil, false
+}
+func (followerDispatcher) AnyWaiting() bool { return false }
+
+// electingCluster is a follower whose leader changes while it runs: none
+// (or an unreachable one) until the test names another.
+type electingCluster struct {
+	followerCluster
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+func newElectingCluster(addr string) *electingCluster {
+	return &electingCluster{followerCluster: followerCluster{addr}, changed: make(chan struct{})}
+}
+
+func (c *electingCluster) Leader() (cluster.LeaderInfo, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.followerCluster.Leader()
+}
+
+func (c *electingCluster) LeaderChanged() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *electingCluster) elect(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.addr = addr
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
 
 func startRequest(t *testing.T, i int) (*http.Request, string, []byte) {
 	t.Helper()
@@ -139,11 +186,62 @@ func TestForwardedStartsFallBack(t *testing.T) {
 	gone := httptest.NewServer(http.NotFoundHandler())
 	addr := strings.TrimPrefix(gone.URL, "http://")
 	gone.Close()
-	s = New(Config{NodeName: "follower", Cluster: followerCluster{addr}})
+	s = New(Config{NodeName: "follower", Cluster: followerCluster{addr}, LeaderHold: 100 * time.Millisecond})
 	_, _, _, err = s.batched.forward(r, uri, body)
 	var apiErr *Error
 	if !errors.As(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "no_leader" {
 		t.Fatalf("unreachable leader: %v", err)
+	}
+}
+
+// A request that needs the leader while there is none, or while the known
+// one cannot be reached (it has gone and the election is under way), waits
+// for the next leader instead of failing: the built-in workers and the
+// clients on followers resume as soon as one is elected.
+func TestForwardsWaitForALeader(t *testing.T) {
+	var served atomic.Int64
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		w.Header().Set("X-Lockstep-Index", "7")
+		w.WriteHeader(200)
+		_, _ = w.Write([]byte(`{"tasks":[]}`))
+	}))
+	defer leader.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	goneAddr := strings.TrimPrefix(gone.URL, "http://")
+	gone.Close()
+
+	for name, first := range map[string]string{"no leader": "", "gone leader": goneAddr} {
+		t.Run(name, func(t *testing.T) {
+			c := newElectingCluster(first)
+			s := New(Config{NodeName: "follower", Cluster: c, Dispatcher: followerDispatcher{}, FSM: fsm.New(nil), LeaderHold: time.Minute})
+			before := served.Load()
+			done := make(chan *httptest.ResponseRecorder, 1)
+			go func() {
+				rec := httptest.NewRecorder()
+				r := httptest.NewRequest("POST", "/v1/queues/default/poll", strings.NewReader(`{"worker_id":"w"}`))
+				s.ServeHTTP(rec, r)
+				done <- rec
+			}()
+			select {
+			case rec := <-done:
+				t.Fatalf("answered before a leader was elected: %d %s", rec.Code, rec.Body)
+			case <-time.After(50 * time.Millisecond): // the request holds; nothing to poll for
+			}
+			c.elect(strings.TrimPrefix(leader.URL, "http://"))
+			rec := <-done
+			if rec.Code != 200 || rec.Header().Get("X-Lockstep-Index") != "7" || served.Load() != before+1 {
+				t.Fatalf("after the election: %d %v %s (%d served)", rec.Code, rec.Header(), rec.Body, served.Load()-before)
+			}
+		})
+	}
+
+	// With no leader until the hold runs out: 503 no_leader, Retry-After.
+	s := New(Config{NodeName: "follower", Cluster: newElectingCluster(""), Dispatcher: followerDispatcher{}, FSM: fsm.New(nil), LeaderHold: 50 * time.Millisecond})
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/queues/default/poll", strings.NewReader(`{"worker_id":"w"}`)))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "no_leader") || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("no leader at all: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 }
 

@@ -46,7 +46,7 @@ func toAPIError(err error) *Error {
 		return &Error{Status: status, Code: fsmErr.Code, Message: fsmErr.Message}
 	}
 	switch {
-	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader), errors.Is(err, errLeadsHere):
 		return errNoLeader()
 	case errors.Is(err, cluster.ErrIndeterminate):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "indeterminate", Message: err.Error() + "; retry with the same id"}

@@ -1,11 +1,16 @@
 package httpapi
 
 import (
+	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/lockstep-io/lockstep/cluster"
+	"github.com/lockstep-io/lockstep/engine"
 )
 
 // forwardedHeader marks a request a follower forwarded, so it is never
@@ -17,14 +22,106 @@ func errNoLeader() *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "no cluster leader is available; retry shortly"}
 }
 
-// forwardTarget is the leader this node forwards to: known, with an HTTP
-// address, and not this node.
-func (s *Server) forwardTarget() (cluster.LeaderInfo, error) {
-	leader, ok := s.cfg.Cluster.Leader()
-	if !ok || leader.HTTPAddr == "" || leader.Node == s.cfg.NodeName {
-		return cluster.LeaderInfo{}, errNoLeader()
+// errLeadsHere is what a forward returns, having sent nothing, when this
+// node became the leader while the request waited for one: the caller
+// serves the request itself.
+var errLeadsHere = errors.New("this node leads now")
+
+// elsewhere reports whether err means the request must be served by a
+// leader this node is not (yet): it was refused without effect.
+func elsewhere(err error) bool {
+	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader) ||
+		errors.Is(err, cluster.ErrNoLeader) || errors.Is(err, errLeadsHere)
+}
+
+// leaderRecheck bounds one wait for a change of leader: some changes
+// (this node's engine starting, a gossip record arriving) are not
+// announced.
+const leaderRecheck = 25 * time.Millisecond
+
+// awaitLeaderChange waits until the cluster announces a change of leader
+// on changed, or leaderRecheck passes; false when until has passed or ctx
+// ended.
+func (s *Server) awaitLeaderChange(ctx context.Context, until time.Time, changed <-chan struct{}) bool {
+	d := time.Until(until)
+	if d <= 0 || ctx.Err() != nil {
+		return false
 	}
-	return leader, nil
+	t := time.NewTimer(min(d, leaderRecheck))
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// sendToLeader sends a request to the leader and returns its answer. With
+// no leader known (an election under way), or one whose request could not
+// even be sent (a failed dial: a leader that has gone), it waits for the
+// next until until, as Consul and Nomad hold RPCs; then it answers
+// no_leader. It returns errLeadsHere when this node leads meanwhile.
+func (s *Server) sendToLeader(ctx context.Context, until time.Time, build func(leader cluster.LeaderInfo) (*http.Request, error)) (*http.Response, cluster.LeaderInfo, error) {
+	for {
+		changed := s.cfg.Cluster.LeaderChanged()
+		if s.cfg.Cluster.IsLeader() {
+			return nil, cluster.LeaderInfo{}, errLeadsHere
+		}
+		leader, ok := s.cfg.Cluster.Leader()
+		if ok && leader.HTTPAddr != "" && leader.Node != s.cfg.NodeName {
+			req, err := build(leader)
+			if err != nil {
+				return nil, leader, err
+			}
+			req.Header.Set(forwardedHeader, s.cfg.NodeName)
+			resp, err := s.forward.Do(req)
+			if err == nil {
+				return resp, leader, nil
+			}
+			var op *net.OpError
+			if !errors.As(err, &op) || op.Op != "dial" || !s.awaitLeaderChange(ctx, until, changed) {
+				return nil, leader, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()}
+			}
+			continue
+		}
+		if !s.awaitLeaderChange(ctx, until, changed) {
+			return nil, leader, errNoLeader()
+		}
+	}
+}
+
+// serveOnLeader serves a request that serve, run here, refused because
+// this node does not lead: a follower forwards it to the leader, waiting
+// for one as sendToLeader does; a node that has just become the leader
+// (its engine not started, its first barrier not passed) serves it once
+// it can. A request forwarded to this node is never forwarded again.
+func (s *Server) serveOnLeader(w http.ResponseWriter, r *http.Request, body []byte, serve func() (any, error)) {
+	until := time.Now().Add(s.cfg.LeaderHold)
+	forwarded := r.Header.Get(forwardedHeader) != ""
+	for {
+		changed := s.cfg.Cluster.LeaderChanged()
+		switch {
+		case s.cfg.Cluster.IsLeader():
+			if out, err := serve(); !elsewhere(err) {
+				s.answer(w, r, out, err)
+				return
+			}
+		case forwarded:
+			s.writeError(w, r, errNoLeader())
+			return
+		default:
+			if err := s.forwardToLeader(w, r, body, until); !errors.Is(err, errLeadsHere) {
+				return
+			}
+			continue // this node leads now: serve at once
+		}
+		if !s.awaitLeaderChange(r.Context(), until, changed) {
+			s.writeError(w, r, errNoLeader())
+			return
+		}
+	}
 }
 
 func copyHeader(dst, src http.Header) {
@@ -36,44 +133,37 @@ func copyHeader(dst, src http.Header) {
 }
 
 // forwardToLeader sends the buffered request to the leader and passes its
-// status, headers and body back verbatim.
-func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []byte) {
-	leader, err := s.forwardTarget()
-	if err == nil && r.Header.Get(forwardedHeader) != "" {
-		err = errNoLeader()
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+// status, headers and body back verbatim. It writes nothing and returns
+// errLeadsHere when this node became the leader while it waited for one.
+func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []byte, until time.Time) error {
 	if batchableForward(r.Method, r.URL.RequestURI()) {
 		// A start or a signal: it may travel with others (batchforward.go).
 		status, header, data, err := s.batched.forward(r, r.URL.RequestURI(), body)
+		if errors.Is(err, errLeadsHere) {
+			return err
+		}
 		if err != nil {
 			s.writeError(w, r, err)
-			return
+			return nil
 		}
 		copyHeader(w.Header(), header)
 		w.WriteHeader(status)
 		_, _ = w.Write(data)
-		return
+		return nil
 	}
-	url := "http://" + leader.HTTPAddr + r.URL.RequestURI()
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, url, bytesReader(body))
+	resp, _, err := s.sendToLeader(r.Context(), until, func(leader cluster.LeaderInfo) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+leader.HTTPAddr+r.URL.RequestURI(), bytesReader(body))
+		if err == nil {
+			copyHeader(req.Header, r.Header)
+		}
+		return req, err
+	})
+	if errors.Is(err, errLeadsHere) {
+		return err
+	}
 	if err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	req.Header.Set(forwardedHeader, s.cfg.NodeName)
-	resp, err := s.forward.Do(req)
-	if err != nil {
-		s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()})
-		return
+		return nil
 	}
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
@@ -81,29 +171,22 @@ func (s *Server) forwardToLeader(w http.ResponseWriter, r *http.Request, body []
 	buf := copyBufs.Get().(*[]byte)
 	_, _ = io.CopyBuffer(w, resp.Body, *buf)
 	copyBufs.Put(buf)
+	return nil
 }
 
 // forwardCapture sends the buffered request to the leader at uri (path and
 // query) and returns its answer instead of passing it on, for a handler
-// that has more to do with it.
+// that has more to do with it. It waits for a leader as sendToLeader does.
 func (s *Server) forwardCapture(r *http.Request, uri string, body []byte) (int, http.Header, []byte, error) {
-	leader, err := s.forwardTarget()
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+leader.HTTPAddr+uri, bytesReader(body))
-	if err != nil {
-		return 0, nil, nil, err
-	}
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
+	resp, leader, err := s.sendToLeader(r.Context(), time.Now().Add(s.cfg.LeaderHold), func(leader cluster.LeaderInfo) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+leader.HTTPAddr+uri, bytesReader(body))
+		if err == nil {
+			copyHeader(req.Header, r.Header)
 		}
-	}
-	req.Header.Set(forwardedHeader, s.cfg.NodeName)
-	resp, err := s.forward.Do(req)
+		return req, err
+	})
 	if err != nil {
-		return 0, nil, nil, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()}
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardedAnswer))

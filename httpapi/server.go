@@ -36,6 +36,9 @@ type Cluster interface {
 	Peers() ([]cluster.Peer, error)
 	Stats() map[string]string
 	ConsistentRead(ctx context.Context) error
+	// LeaderChanged returns a channel closed at the next change of the
+	// leader this node knows (cluster.Cluster.LeaderChanged).
+	LeaderChanged() <-chan struct{}
 }
 
 // Dispatcher hands tasks to polling workers (the leader's engine).
@@ -62,7 +65,16 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Now is the proposer's clock, stamped into commands.
 	Now func() time.Time
+	// LeaderHold is how long a request that needs the leader waits for
+	// one when none is known or the known one cannot be reached (an
+	// election under way) before it is answered 503 no_leader
+	// (DefaultLeaderHold when 0).
+	LeaderHold time.Duration
 }
+
+// DefaultLeaderHold is how long a request waits for a leader by default:
+// a few election rounds (Consul holds RPCs 7 s, Nomad 5 s).
+const DefaultLeaderHold = 7 * time.Second
 
 // Limits on request bodies.
 const (
@@ -87,6 +99,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.LeaderHold == 0 {
+		cfg.LeaderHold = DefaultLeaderHold
 	}
 	s := &Server{
 		cfg:    cfg,
@@ -299,29 +314,33 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 				r = r.WithContext(context.WithValue(r.Context(), idempotencyCtxKey{}, idempotency{key: key, fingerprint: fingerprint(r, body)}))
 			}
 		}
+		serve := func() (any, error) { return h(r, ps, body) }
 		if kind != write && consistent(r) {
 			// A linearizable read: the leader answers it after confirming
 			// its leadership; a follower forwards it there.
-			if err := s.cfg.Cluster.ConsistentRead(r.Context()); err != nil {
-				if errors.Is(err, cluster.ErrNotLeader) {
-					s.forwardToLeader(w, r, body)
-					return
+			serve = func() (any, error) {
+				if err := s.cfg.Cluster.ConsistentRead(r.Context()); err != nil {
+					return nil, err
 				}
-				s.writeError(w, r, err)
-				return
+				return h(r, ps, body)
 			}
 		}
-		out, err := h(r, ps, body)
-		if err != nil && kind == write && (errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader)) {
-			s.forwardToLeader(w, r, body)
+		out, err := serve()
+		if err != nil && (kind == write || consistent(r)) && elsewhere(err) {
+			s.serveOnLeader(w, r, body, serve)
 			return
 		}
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		s.writeJSON(w, r, out)
+		s.answer(w, r, out, err)
 	}
+}
+
+// answer writes a handler's result: its error, or out as JSON.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, out any, err error) {
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, out)
 }
 
 func (s *Server) setMeta(w http.ResponseWriter) {
