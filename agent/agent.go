@@ -243,15 +243,34 @@ func (a *Agent) cleanupTemp() {
 
 // leaderTransport sends each request to the current leader's HTTP address.
 // A leader that has just lost its role answers as any follower does
-// (forwarding, or 503 no_leader), and the worker pool retries.
+// (forwarding, or 503 no_leader), and the worker pool retries. A leader
+// that cannot even be dialled has gone before this node noticed: the
+// request goes to this node instead (the address the caller gave), which
+// holds it until the next leader is elected rather than leave the pool to
+// back off for seconds after the failover.
 type leaderTransport struct {
 	base   http.RoundTripper
 	leader func() string
 }
 
 func (t *leaderTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	addr := t.leader()
+	if addr == r.URL.Host {
+		return t.base.RoundTrip(r)
+	}
 	c := r.Clone(r.Context())
-	c.URL.Host = t.leader()
-	c.Host = c.URL.Host
-	return t.base.RoundTrip(c)
+	c.URL.Host = addr
+	c.Host = addr
+	resp, err := t.base.RoundTrip(c)
+	var op *net.OpError
+	if err == nil || !errors.As(err, &op) || op.Op != "dial" || (r.Body != nil && r.Body != http.NoBody && r.GetBody == nil) {
+		return resp, err
+	}
+	local := r.Clone(r.Context())
+	if r.GetBody != nil {
+		if local.Body, err = r.GetBody(); err != nil {
+			return nil, err
+		}
+	}
+	return t.base.RoundTrip(local)
 }
