@@ -169,6 +169,11 @@ type NextTasks struct {
 	Queue      string   `json:"queue"`
 	Activities []string `json:"activities,omitempty"`
 	MaxTasks   int      `json:"max_tasks"`
+	// Redeliver also takes back the tasks already leased to WorkerID: set
+	// it when retrying a request whose answer was lost, with the same
+	// worker id (use a fresh id per request that asks, so that only that
+	// request's tasks come back).
+	Redeliver bool `json:"redeliver,omitempty"`
 }
 
 // ReportResultsNext reports results like ReportResults and, with next set,

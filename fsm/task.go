@@ -811,6 +811,19 @@ func (t *Txn) LeasedTasks(limit int) []*Task {
 	return out
 }
 
+// TasksLeasedTo returns the tasks leased to worker right now, by lease
+// deadline: what a worker whose answer was lost is owed again. It walks
+// every leased task, so it serves retries, not every request.
+func (t *Txn) TasksLeasedTo(worker string) []*Task {
+	var out []*Task
+	for _, task := range t.LeasedTasks(0) {
+		if task.WorkerID == worker {
+			out = append(out, task)
+		}
+	}
+	return out
+}
+
 // QueueNames lists the queues that hold any pending task.
 func (t *Txn) QueueNames() []string {
 	out := []string{}

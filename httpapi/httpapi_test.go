@@ -757,6 +757,51 @@ func TestBlockingReadUntilEnded(t *testing.T) {
 	}
 }
 
+// A worker that lost the answer to results that asked for tasks (the
+// leader died after committing them) sends them again under the same
+// worker id with redeliver: its results are already recorded, and the
+// tasks the lost answer held come back, same tokens, leased once.
+func TestTaskResultsRedeliverALostAnswer(t *testing.T) {
+	_, c := diamondAgent(t)
+	ctx := context.Background()
+	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "lost1", Input: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var first *api.Task
+	poll.Until(t, 10*time.Second, "the first task", func() error {
+		var err error
+		first, err = c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200})
+		if err == nil && first == nil {
+			return fmt.Errorf("no task yet")
+		}
+		return err
+	})
+	results := []api.TaskOutcome{{TaskID: first.TaskID, Token: first.Token, Output: json.RawMessage(`{"n":1}`)}}
+	next := &api.NextTasks{WorkerID: "w/r0.1", Queue: "default", Activities: []string{"noop"}, MaxTasks: 10}
+	_, lost, err := c.ReportResultsNext(ctx, results, next)
+	if err != nil || len(lost) != 2 {
+		t.Fatalf("first answer: %+v, %v", lost, err)
+	}
+	// A plain retry gets nothing: the tasks are leased, to the worker id.
+	_, none, err := c.ReportResultsNext(ctx, results, &api.NextTasks{WorkerID: "w/r0.2", Queue: "default", MaxTasks: 10})
+	if err != nil || len(none) != 0 {
+		t.Fatalf("retry without redeliver: %+v, %v", none, err)
+	}
+	again := *next
+	again.Redeliver = true
+	res, back, err := c.ReportResultsNext(ctx, results, &again)
+	if err != nil || len(res) != 1 || res[0].Error == nil || res[0].Error.Code != "stale_token" {
+		t.Fatalf("retried results: %+v, %v", res, err)
+	}
+	got := map[string]string{}
+	for _, tk := range back {
+		got[tk.TaskID] = tk.Token
+	}
+	if len(back) != 2 || got[lost[0].TaskID] != lost[0].Token || got[lost[1].TaskID] != lost[1].Token {
+		t.Fatalf("redelivered %+v, the lost answer held %+v", back, lost)
+	}
+}
+
 // Results may take the worker's next tasks in the same request and raft
 // entry: the diamond's two middle steps come back with the first step's
 // result, the last with theirs.

@@ -150,6 +150,12 @@ type NextTasksRequest struct {
 	Queue      string   `json:"queue"`
 	Activities []string `json:"activities,omitempty"`
 	MaxTasks   int      `json:"max_tasks"`
+	// Redeliver also returns the tasks already leased to WorkerID: a
+	// worker that asked with its results and lost the answer (the leader
+	// died after committing it) asks again under the same, once-used
+	// worker id, and gets the tasks that answer held instead of leaving
+	// them leased to nobody until their leases expire.
+	Redeliver bool `json:"redeliver,omitempty"`
 }
 
 // POST /v1/task-results — many completions and failures in one request and
@@ -199,6 +205,19 @@ func (s *Server) taskResults(r *http.Request, _ httprouter.Params, body []byte) 
 	for _, t := range out.Leased {
 		s.cfg.Metrics.ObserveDispatch(committed.Sub(t.ReadyAt).Seconds())
 		tasks = append(tasks, view(t))
+	}
+	if req.Next.Redeliver {
+		// This leader's state holds the command just applied, and so any
+		// earlier one that leased to the worker: those tasks come again.
+		fresh := map[string]bool{}
+		for _, t := range out.Leased {
+			fresh[t.ID] = true
+		}
+		for _, t := range s.cfg.FSM.State().Read().TasksLeasedTo(req.Next.WorkerID) {
+			if !fresh[t.ID] {
+				tasks = append(tasks, view(t))
+			}
+		}
 	}
 	return map[string]any{"results": out.Results, "tasks": tasks}, nil
 }

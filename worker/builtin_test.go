@@ -463,3 +463,95 @@ func TestPoolTakesBatchesPerPoll(t *testing.T) {
 		t.Fatalf("%d polls, at most %d tasks per poll, %d running at once", bp.polls, bp.most, peak.Load())
 	}
 }
+
+// chainClient serves a two-step chain the way the API does: the result of
+// t0 makes t1 ready and, when the report asks for tasks, leases t1 to the
+// worker id it names in the same apply. It loses the first answer that
+// carried a lease, as when the leader dies after committing it.
+type chainClient struct {
+	*batchPollingClient
+	leasedTo map[string][]api.Task
+	loseNext bool
+	asks     []api.NextTasks
+	ran      map[string]int
+}
+
+func (c *chainClient) ReportResultsNext(ctx context.Context, outs []api.TaskOutcome, next *api.NextTasks) ([]api.TaskOutcomeResult, []api.Task, error) {
+	res, _ := c.ReportResults(ctx, outs)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var leased []api.Task
+	if next != nil {
+		c.asks = append(c.asks, *next)
+		if next.Redeliver {
+			leased = append(leased, c.leasedTo[next.WorkerID]...)
+		}
+	}
+	for _, o := range outs {
+		if o.TaskID != "t0" || c.ran["t0 recorded"] > 0 {
+			continue // a result already recorded changes nothing
+		}
+		c.ran["t0 recorded"]++
+		t1 := *task("count", `{}`)
+		if next == nil {
+			c.tasks = append(c.tasks, &t1)
+			continue
+		}
+		c.leasedTo[next.WorkerID] = append(c.leasedTo[next.WorkerID], t1)
+		leased = append(leased, t1)
+		if c.loseNext {
+			c.loseNext = false
+			return nil, nil, errors.New("read tcp: connection reset by peer")
+		}
+	}
+	return res, leased, nil
+}
+
+// A report whose answer was lost after it leased the next task asks again
+// under the same worker id with redeliver, and runs the task once, at once,
+// instead of leaving it leased to nobody until its lease expires.
+func TestPoolTakesBackTheTasksOfALostAnswer(t *testing.T) {
+	fc := &fakeClient{completed: map[string]string{}, failed: map[string]api.TaskError{}}
+	t0 := task("count", `{}`)
+	t0.TaskID = "t0"
+	fc.tasks = []*api.Task{t0}
+	cc := &chainClient{batchPollingClient: &batchPollingClient{batchingClient: &batchingClient{fakeClient: fc}},
+		leasedTo: map[string][]api.Task{}, loseNext: true, ran: map[string]int{}}
+	pool, err := NewPool(Config{Client: cc, Concurrency: 2, Batch: 4, Activities: map[string]Activity{
+		"count": func(_ context.Context, tk *api.Task) (json.RawMessage, error) {
+			cc.mu.Lock()
+			cc.ran[tk.TaskID]++
+			cc.mu.Unlock()
+			return json.RawMessage(`{}`), nil
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pool.Run(ctx); close(done) }()
+	poll.Until(t, 5*time.Second, "t1 to be reported", func() error {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		if _, ok := fc.completed["t1"]; !ok {
+			return fmt.Errorf("completed %v", fc.completed)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.ran["t0"] != 1 || cc.ran["t1"] != 1 || fc.completed["t1"] == "" {
+		t.Fatalf("ran %v", cc.ran)
+	}
+	if len(cc.asks) < 2 || cc.asks[0].Redeliver || !cc.asks[1].Redeliver || cc.asks[1].WorkerID != cc.asks[0].WorkerID {
+		t.Fatalf("asks %+v", cc.asks)
+	}
+	for _, a := range cc.asks[2:] {
+		if a.WorkerID == cc.asks[0].WorkerID {
+			t.Fatalf("worker id %s asked again for new tasks: %+v", a.WorkerID, cc.asks)
+		}
+	}
+}

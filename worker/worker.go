@@ -211,6 +211,7 @@ const (
 // so the tasks run again (at least once). With room in the pool, the first
 // try also asks for the pool's next tasks (as worker id), which it runs.
 func (p *Pool) report(id string) {
+	var asks uint64
 	for first := range p.results {
 		batch, size := []api.TaskOutcome{first}, len(first.Output)
 	fill:
@@ -226,10 +227,19 @@ func (p *Pool) report(id string) {
 			}
 		}
 		backoff := 100 * time.Millisecond
+		var next *api.NextTasks
 		for try := 1; ; try++ {
-			// Only the first try asks for tasks: a retry after a lost
-			// answer would lease more while the first ones go unrun.
-			next := p.nextRequest(id, try)
+			// The first try may ask for tasks, under a worker id used by
+			// this request alone. A retry after a lost answer asks again
+			// under that id with redeliver, so the tasks the lost answer
+			// held (if it was applied) come back rather than wait, leased
+			// to nobody, for their leases to expire.
+			if try == 1 {
+				asks++
+				next = p.nextRequest(fmt.Sprintf("%s.%d", id, asks))
+			} else if next != nil {
+				next = p.redeliverRequest(next)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			var res []api.TaskOutcomeResult
 			var tasks []api.Task
@@ -260,11 +270,11 @@ func (p *Pool) report(id string) {
 	}
 }
 
-// nextRequest asks for up to a batch of tasks when the pool has room, on a
-// first try, while the pool runs. The report it goes with is counted in
+// nextRequest asks for up to a batch of tasks as worker id when the pool
+// has room, while the pool runs. The report it goes with is counted in
 // p.eager until runTaken has started what came back.
-func (p *Pool) nextRequest(id string, try int) *api.NextTasks {
-	if p.next == nil || try > 1 || p.runCtx.Err() != nil {
+func (p *Pool) nextRequest(id string) *api.NextTasks {
+	if p.next == nil || p.runCtx.Err() != nil {
 		return nil
 	}
 	room := min(p.capacity-p.inflight.Load(), int64(p.cfg.Batch))
@@ -278,6 +288,21 @@ func (p *Pool) nextRequest(id string, try int) *api.NextTasks {
 	}
 	p.eager.Add(1)
 	return &api.NextTasks{WorkerID: id, Queue: p.cfg.Queues[0], Activities: p.names, MaxTasks: int(room)}
+}
+
+// redeliverRequest asks again, after a lost answer, for what was asked
+// and for the tasks that answer held; nil once the pool is stopping (the
+// tasks then wait for their leases to expire).
+func (p *Pool) redeliverRequest(asked *api.NextTasks) *api.NextTasks {
+	p.eagerMu.Lock()
+	defer p.eagerMu.Unlock()
+	if p.closing || p.runCtx.Err() != nil {
+		return nil
+	}
+	p.eager.Add(1)
+	again := *asked
+	again.Redeliver = true
+	return &again
 }
 
 // runTaken runs the tasks a report brought back, each on its own.
