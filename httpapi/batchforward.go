@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -195,7 +196,7 @@ func (f *forwarder) sendBatch(batch []*pendingForward) {
 	if err != nil || resp.StatusCode != http.StatusOK || len(out.Answers) != len(batch) {
 		// Some may have been applied: the same answer as a forward whose
 		// connection broke.
-		fail(&Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "the answer of leader " + leader.Node + " to forwarded starts was not readable; whether they started is unknown"})
+		fail(errForwardLost(leader, fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(raw), err)))
 		return
 	}
 	for i, p := range batch {

@@ -27,6 +27,14 @@ func errNoLeader() *Error {
 // serves the request itself.
 var errLeadsHere = errors.New("this node leads now")
 
+// errForwardLost is the answer to a request forwarded to the leader whose
+// answer did not come back: it may or may not have taken effect, so it is
+// indeterminate, not no_leader (a client retries it with the same id or
+// Idempotency-Key, not blindly).
+func errForwardLost(leader cluster.LeaderInfo, err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "indeterminate", Message: "the answer of leader " + leader.Node + " was lost (" + err.Error() + "); whether the request took effect is unknown"}
+}
+
 // elsewhere reports whether err means the request must be served by a
 // leader this node is not (yet): it was refused without effect.
 func elsewhere(err error) bool {
@@ -81,7 +89,11 @@ func (s *Server) sendToLeader(ctx context.Context, until time.Time, build func(l
 				return resp, leader, nil
 			}
 			var op *net.OpError
-			if !errors.As(err, &op) || op.Op != "dial" || !s.awaitLeaderChange(ctx, until, changed) {
+			if !errors.As(err, &op) || op.Op != "dial" {
+				// Sent, perhaps served: only the answer is missing.
+				return nil, leader, errForwardLost(leader, err)
+			}
+			if !s.awaitLeaderChange(ctx, until, changed) {
 				return nil, leader, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "forwarding to leader " + leader.Node + " failed: " + err.Error()}
 			}
 			continue
@@ -191,7 +203,7 @@ func (s *Server) forwardCapture(r *http.Request, uri string, body []byte) (int, 
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardedAnswer))
 	if err != nil {
-		return 0, nil, nil, &Error{Status: http.StatusServiceUnavailable, Code: "no_leader", Message: "reading the answer of leader " + leader.Node + ": " + err.Error()}
+		return 0, nil, nil, errForwardLost(leader, err)
 	}
 	return resp.StatusCode, resp.Header, data, nil
 }
