@@ -428,6 +428,11 @@ func (c *Cluster) Shutdown() error {
 			_ = c.list.Leave(time.Second)
 			_ = c.list.Shutdown()
 		}
+		// raft waits for a snapshot being written; one that can stop
+		// early does (minutes, with a large state).
+		if a, ok := c.cfg.FSM.(interface{ AbortSnapshots() }); ok {
+			a.AbortSnapshots()
+		}
 		err = c.raft.Shutdown().Error()
 		c.wg.Wait()
 		c.closeRaftFiles()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -295,5 +296,56 @@ func laggingFollowerInstallsSnapshot(t *testing.T, store func(*cluster.Config)) 
 	snaps, _ := os.ReadDir(filepath.Join(laggingDir, "raft", "snapshots"))
 	if len(snaps) == 0 {
 		t.Fatal("the follower caught up without installing a snapshot")
+	}
+}
+
+// blockingFSM's snapshots write nothing until AbortSnapshots, as a
+// snapshot of a very large state is still being written when the node
+// is stopped.
+type blockingFSM struct {
+	*fsm.FSM
+	persisting chan struct{}
+	abort      chan struct{}
+	once       sync.Once
+}
+
+func (b *blockingFSM) Snapshot() (raft.FSMSnapshot, error) { return b, nil }
+func (b *blockingFSM) Release()                            {}
+func (b *blockingFSM) AbortSnapshots()                     { b.once.Do(func() { close(b.abort) }) }
+func (b *blockingFSM) Persist(sink raft.SnapshotSink) error {
+	close(b.persisting)
+	<-b.abort
+	sink.Cancel()
+	return fsm.ErrSnapshotAborted
+}
+
+// Stopping a node does not wait for the snapshot it is writing: raft's
+// shutdown would (minutes with a million instances retained).
+func TestShutdownDoesNotWaitForASnapshot(t *testing.T) {
+	var b *blockingFSM
+	n := start(t, "snap", t.TempDir(), 1, nil, func(c *cluster.Config) {
+		b = &blockingFSM{FSM: c.FSM.(*fsm.FSM), persisting: make(chan struct{}), abort: make(chan struct{})}
+		c.FSM = b
+	})
+	t.Cleanup(b.AbortSnapshots) // runs first: a failed test does not hang in the node's cleanup
+	waitFor(t, 10*time.Second, "leadership", func() error {
+		if !n.c.IsLeader() {
+			return fmt.Errorf("not leader yet")
+		}
+		return nil
+	})
+	register(t, n)
+	go func() { _ = n.c.SnapshotNow() }()
+	select {
+	case <-b.persisting:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no snapshot began")
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.c.Shutdown() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("shutdown is waiting for the snapshot")
 	}
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -423,6 +424,22 @@ type memSink struct {
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { s.cancelled = true; return nil }
 func (s *memSink) Close() error  { return nil }
+
+// A node shutting down abandons the snapshot it is writing rather than
+// make raft's shutdown wait for it (minutes with a large state): Persist
+// stops at its next record and cancels the sink.
+func TestShutdownAbandonsASnapshot(t *testing.T) {
+	h := buildBusyLog(t)
+	snap, err := h.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fsm.AbortSnapshots()
+	sink := &memSink{}
+	if err := snap.Persist(sink); !errors.Is(err, ErrSnapshotAborted) || !sink.cancelled {
+		t.Fatalf("persist after AbortSnapshots = %v (cancelled %v, %d bytes)", err, sink.cancelled, sink.Len())
+	}
+}
 
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	h := buildBusyLog(t)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -45,13 +46,16 @@ func registerRecord(table string, fn func() any) {
 
 func init() { registerRecord(tableMeta, func() any { return new(meta) }) }
 
-type snapshot struct{ tx *Txn }
+type snapshot struct {
+	tx   *Txn
+	stop *atomic.Bool // the FSM's: set when the node shuts down
+}
 
 // Persist writes the header, then every record of every table: tables in
 // name order, records in primary-key order, so two nodes holding the same
 // state write the same bytes.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.tx); err != nil {
+	if err := writeSnapshot(sink, s.tx, s.stop); err != nil {
 		sink.Cancel()
 		return err
 	}
@@ -73,7 +77,9 @@ func tableNames() []string {
 	return names
 }
 
-func writeSnapshot(w io.Writer, tx *Txn) error {
+// writeSnapshot writes the state; it gives up with ErrSnapshotAborted once
+// stop (if any) is set.
+func writeSnapshot(w io.Writer, tx *Txn, stop *atomic.Bool) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	count := 0
@@ -87,6 +93,9 @@ func writeSnapshot(w io.Writer, tx *Txn) error {
 	}
 	for _, table := range tableNames() {
 		err := eachRecord(tx, table, func(raw any) error {
+			if stop != nil && stop.Load() {
+				return ErrSnapshotAborted
+			}
 			body, err := json.Marshal(raw)
 			if err != nil {
 				return fmt.Errorf("snapshot %s: %w", table, err)
@@ -154,7 +163,7 @@ func eachRecord(tx *Txn, table string, fn func(any) error) error {
 
 // WriteSnapshot writes the state as a snapshot would; tests use it to
 // compare the state of two nodes byte for byte.
-func (s *StateStore) WriteSnapshot(w io.Writer) error { return writeSnapshot(w, s.Read()) }
+func (s *StateStore) WriteSnapshot(w io.Writer) error { return writeSnapshot(w, s.Read(), nil) }
 
 func readSnapshot(r io.Reader) (*StateStore, error) {
 	dec := json.NewDecoder(bufio.NewReader(r))
