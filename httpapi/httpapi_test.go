@@ -764,18 +764,7 @@ func TestBlockingReadUntilEnded(t *testing.T) {
 func TestTaskResultsRedeliverALostAnswer(t *testing.T) {
 	_, c := diamondAgent(t)
 	ctx := context.Background()
-	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "lost1", Input: json.RawMessage(`{"n":1}`)}); err != nil {
-		t.Fatal(err)
-	}
-	var first *api.Task
-	poll.Until(t, 10*time.Second, "the first task", func() error {
-		var err error
-		first, err = c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200})
-		if err == nil && first == nil {
-			return fmt.Errorf("no task yet")
-		}
-		return err
-	})
+	first := startAndPoll(t, c, "lost1")
 	results := []api.TaskOutcome{{TaskID: first.TaskID, Token: first.Token, Output: json.RawMessage(`{"n":1}`)}}
 	next := &api.NextTasks{WorkerID: "w/r0.1", Queue: "default", Activities: []string{"noop"}, MaxTasks: 10}
 	_, lost, err := c.ReportResultsNext(ctx, results, next)
@@ -808,18 +797,7 @@ func TestTaskResultsRedeliverALostAnswer(t *testing.T) {
 func TestTaskResultsTakeTheNextTasks(t *testing.T) {
 	base, c := diamondAgent(t)
 	ctx := context.Background()
-	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: "n1", Input: json.RawMessage(`{"n":1}`)}); err != nil {
-		t.Fatal(err)
-	}
-	var first *api.Task
-	poll.Until(t, 10*time.Second, "the first task", func() error {
-		var err error
-		first, err = c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200})
-		if err == nil && first == nil {
-			return fmt.Errorf("no task yet")
-		}
-		return err
-	})
+	first := startAndPoll(t, c, "n1")
 	next := &api.NextTasks{WorkerID: "w/r0", Queue: "default", Activities: []string{"noop"}, MaxTasks: 10}
 	tasks := []api.Task{*first}
 	steps := []string{}
@@ -968,6 +946,26 @@ func TestStartLeasesItsFirstStepToAWaitingPoll(t *testing.T) {
 
 // diamondAgent is a dev agent without built-in workers, with the diamond
 // example registered, and a client of it.
+// startAndPoll starts a diamond as id and returns its first task, polled
+// as worker "w".
+func startAndPoll(t *testing.T, c *api.Client, id string) *api.Task {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	var first *api.Task
+	poll.Until(t, 10*time.Second, "the first task", func() error {
+		var err error
+		first, err = c.Poll(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200})
+		if err == nil && first == nil {
+			return fmt.Errorf("no task yet")
+		}
+		return err
+	})
+	return first
+}
+
 func diamondAgent(t *testing.T) (string, *api.Client) {
 	t.Helper()
 	base := devAgent(t, false)

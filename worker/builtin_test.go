@@ -372,10 +372,7 @@ func TestPoolBatchesResultsWhenTheClientCan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { pool.Run(ctx); close(done) }()
-	poll.Until(t, 5*time.Second, "40 results", func() error {
+	runPoolUntil(t, pool, "40 results", func() error {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		if n := len(fc.completed) + len(fc.failed); n != 40 {
@@ -383,8 +380,6 @@ func TestPoolBatchesResultsWhenTheClientCan(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	<-done
 	if bc.results != 40 || bc.calls < 1 || bc.calls > 40 {
 		t.Fatalf("%d results in %d calls", bc.results, bc.calls)
 	}
@@ -446,10 +441,7 @@ func TestPoolTakesBatchesPerPoll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { pool.Run(ctx); close(done) }()
-	poll.Until(t, 5*time.Second, "24 results", func() error {
+	runPoolUntil(t, pool, "24 results", func() error {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		if n := len(fc.completed); n != 24 {
@@ -457,8 +449,6 @@ func TestPoolTakesBatchesPerPoll(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	<-done
 	if bp.polls != 3 || bp.most != 8 || peak.Load() < 2 {
 		t.Fatalf("%d polls, at most %d tasks per poll, %d running at once", bp.polls, bp.most, peak.Load())
 	}
@@ -528,10 +518,7 @@ func TestPoolTakesBackTheTasksOfALostAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { pool.Run(ctx); close(done) }()
-	poll.Until(t, 5*time.Second, "t1 to be reported", func() error {
+	runPoolUntil(t, pool, "t1 to be reported", func() error {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		if _, ok := fc.completed["t1"]; !ok {
@@ -539,8 +526,6 @@ func TestPoolTakesBackTheTasksOfALostAnswer(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	<-done
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.ran["t0"] != 1 || cc.ran["t1"] != 1 || fc.completed["t1"] == "" {
@@ -554,4 +539,16 @@ func TestPoolTakesBackTheTasksOfALostAnswer(t *testing.T) {
 			t.Fatalf("worker id %s asked again for new tasks: %+v", a.WorkerID, cc.asks)
 		}
 	}
+}
+
+// runPoolUntil runs pool until cond holds (polled), then stops it and
+// waits for Run to return.
+func runPoolUntil(t *testing.T, pool *Pool, what string, cond func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { pool.Run(ctx); close(done) }()
+	poll.Until(t, 5*time.Second, what, cond)
+	cancel()
+	<-done
 }
