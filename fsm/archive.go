@@ -150,9 +150,7 @@ func init() {
 // so no other build ever reads them, and equal states need not give equal
 // bytes.
 var archiveHandle = func() *codec.MsgpackHandle {
-	h := &codec.MsgpackHandle{}
-	h.WriteExt = true
-	h.TimeNotBuiltin = true
+	h := newMsgpackHandle()
 	h.StructToArray = true
 	return h
 }()

@@ -3,7 +3,6 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"testing"
 	"time"
 )
@@ -153,26 +152,17 @@ func TestSnapshotsOfTheArchive(t *testing.T) {
 	h.start("a", "chain3", `{"n":1}`)
 	h.runToEnd()
 	h.start("b", "chain3", `{"n":1}`) // left running
-	var snap bytes.Buffer
-	if err := h.fsm.State().WriteSnapshot(&snap); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(snap.Bytes(), []byte(`"t":"archived_tasks"`)) {
+	snap := snapshotBytes(t, h.fsm)
+	if !bytes.Contains(snap, []byte(`"t":"archived_tasks"`)) {
 		t.Fatal("no archived tasks in the snapshot")
 	}
-	restored := New(nil)
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(snap.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	restored := restoreFrom(t, snap)
 	tx := restored.State().Read()
 	if archivedRows(tx) != 1 || liveRows(tx) != 1 {
 		t.Fatalf("restored: %d archived, %d live", archivedRows(tx), liveRows(tx))
 	}
-	var again bytes.Buffer
-	if err := restored.State().WriteSnapshot(&again); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(snap.Bytes(), again.Bytes()) {
+	again := snapshotBytes(t, restored)
+	if !bytes.Equal(snap, again) {
 		t.Fatal("snapshot -> restore -> snapshot differs")
 	}
 	// The same log without the archive: its snapshot (every task in the
@@ -182,19 +172,10 @@ func TestSnapshotsOfTheArchive(t *testing.T) {
 	for _, l := range h.b.logs {
 		plain.Apply(l)
 	}
-	var old bytes.Buffer
-	if err := plain.State().WriteSnapshot(&old); err != nil {
-		t.Fatal(err)
-	}
-	fromOld := New(nil)
-	if err := fromOld.Restore(io.NopCloser(bytes.NewReader(old.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
-	var fromOldSnap bytes.Buffer
-	if err := fromOld.State().WriteSnapshot(&fromOldSnap); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(snap.Bytes(), fromOldSnap.Bytes()) {
+	old := snapshotBytes(t, plain)
+	fromOld := restoreFrom(t, old)
+	fromOldSnap := snapshotBytes(t, fromOld)
+	if !bytes.Equal(snap, fromOldSnap) {
 		t.Fatal("a store restored from a snapshot without the archive differs")
 	}
 	a, _ := json.Marshal(h.fsm.State().Read().Instance("a"))

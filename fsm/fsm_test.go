@@ -322,13 +322,29 @@ func TestInputErrorFailsInstanceWithPosition(t *testing.T) {
 	}
 }
 
-func snapshotBytes(t *testing.T, f *FSM) []byte {
+// fataler is what the snapshot helpers need of *testing.T and *rapid.T.
+type fataler interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+func snapshotBytes(t fataler, f *FSM) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := f.State().WriteSnapshot(&buf); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// restoreFrom returns a new FSM restored from snap.
+func restoreFrom(t fataler, snap []byte) *FSM {
+	t.Helper()
+	f := New(nil)
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // buildBusyLog makes a log that exercises every command.

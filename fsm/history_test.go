@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -98,10 +97,7 @@ func TestHistoryTailAcrossSnapshotsAtEveryPoint(t *testing.T) {
 	if len(want) <= 2*eventsPerChunk {
 		t.Fatalf("only %d events: the test needs more than two chunks", len(want))
 	}
-	var full bytes.Buffer
-	if err := h.fsm.State().WriteSnapshot(&full); err != nil {
-		t.Fatal(err)
-	}
+	full := snapshotBytes(t, h.fsm)
 	if chunks := h.fsm.State().Read().historyChunks("big", 1); len(chunks) != len(want)/eventsPerChunk {
 		t.Fatalf("%d chunks stored for %d events: only complete chunks are written", len(chunks), len(want))
 	}
@@ -110,14 +106,8 @@ func TestHistoryTailAcrossSnapshotsAtEveryPoint(t *testing.T) {
 		for _, l := range h.b.logs[:cut] {
 			early.Apply(l)
 		}
-		var mid bytes.Buffer
-		if err := early.State().WriteSnapshot(&mid); err != nil {
-			t.Fatal(err)
-		}
-		late := New(nil)
-		if err := late.Restore(io.NopCloser(bytes.NewReader(mid.Bytes()))); err != nil {
-			t.Fatal(err)
-		}
+		mid := snapshotBytes(t, early)
+		late := restoreFrom(t, mid)
 		for _, l := range h.b.logs[cut:] {
 			late.Apply(l)
 		}
@@ -131,11 +121,8 @@ func TestHistoryTailAcrossSnapshotsAtEveryPoint(t *testing.T) {
 				t.Fatalf("cut at %d: history after %d differs", cut, after)
 			}
 		}
-		var again bytes.Buffer
-		if err := late.State().WriteSnapshot(&again); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(again.Bytes(), full.Bytes()) {
+		again := snapshotBytes(t, late)
+		if !bytes.Equal(again, full) {
 			t.Fatalf("cut at %d: snapshot differs", cut)
 		}
 	}

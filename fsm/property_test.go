@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -200,14 +199,9 @@ func TestRandomLogsConverge(t *testing.T) {
 			}
 			i = end
 		}
-		var a, b bytes.Buffer
-		if err := f.State().WriteSnapshot(&a); err != nil {
-			rt.Fatal(err)
-		}
-		if err := other.State().WriteSnapshot(&b); err != nil {
-			rt.Fatal(err)
-		}
-		if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		a := snapshotBytes(rt, f)
+		b := snapshotBytes(rt, other)
+		if !bytes.Equal(a, b) {
 			rt.Fatalf("replicas diverged after %d commands", len(logs))
 		}
 		// A replica that keeps ended instances live (no archive) answers
@@ -232,11 +226,8 @@ func TestRandomLogsConverge(t *testing.T) {
 				rt.Fatalf("command %d answered %s from JSON, %s from msgpack", i+1, got, want)
 			}
 		}
-		var j bytes.Buffer
-		if err := fromJSON.State().WriteSnapshot(&j); err != nil {
-			rt.Fatal(err)
-		}
-		if !bytes.Equal(a.Bytes(), j.Bytes()) {
+		j := snapshotBytes(rt, fromJSON)
+		if !bytes.Equal(a, j) {
 			rt.Fatalf("the log in the JSON codec left other state after %d commands", len(logs))
 		}
 		// A replica restored from a snapshot taken part-way (its partial
@@ -247,22 +238,13 @@ func TestRandomLogsConverge(t *testing.T) {
 		for _, l := range logs[:cut] {
 			early.Apply(l)
 		}
-		var mid bytes.Buffer
-		if err := early.State().WriteSnapshot(&mid); err != nil {
-			rt.Fatal(err)
-		}
-		late := New(nil)
-		if err := late.Restore(io.NopCloser(bytes.NewReader(mid.Bytes()))); err != nil {
-			rt.Fatal(err)
-		}
+		mid := snapshotBytes(rt, early)
+		late := restoreFrom(rt, mid)
 		for _, l := range logs[cut:] {
 			late.Apply(l)
 		}
-		var d bytes.Buffer
-		if err := late.State().WriteSnapshot(&d); err != nil {
-			rt.Fatal(err)
-		}
-		if !bytes.Equal(a.Bytes(), d.Bytes()) {
+		d := snapshotBytes(rt, late)
+		if !bytes.Equal(a, d) {
 			rt.Fatalf("a replica restored after %d of %d commands diverged", cut, len(logs))
 		}
 		for _, inst := range f.State().Read().Instances("", "", 0) {
@@ -286,15 +268,9 @@ func TestRandomLogsConverge(t *testing.T) {
 			}
 		}
 		// Snapshot -> restore -> snapshot is the identity.
-		restored := New(nil)
-		if err := restored.Restore(io.NopCloser(bytes.NewReader(a.Bytes()))); err != nil {
-			rt.Fatal(err)
-		}
-		var c bytes.Buffer
-		if err := restored.State().WriteSnapshot(&c); err != nil {
-			rt.Fatal(err)
-		}
-		if !bytes.Equal(a.Bytes(), c.Bytes()) {
+		restored := restoreFrom(rt, a)
+		c := snapshotBytes(rt, restored)
+		if !bytes.Equal(a, c) {
 			rt.Fatal("snapshot -> restore -> snapshot differs")
 		}
 	})
