@@ -163,11 +163,13 @@ type ProcessStats struct {
 	MinorPageFaults uint64 `json:"minor_page_faults"`
 }
 
-// HostStats describe the node's host: its CPUs and, on Linux, the
-// transparent huge pages mode ("always", "madvise", "never"; empty where
-// unknown).
+// HostStats describe the node's host: its CPUs, the Go scheduler's
+// processors its process runs goroutines on (GOMAXPROCS) and, on Linux,
+// the transparent huge pages mode ("always", "madvise", "never"; empty
+// where unknown).
 type HostStats struct {
 	CPUs                 int    `json:"cpus"`
+	GoMaxProcs           int    `json:"gomaxprocs,omitempty"`
 	TransparentHugePages string `json:"transparent_huge_pages,omitempty"`
 }
 

@@ -129,11 +129,12 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 	}, nil
 }
 
-// hostInfo is what of the host a node's figures depend on: its CPUs and,
-// on Linux, the transparent huge pages mode (the bracketed word of
+// hostInfo is what of the host a node's figures depend on: its CPUs, the
+// Go scheduler's processors (GOMAXPROCS) and, on Linux, the transparent
+// huge pages mode (the bracketed word of
 // /sys/kernel/mm/transparent_hugepage/enabled), omitted where unknown.
 func hostInfo() map[string]any {
-	h := map[string]any{"cpus": runtime.NumCPU()}
+	h := map[string]any{"cpus": runtime.NumCPU(), "gomaxprocs": runtime.GOMAXPROCS(0)}
 	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil {
 		if mode, ok := bracketed(string(b)); ok {
 			h["transparent_huge_pages"] = mode

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -151,6 +152,7 @@ type benchLeader struct {
 	// depend (docs/operations.md).
 	PageFaultsPerInstance float64 `json:"page_faults_per_instance,omitempty"`
 	CPUs                  int     `json:"cpus,omitempty"`
+	GoMaxProcs            int     `json:"gomaxprocs,omitempty"`
 	TransparentHugePages  string  `json:"transparent_huge_pages,omitempty"`
 	// DispatchMS is the distribution of task ready → lease committed over
 	// the run; RaftApplyMS of proposal → response (commit and apply).
@@ -178,7 +180,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	var cfg benchConfig
 	var addrs stringList
 	fs.Var(&addrs, "address", "a node's HTTP address; repeat to spread starts over nodes (default $LOCKSTEP_ADDR)")
-	fs.BoolVar(&cfg.local, "local", false, "start a cluster (-nodes) on 127.0.0.1 in a temporary dir, bench it, tear it down")
+	fs.BoolVar(&cfg.local, "local", false, "start a cluster (-nodes) on 127.0.0.1 in a temporary dir, in this process with GOMAXPROCS -nodes times the CPUs (the processors as many agent processes would have; unless $GOMAXPROCS is set), bench it, tear it down")
 	fs.IntVar(&cfg.nodes, "nodes", 3, "with -local: how many nodes")
 	fs.IntVar(&cfg.workers, "workers", 0, "run this many workers in the bench (HTTP protocol, queue \"bench\") instead of the cluster's built-in ones")
 	fs.IntVar(&cfg.batch, "batch", 16, "with -workers: tasks each worker takes per poll (max_tasks) and reports per request")
@@ -192,6 +194,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file: counts so far, and the p50 and p99 of the instances that completed in that second")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
+	traceOut := fs.String("trace", "", "write an execution trace of this process (with -local: the whole cluster) to this file (read it with go tool trace)")
 	memProfile := fs.String("memprofile", "", "write a heap profile of this process (with -local: the whole cluster, instances retained) at the end of the run to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: lockstep bench [flags]\n\nRuns a workload against a cluster and reports completed instances per second\nand start-to-completion latency. Workloads:\n")
@@ -225,6 +228,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if cfg.local {
 		agent.DefaultConfig().ApplyGCPercent() // the local agents run as the agent command would
+		if procs := localProcs(cfg.nodes, runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS")); procs > 0 {
+			runtime.GOMAXPROCS(procs)
+		}
 		addrs, shutdown, err := startLocalCluster(ctx, cfg.nodes, cfg.workers == 0, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "lockstep bench: local cluster: %v\n", err)
@@ -248,6 +254,19 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceOut != "" {
+		f, err := os.Create(*traceOut)
+		if err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
+			return 1
+		}
+		defer trace.Stop()
 	}
 	res, err := bench(ctx, cfg, stderr)
 	if err != nil {
@@ -325,7 +344,7 @@ func printBench(w io.Writer, r *benchResult) {
 			if thp == "" {
 				thp = "unknown"
 			}
-			fmt.Fprintf(w, "  host        %d CPUs, transparent huge pages %s, %.1f page faults per instance\n", l.CPUs, thp, l.PageFaultsPerInstance)
+			fmt.Fprintf(w, "  host        %d CPUs (GOMAXPROCS %d), transparent huge pages %s, %.1f page faults per instance\n", l.CPUs, l.GoMaxProcs, thp, l.PageFaultsPerInstance)
 		}
 		if l.GCCycles > 0 {
 			fmt.Fprintf(w, "  collector   %d cycles, %.0f%% of that CPU, %.0fms of CPU each (%.0fms of it assists); %.0f MiB live at the last\n",
@@ -632,7 +651,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 			res.Leader = &benchLeader{
 				Node: after.Node, SharedProc: cfg.local, CPUPercent: 100 * cpu / res.Seconds,
 				RSSBytes: after.Process.RSSBytes, Instances: after.State["instances"], Applied: statUint(after.Raft, "applied_index") - statUint(before.Raft, "applied_index"),
-				CPUs: after.Host.CPUs, TransparentHugePages: after.Host.TransparentHugePages,
+				CPUs: after.Host.CPUs, GoMaxProcs: after.Host.GoMaxProcs, TransparentHugePages: after.Host.TransparentHugePages,
 				DispatchMS:   quantilesMS(before.Histograms["lockstep_dispatch_latency_seconds"], after.Histograms["lockstep_dispatch_latency_seconds"]),
 				RaftApplyMS:  quantilesMS(before.Histograms["lockstep_raft_apply_seconds"], after.Histograms["lockstep_raft_apply_seconds"]),
 				BatchMean:    orZero(after.Histograms["lockstep_fsm_batch_commands"].MeanSince(before.Histograms["lockstep_fsm_batch_commands"])),
@@ -773,6 +792,22 @@ func statUint(m map[string]any, k string) uint64 {
 // is ready: one leader all agree on, dispatching, with every node's
 // built-in pollers waiting on it (pollers that met the election back off
 // before they poll again; measuring before they are back would count that).
+// localProcs is the GOMAXPROCS a -local cluster of nodes runs with: the
+// processors its nodes would have as that many agent processes, each with
+// procs (0, leave it, when the GOMAXPROCS environment variable chose).
+// In one process with only procs, a goroutine blocked in a system call
+// (a node's WAL fsync, a socket write) holds its processor until the
+// runtime takes it back, and each raft round trip's dozen wake-ups wait
+// behind the other nodes' goroutines: on 2 CPUs, 6 processors instead of
+// 2 halved chain3's p50 at 1,000/s and raised the raft ceiling by half
+// (docs/performance.md, "The tenth series").
+func localProcs(nodes, procs int, env string) int {
+	if env != "" || nodes < 1 {
+		return 0
+	}
+	return nodes * procs
+}
+
 func startLocalCluster(ctx context.Context, n int, builtinWorkers bool, logOut io.Writer) ([]string, func(), error) {
 	dir, err := os.MkdirTemp("", "lockstep-bench-")
 	if err != nil {

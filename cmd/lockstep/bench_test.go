@@ -34,7 +34,7 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			if res.Started != 6 || res.Completed != 6 || res.Failed != 0 || len(res.Errors) != 0 {
 				t.Fatalf("bench %s: %+v", name, res)
 			}
-			if res.Leader == nil || res.Leader.Applied == 0 || res.Leader.RSSBytes == 0 || res.Leader.CPUs != runtime.NumCPU() {
+			if res.Leader == nil || res.Leader.Applied == 0 || res.Leader.RSSBytes == 0 || res.Leader.CPUs != runtime.NumCPU() || res.Leader.GoMaxProcs != runtime.GOMAXPROCS(0) {
 				t.Fatalf("leader side: %+v", res.Leader)
 			}
 			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
@@ -200,5 +200,23 @@ func TestQuantile(t *testing.T) {
 	}
 	if q := quantile(lat, 1); q != 5 {
 		t.Fatalf("max %v", q)
+	}
+}
+
+func TestLocalProcs(t *testing.T) {
+	for _, c := range []struct {
+		nodes, procs int
+		env          string
+		want         int
+	}{
+		{3, 2, "", 6},  // the processors three agent processes would have
+		{1, 2, "", 2},  // one node: what one agent has
+		{5, 4, "", 20}, // scales with both
+		{3, 2, "2", 0}, // $GOMAXPROCS chose: leave it
+		{0, 2, "", 0},  // nonsense: leave it
+	} {
+		if got := localProcs(c.nodes, c.procs, c.env); got != c.want {
+			t.Errorf("localProcs(%d, %d, %q) = %d, want %d", c.nodes, c.procs, c.env, got, c.want)
+		}
 	}
 }
