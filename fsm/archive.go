@@ -437,9 +437,7 @@ func (t *Txn) rearchiveTasks(ids []string) []string {
 		}
 		n := *rec
 		n.Blob = encodeArchive(b)
-		if err := t.Txn.Insert(tableInstances, &n); err != nil {
-			panic(fmt.Sprintf("fsm: archive %s: %v", owner, err))
-		}
+		t.storeInstance(&n, t.storedExpiry(owner))
 		delete(m, id)
 	}
 	return keep

@@ -132,12 +132,6 @@ func (u uintIndex) appendKey(b []byte, obj any) []byte {
 	return binary.BigEndian.AppendUint64(b, u.field(obj))
 }
 
-func (n nonZeroUint) keyLen(obj any) (int, bool) { return 8, n.field(obj) != 0 }
-
-func (n nonZeroUint) appendKey(b []byte, obj any) []byte {
-	return binary.BigEndian.AppendUint64(b, n.field(obj))
-}
-
 func (priorityIndex) keyLen(any) (int, bool) { return 1, true }
 
 func (priorityIndex) appendKey(b []byte, obj any) []byte {

@@ -37,14 +37,6 @@ func TestCompoundKeysAreCompoundIndexKeys(t *testing.T) {
 			}
 		}
 	}
-	exp := tableSchemas[tableInstances].Indexes["expires"].Indexer.(compound)
-	for _, inst := range []*Instance{{ID: "a", ExpiresKey: 7}, {ID: "a"}, {ExpiresKey: 7}} {
-		gotOK, got, _ := exp.FromObject(inst)
-		wantOK, want, _ := exp.CompoundIndex.FromObject(inst)
-		if gotOK != wantOK || !bytes.Equal(got, want) {
-			t.Errorf("expires index of %+v: %v %q, CompoundIndex %v %q", inst, gotOK, got, wantOK, want)
-		}
-	}
 }
 
 // A record's id key is made once and shared by its copies; a copy given

@@ -221,12 +221,8 @@ func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableInstances,
 		Indexes: map[string]*memdb.IndexSchema{
+			// Ended instances by when they expire: the expiry table.
 			"id": {Name: "id", Unique: true, Indexer: idIndex{strIndex{instanceID}}},
-			// Ended instances by when they expire; running ones are absent.
-			"expires": {Name: "expires", AllowMissing: true, Indexer: newCompound(
-				nonZeroUint{field: instanceExpires},
-				strIndex{instanceID},
-			)},
 		},
 	})
 	registerRecord(tableInstances, func() any { return new(Instance) })

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"testing"
 	"time"
 
@@ -273,7 +274,33 @@ func TestRandomLogsConverge(t *testing.T) {
 		if !bytes.Equal(a, c) {
 			rt.Fatal("snapshot -> restore -> snapshot differs")
 		}
+		// The expiry buckets, kept change by change, rebuilt by a restore
+		// or kept without the archive, list every ended instance by when
+		// it expires.
+		for name, g := range map[string]*FSM{"applied": f, "batched": other, "unarchived": plain, "restored mid-way": late, "restored": restored} {
+			expiryMatchesInstances(rt, name, g.State().Read())
+		}
 	})
+}
+
+// expiryMatchesInstances fails unless the expiry table lists exactly the
+// instances with an expiry, in (expiry, id) order.
+func expiryMatchesInstances(rt *rapid.T, name string, tx *Txn) {
+	var want []expiryEntry
+	for _, inst := range tx.Instances("", "", 0) {
+		if inst.ExpiresKey != 0 {
+			want = append(want, expiryEntry{Key: inst.ExpiresKey, ID: inst.ID})
+		}
+	}
+	sort.Slice(want, func(i, j int) bool { return want[i].less(want[j]) })
+	var got []expiryEntry
+	tx.eachExpiry(func(e expiryEntry) bool {
+		got = append(got, e)
+		return true
+	})
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		rt.Fatalf("%s: expiry lists %v, the instances %v", name, got, want)
+	}
 }
 
 // sameReads fails unless two states read the same: every instance, its

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -85,33 +84,6 @@ func (t *Txn) NextPurge() time.Time {
 	return next
 }
 
-// Expired lists up to limit ended instances whose retention has passed at
-// now, the earliest expiry first.
-func (t *Txn) Expired(now time.Time, limit int) []*Instance {
-	out := []*Instance{}
-	it, err := t.Get(tableInstances, "expires_prefix")
-	if err != nil {
-		return out
-	}
-	cutoff := uint64(now.UnixNano())
-	for raw := it.Next(); raw != nil && len(out) < limit; raw = it.Next() {
-		if instanceExpires(raw) > cutoff {
-			break
-		}
-		out = append(out, t.instance(raw))
-	}
-	return out
-}
-
-// NextExpiry is when the next ended instance expires (zero when none).
-func (t *Txn) NextExpiry() time.Time {
-	raw, err := t.First(tableInstances, "expires_prefix")
-	if err != nil || raw == nil {
-		return time.Time{}
-	}
-	return time.Unix(0, int64(instanceExpires(raw))).UTC()
-}
-
 // purge deletes an instance and everything recorded for it.
 func (t *Txn) purge(inst *Instance) {
 	del := func(table string, obj any) {
@@ -152,27 +124,4 @@ func (t *Txn) purge(inst *Instance) {
 	del(tableInstanceWorkflow, &instanceRef{Workflow: inst.Workflow, ID: inst.ID})
 	del(tableInstances, inst)
 	t.touch(inst.ID, true)
-}
-
-// nonZeroUint indexes a uint64 field, big-endian so that byte order is
-// numeric order, leaving out records where it is zero.
-type nonZeroUint struct{ field func(any) uint64 }
-
-func (n nonZeroUint) FromObject(obj any) (bool, []byte, error) {
-	v := n.field(obj)
-	if v == 0 {
-		return false, nil, nil
-	}
-	return true, binary.BigEndian.AppendUint64(nil, v), nil
-}
-
-func (n nonZeroUint) FromArgs(args ...any) ([]byte, error) {
-	if len(args) != 1 {
-		return nil, fmt.Errorf("one argument, got %d", len(args))
-	}
-	v, ok := args[0].(uint64)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a uint64", args[0])
-	}
-	return binary.BigEndian.AppendUint64(nil, v), nil
 }

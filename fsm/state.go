@@ -181,7 +181,10 @@ type Txn struct {
 	versions map[versionKey]*WorkflowVersion
 	// owners are the task_owner blocks this transaction changed (archive.go),
 	// written at its commit.
-	owners    map[uint64]*taskOwners
+	owners map[uint64]*taskOwners
+	// expiries are the expiry buckets this transaction changed
+	// (expiry.go), written at its commit or before it reads them.
+	expiries  map[uint64]*expiryBucket
 	noArchive bool
 	// unsealed are the archived instances this write transaction has read,
 	// settled those whose records it has flushed (archive.go).
@@ -231,11 +234,18 @@ func (t *Txn) Delete(table string, obj any) error {
 		if _, ok := m[id]; ok {
 			delete(m, id)
 			// A record created in this transaction is not in go-memdb.
-			if err := t.Txn.Delete(table, obj); err != nil && !errors.Is(err, memdb.ErrNotFound) {
+			if err := t.deleteStored(table, obj); err != nil && !errors.Is(err, memdb.ErrNotFound) {
 				return err
 			}
 			return nil
 		}
+	}
+	return t.deleteStored(table, obj)
+}
+
+func (t *Txn) deleteStored(table string, obj any) error {
+	if table == tableInstances {
+		return t.deleteInstance(obj)
 	}
 	return t.Txn.Delete(table, obj)
 }
@@ -336,6 +346,17 @@ func (t *Txn) flush(table string) {
 	case table == tableTasks:
 		ids = t.rearchiveTasks(ids)
 	}
+	if table == tableInstances {
+		from := make([]uint64, len(ids))
+		for i, id := range ids {
+			from[i] = t.storedExpiry(id)
+		}
+		for i, id := range ids {
+			t.storeInstance(m[id], from[i])
+		}
+		delete(t.held, table)
+		return
+	}
 	for _, id := range ids {
 		if err := t.Txn.Insert(table, m[id]); err != nil {
 			panic(fmt.Sprintf("fsm: insert %s: %v", table, err))
@@ -355,12 +376,14 @@ func (t *Txn) Commit() {
 		t.flush(table)
 	}
 	t.flushOwners()
+	t.flushExpiry()
 	t.Txn.Commit()
 }
 
 // Abort drops the held records with the rest of the transaction.
 func (t *Txn) Abort() {
 	t.held = nil
+	t.expiries = nil
 	t.Txn.Abort()
 }
 
@@ -410,7 +433,7 @@ func (t *Txn) countsOf() map[string]int {
 		}
 	}
 	for name := range tableSchemas {
-		if name == tableTaskOwner {
+		if name == tableTaskOwner || name == tableExpiry {
 			continue
 		}
 		it, err := t.Get(name, "id")

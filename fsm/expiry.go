@@ -1,0 +1,218 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Expiry buckets. Ended instances are found by when they expire through
+// the expiry table: one record per bucket of expiry times (2^expiryShift
+// nanoseconds, 67 ms: small enough that the copy a transaction makes of
+// the bucket it adds to stays small at thousands of ends a second),
+// holding the bucket's (expiry, id) pairs in order. As an index of the instances table they cost each
+// retained instance a radix path of its own (five heap objects on every
+// node, walked by every collection) and were written again at every
+// change of an ended instance; a bucket is copied once per transaction
+// that changes it, and instances end, and expire, in about the order of
+// their times, so almost every change appends to the newest bucket or
+// takes from the oldest. The table is derived: a restore rebuilds it as
+// it inserts the instances, and snapshots leave it out.
+
+const (
+	tableExpiry = "expiry"
+	expiryShift = 26
+)
+
+// expiryEntry is an ended instance and when it expires.
+type expiryEntry struct {
+	Key uint64 // the instance's ExpiresKey
+	ID  string
+}
+
+func (e expiryEntry) less(o expiryEntry) bool {
+	return e.Key < o.Key || (e.Key == o.Key && e.ID < o.ID)
+}
+
+// expiryBucket is a record of the expiry table.
+type expiryBucket struct {
+	Bucket  uint64
+	Entries []expiryEntry
+}
+
+func init() {
+	registerTable(&memdb.TableSchema{
+		Name: tableExpiry,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: uintIndex{func(o any) uint64 { return o.(*expiryBucket).Bucket }}},
+		},
+	})
+	derivedTables[tableExpiry] = true
+}
+
+// storedExpiry is the expiry of the record go-memdb holds for an
+// instance (0 for none). A write transaction reads them all before it
+// writes any: go-memdb's read of an index the transaction has changed
+// makes it copy that index's nodes afresh at its next write.
+func (t *Txn) storedExpiry(id string) uint64 {
+	if old, err := t.Txn.First(tableInstances, "id", id); err == nil && old != nil {
+		return instanceExpires(old)
+	}
+	return 0
+}
+
+// storeInstance writes a record of the instances table (live or archived)
+// into go-memdb and moves its expiry from that of the record it replaces.
+func (t *Txn) storeInstance(obj any, from uint64) {
+	id := instanceID(obj)
+	if err := t.Txn.Insert(tableInstances, obj); err != nil {
+		panic(fmt.Sprintf("fsm: insert instance %s: %v", id, err))
+	}
+	t.moveExpiry(id, from, instanceExpires(obj))
+}
+
+// deleteInstance deletes the stored record of an instance and its expiry.
+func (t *Txn) deleteInstance(obj any) error {
+	id := instanceID(obj)
+	old, err := t.Txn.First(tableInstances, "id", id)
+	if err != nil {
+		return err
+	}
+	if err := t.Txn.Delete(tableInstances, obj); err != nil {
+		return err
+	}
+	if old != nil {
+		t.moveExpiry(id, instanceExpires(old), 0)
+	}
+	return nil
+}
+
+// moveExpiry moves an instance's entry from one expiry to another (0:
+// none).
+func (t *Txn) moveExpiry(id string, from, to uint64) {
+	if from == to {
+		return
+	}
+	if from != 0 {
+		b := t.expiryBucketToWrite(from >> expiryShift)
+		e := expiryEntry{Key: from, ID: id}
+		i := sort.Search(len(b.Entries), func(i int) bool { return !b.Entries[i].less(e) })
+		if i == len(b.Entries) || b.Entries[i] != e {
+			panic(fmt.Sprintf("fsm: instance %s expires at %d but is not in its bucket", id, from))
+		}
+		b.Entries = append(b.Entries[:i], b.Entries[i+1:]...)
+	}
+	if to != 0 {
+		b := t.expiryBucketToWrite(to >> expiryShift)
+		e := expiryEntry{Key: to, ID: id}
+		i := len(b.Entries) // the usual case: the latest to expire
+		if i > 0 && e.less(b.Entries[i-1]) {
+			i = sort.Search(len(b.Entries), func(i int) bool { return !b.Entries[i].less(e) })
+		}
+		b.Entries = append(b.Entries, expiryEntry{})
+		copy(b.Entries[i+1:], b.Entries[i:])
+		b.Entries[i] = e
+	}
+}
+
+// expiryBucketToWrite returns this transaction's copy of a bucket, made at
+// its first change.
+func (t *Txn) expiryBucketToWrite(bucket uint64) *expiryBucket {
+	if b, ok := t.expiries[bucket]; ok {
+		return b
+	}
+	b := &expiryBucket{Bucket: bucket}
+	if raw, err := t.Txn.First(tableExpiry, "id", bucket); err == nil && raw != nil {
+		old := raw.(*expiryBucket).Entries
+		b.Entries = make([]expiryEntry, len(old), len(old)+16)
+		copy(b.Entries, old)
+	}
+	if t.expiries == nil {
+		t.expiries = map[uint64]*expiryBucket{}
+	}
+	t.expiries[bucket] = b
+	return b
+}
+
+// flushExpiry writes the buckets this transaction changed, deleting
+// those left empty, in bucket order.
+func (t *Txn) flushExpiry() {
+	buckets := make([]uint64, 0, len(t.expiries))
+	for b := range t.expiries {
+		buckets = append(buckets, b)
+	}
+	sort.Slice(buckets, func(i, j int) bool { return buckets[i] < buckets[j] })
+	for _, bucket := range buckets {
+		b := t.expiries[bucket]
+		var err error
+		if len(b.Entries) == 0 {
+			if err = t.Txn.Delete(tableExpiry, b); err == memdb.ErrNotFound {
+				err = nil
+			}
+		} else {
+			err = t.Txn.Insert(tableExpiry, b)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("fsm: expiry bucket %d: %v", bucket, err))
+		}
+	}
+	t.expiries = nil
+}
+
+// eachExpiry calls fn with the ended instances' expiries in order, until
+// fn returns false. A write transaction first writes what it holds.
+func (t *Txn) eachExpiry(fn func(expiryEntry) bool) {
+	if t.write {
+		t.flush(tableInstances)
+		t.flushExpiry()
+	}
+	it, err := t.Txn.Get(tableExpiry, "id")
+	if err != nil {
+		panic(fmt.Sprintf("fsm: expiry: %v", err))
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		for _, e := range raw.(*expiryBucket).Entries {
+			if !fn(e) {
+				return
+			}
+		}
+	}
+}
+
+// Expired lists up to limit ended instances whose retention has passed at
+// now, the earliest expiry first.
+func (t *Txn) Expired(now time.Time, limit int) []*Instance {
+	out := []*Instance{}
+	cutoff := uint64(now.UnixNano())
+	var ids []string
+	t.eachExpiry(func(e expiryEntry) bool {
+		if e.Key > cutoff || len(ids) >= limit {
+			return false
+		}
+		ids = append(ids, e.ID)
+		return true
+	})
+	for _, id := range ids {
+		raw, err := t.Txn.First(tableInstances, "id", id)
+		if err != nil || raw == nil {
+			panic(fmt.Sprintf("fsm: instance %s expires but is missing", id))
+		}
+		out = append(out, t.instance(raw))
+	}
+	return out
+}
+
+// NextExpiry is when the next ended instance expires (zero when none).
+func (t *Txn) NextExpiry() time.Time {
+	var next uint64
+	t.eachExpiry(func(e expiryEntry) bool {
+		next = e.Key
+		return false
+	})
+	if next == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(next)).UTC()
+}
