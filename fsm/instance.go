@@ -189,35 +189,11 @@ func (i *Instance) clone() *Instance {
 
 const (
 	tableInstances = "instances"
-	// tableInstanceWorkflow lists instances by workflow. It is a table of
-	// its own, written when an instance is created and deleted when it is
-	// purged, because an index on the instances table is written again at
-	// every change of the instance. Snapshots leave it out; Restore
-	// rebuilds it from the instances.
+	// tableInstanceWorkflow lists instances by workflow (workflowlist.go).
 	tableInstanceWorkflow = "instance_workflow"
 )
 
-// instanceRef is a record of tableInstanceWorkflow.
-type instanceRef struct {
-	Workflow string
-	ID       string
-}
-
-func (r *instanceRef) key() string { return r.Workflow + "\x00" + r.ID }
-
-// addInstanceRef records a new instance under its workflow.
-func (t *Txn) addInstanceRef(inst *Instance) {
-	t.mustInsert(tableInstanceWorkflow, &instanceRef{Workflow: inst.Workflow, ID: inst.ID})
-}
-
 func init() {
-	registerTable(&memdb.TableSchema{
-		Name: tableInstanceWorkflow,
-		Indexes: map[string]*memdb.IndexSchema{
-			"id": {Name: "id", Unique: true, Indexer: strIndex{func(o any) string { return o.(*instanceRef).key() }}},
-		},
-	})
-	derivedTables[tableInstanceWorkflow] = true
 	registerTable(&memdb.TableSchema{
 		Name: tableInstances,
 		Indexes: map[string]*memdb.IndexSchema{
@@ -651,36 +627,26 @@ func (t *Txn) Instance(id string) *Instance {
 // limit of them, optionally of one workflow.
 func (t *Txn) Instances(workflow, after string, limit int) []*Instance {
 	out := []*Instance{}
-	var it memdb.ResultIterator
-	var err error
-	if workflow != "" {
-		it, err = t.LowerBound(tableInstanceWorkflow, "id", (&instanceRef{Workflow: workflow, ID: after}).key())
-	} else {
-		it, err = t.LowerBound(tableInstances, "id", after)
+	add := func(inst *Instance) bool {
+		if inst == nil || (after != "" && inst.ID <= after) {
+			return true
+		}
+		out = append(out, inst)
+		return limit <= 0 || len(out) < limit
 	}
+	if workflow != "" {
+		t.eachOfWorkflow(workflow, after, func(id string) bool { return add(t.Instance(id)) })
+		return out
+	}
+	it, err := t.LowerBound(tableInstances, "id", after)
 	if err != nil {
 		return out
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		var inst *Instance
-		if ref, ok := raw.(*instanceRef); ok {
-			if ref.Workflow != workflow {
-				break
-			}
-			if inst = t.Instance(ref.ID); inst == nil {
-				continue
-			}
-		} else {
-			if instanceID(raw) <= after && after != "" {
-				continue
-			}
-			inst = t.instance(raw)
-		}
-		if inst.ID <= after && after != "" {
+		if after != "" && instanceID(raw) <= after {
 			continue
 		}
-		out = append(out, inst)
-		if limit > 0 && len(out) >= limit {
+		if !add(t.instance(raw)) {
 			break
 		}
 	}

@@ -279,6 +279,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		// it expires.
 		for name, g := range map[string]*FSM{"applied": f, "batched": other, "unarchived": plain, "restored mid-way": late, "restored": restored} {
 			expiryMatchesInstances(rt, name, g.State().Read())
+			workflowListsMatchInstances(rt, name, g.State().Read())
 		}
 	})
 }
@@ -300,6 +301,30 @@ func expiryMatchesInstances(rt *rapid.T, name string, tx *Txn) {
 	})
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		rt.Fatalf("%s: expiry lists %v, the instances %v", name, got, want)
+	}
+}
+
+// workflowListsMatchInstances fails unless each workflow's list holds
+// exactly the ids of its instances, in order.
+func workflowListsMatchInstances(rt *rapid.T, name string, tx *Txn) {
+	want := map[string][]string{}
+	for _, inst := range tx.Instances("", "", 0) {
+		want[inst.Workflow] = append(want[inst.Workflow], inst.ID)
+	}
+	it, err := tx.Txn.Get(tableWorkflows, "id")
+	if err != nil {
+		rt.Fatal(err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		wf := raw.(*WorkflowVersion).Name
+		var got []string
+		tx.eachOfWorkflow(wf, "", func(id string) bool {
+			got = append(got, id)
+			return true
+		})
+		if fmt.Sprint(got) != fmt.Sprint(want[wf]) {
+			rt.Fatalf("%s: workflow %s lists %v, its instances are %v", name, wf, got, want[wf])
+		}
 	}
 }
 

@@ -121,7 +121,7 @@ func (t *Txn) purge(inst *Instance) {
 	for _, c := range t.historyChunks(inst.ID, 1) {
 		del(tableHistory, c)
 	}
-	del(tableInstanceWorkflow, &instanceRef{Workflow: inst.Workflow, ID: inst.ID})
+	t.removeInstanceRef(inst.Workflow, inst.ID)
 	del(tableInstances, inst)
 	t.touch(inst.ID, true)
 }

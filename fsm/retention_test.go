@@ -38,7 +38,15 @@ func TestRetentionPurgesEndedInstances(t *testing.T) {
 	if got := purge(ended.Add(59 * time.Minute)); len(got) != 0 {
 		t.Fatalf("purged early: %v", got)
 	}
-	if raw, _ := h.fsm.State().Read().First(tableInstanceWorkflow, "id", "diamond\x00done"); raw == nil {
+	listed := func(tx *Txn) bool {
+		for _, inst := range tx.Instances("diamond", "", 0) {
+			if inst.ID == "done" {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed(h.fsm.State().Read()) {
 		t.Fatal("the instance is not listed under its workflow")
 	}
 	if got := purge(ended.Add(time.Hour)); len(got) != 1 || got[0] != "done" {
@@ -48,14 +56,15 @@ func TestRetentionPurgesEndedInstances(t *testing.T) {
 	if tx.Instance("done") != nil || len(tx.History("done", 0, 0)) != 0 {
 		t.Fatal("instance or history left")
 	}
-	for _, inst := range tx.Instances("diamond", "", 0) {
-		if inst.ID == "done" {
-			t.Fatal("the purged instance is still listed under its workflow")
+	if listed(tx) {
+		t.Fatal("the purged instance is still listed under its workflow")
+	}
+	tx.eachOfWorkflow("diamond", "", func(id string) bool {
+		if id == "done" {
+			t.Fatal("the purged instance's id is left in its workflow's page")
 		}
-	}
-	if raw, _ := tx.First(tableInstanceWorkflow, "id", "diamond\x00done"); raw != nil {
-		t.Fatal("the purged instance's workflow record is left")
-	}
+		return true
+	})
 	if n := len(h.instanceTaskIDs("waiting")); n == 0 {
 		t.Fatal("the running instance lists no tasks")
 	}

@@ -184,7 +184,10 @@ type Txn struct {
 	owners map[uint64]*taskOwners
 	// expiries are the expiry buckets this transaction changed
 	// (expiry.go), written at its commit or before it reads them.
-	expiries  map[uint64]*expiryBucket
+	expiries map[uint64]*expiryBucket
+	// pages are the instance_workflow pages this transaction changed
+	// (workflowlist.go), by key, written at its commit.
+	pages     map[string]*workflowPage
 	noArchive bool
 	// unsealed are the archived instances this write transaction has read,
 	// settled those whose records it has flushed (archive.go).
@@ -377,6 +380,7 @@ func (t *Txn) Commit() {
 	}
 	t.flushOwners()
 	t.flushExpiry()
+	t.flushPages()
 	t.Txn.Commit()
 }
 
@@ -384,6 +388,7 @@ func (t *Txn) Commit() {
 func (t *Txn) Abort() {
 	t.held = nil
 	t.expiries = nil
+	t.pages = nil
 	t.Txn.Abort()
 }
 
@@ -433,7 +438,7 @@ func (t *Txn) countsOf() map[string]int {
 		}
 	}
 	for name := range tableSchemas {
-		if name == tableTaskOwner || name == tableExpiry {
+		if name == tableTaskOwner || name == tableExpiry || name == tableInstanceWorkflow {
 			continue
 		}
 		it, err := t.Get(name, "id")
