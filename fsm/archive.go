@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -255,32 +254,14 @@ func (t *Txn) setTaskOwner(taskID, owner string) {
 // flushOwners writes the task_owner blocks this transaction changed,
 // deleting those left empty.
 func (t *Txn) flushOwners() {
-	blocks := make([]uint64, 0, len(t.owners))
-	for b := range t.owners {
-		blocks = append(blocks, b)
-	}
-	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
-	for _, block := range blocks {
-		b := t.owners[block]
-		empty := true
+	writeChanged(t, tableTaskOwner, t.owners, func(b *taskOwners) bool {
 		for _, o := range b.Owners {
 			if o != "" {
-				empty = false
-				break
+				return false
 			}
 		}
-		var err error
-		if empty {
-			if err = t.Txn.Delete(tableTaskOwner, b); err == memdb.ErrNotFound {
-				err = nil
-			}
-		} else {
-			err = t.Txn.Insert(tableTaskOwner, b)
-		}
-		if err != nil {
-			panic(fmt.Sprintf("fsm: task owners %d: %v", block, err))
-		}
-	}
+		return true
+	})
 	t.owners = nil
 }
 

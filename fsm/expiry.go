@@ -137,27 +137,9 @@ func (t *Txn) expiryBucketToWrite(bucket uint64) *expiryBucket {
 }
 
 // flushExpiry writes the buckets this transaction changed, deleting
-// those left empty, in bucket order.
+// those left empty.
 func (t *Txn) flushExpiry() {
-	buckets := make([]uint64, 0, len(t.expiries))
-	for b := range t.expiries {
-		buckets = append(buckets, b)
-	}
-	sort.Slice(buckets, func(i, j int) bool { return buckets[i] < buckets[j] })
-	for _, bucket := range buckets {
-		b := t.expiries[bucket]
-		var err error
-		if len(b.Entries) == 0 {
-			if err = t.Txn.Delete(tableExpiry, b); err == memdb.ErrNotFound {
-				err = nil
-			}
-		} else {
-			err = t.Txn.Insert(tableExpiry, b)
-		}
-		if err != nil {
-			panic(fmt.Sprintf("fsm: expiry bucket %d: %v", bucket, err))
-		}
-	}
+	writeChanged(t, tableExpiry, t.expiries, func(b *expiryBucket) bool { return len(b.Entries) == 0 })
 	t.expiries = nil
 }
 

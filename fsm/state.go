@@ -1,8 +1,11 @@
 package fsm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 
@@ -366,6 +369,27 @@ func (t *Txn) flush(table string) {
 		}
 	}
 	delete(t.held, table)
+}
+
+// writeChanged writes the records of a table of blocks (task owners,
+// expiry buckets, workflow pages) that a transaction changed, in key
+// order, so that every node does the same work, deleting those left
+// empty.
+func writeChanged[K cmp.Ordered, R any](t *Txn, table string, changed map[K]R, empty func(R) bool) {
+	for _, k := range slices.Sorted(maps.Keys(changed)) {
+		r := changed[k]
+		var err error
+		if empty(r) {
+			if err = t.Txn.Delete(table, r); err == memdb.ErrNotFound {
+				err = nil
+			}
+		} else {
+			err = t.Txn.Insert(table, r)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("fsm: %s %v: %v", table, k, err))
+		}
+	}
 }
 
 // Commit writes the held records, then commits.

@@ -131,28 +131,10 @@ func (t *Txn) removeInstanceRef(workflow, id string) {
 	p.IDs = append(p.IDs[:i], p.IDs[i+1:]...)
 }
 
-// flushPages writes the pages this transaction changed, in key order,
-// deleting those left empty.
+// flushPages writes the pages this transaction changed, deleting those
+// left empty.
 func (t *Txn) flushPages() {
-	keys := make([]string, 0, len(t.pages))
-	for k := range t.pages {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		p := t.pages[k]
-		var err error
-		if len(p.IDs) == 0 {
-			if err = t.Txn.Delete(tableInstanceWorkflow, p); err == memdb.ErrNotFound {
-				err = nil
-			}
-		} else {
-			err = t.Txn.Insert(tableInstanceWorkflow, p)
-		}
-		if err != nil {
-			panic(fmt.Sprintf("fsm: instances of %s: %v", p.Workflow, err))
-		}
-	}
+	writeChanged(t, tableInstanceWorkflow, t.pages, func(p *workflowPage) bool { return len(p.IDs) == 0 })
 	t.pages = nil
 }
 

@@ -242,31 +242,20 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.addresses) == 0 {
 		cfg.addresses = []string{""} // $LOCKSTEP_ADDR or the default
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	for _, r := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{{*cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile}, {*traceOut, trace.Start, trace.Stop}} {
+		if r.path == "" {
+			continue
+		}
+		stop, err := record(r.path, r.start, r.stop)
 		if err != nil {
 			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
 			return 1
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if *traceOut != "" {
-		f, err := os.Create(*traceOut)
-		if err != nil {
-			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
-			return 1
-		}
-		defer trace.Stop()
+		defer stop()
 	}
 	res, err := bench(ctx, cfg, stderr)
 	if err != nil {
@@ -792,6 +781,23 @@ func statUint(m map[string]any, k string) uint64 {
 // is ready: one leader all agree on, dispatching, with every node's
 // built-in pollers waiting on it (pollers that met the election back off
 // before they poll again; measuring before they are back would count that).
+// record starts writing a CPU profile or an execution trace of this
+// process to path; the function it returns ends it and closes the file.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
+}
+
 // localProcs is the GOMAXPROCS a -local cluster of nodes runs with: the
 // processors its nodes would have as that many agent processes, each with
 // procs (0, leave it, when the GOMAXPROCS environment variable chose).

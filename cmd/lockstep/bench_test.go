@@ -121,19 +121,26 @@ func TestBenchRetention(t *testing.T) {
 }
 
 // -memprofile writes the heap (gzipped pprof) once the run is over.
-func TestBenchMemProfile(t *testing.T) {
+func TestBenchProfilesAndTrace(t *testing.T) {
 	a := agenttest.Dev(t, true)
-	path := filepath.Join(t.TempDir(), "heap.pprof")
+	dir := t.TempDir()
+	heap, cpu, tr := filepath.Join(dir, "heap.pprof"), filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "run.trace")
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"bench", "-address", "http://" + a.HTTPAddr(), "-instances", "5", "-concurrency", "2", "-memprofile", path}, &stdout, &stderr); code != 0 {
+	if code := run([]string{"bench", "-address", "http://" + a.HTTPAddr(), "-instances", "5", "-concurrency", "2", "-memprofile", heap, "-cpuprofile", cpu, "-trace", tr}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	for _, path := range []string{heap, cpu} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("%s is not a gzipped profile: %d bytes", filepath.Base(path), len(b))
+		}
 	}
-	if len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
-		t.Fatalf("not a gzipped profile: %d bytes", len(b))
+	// An execution trace starts with its header, "go 1.xx trace".
+	if b, err := os.ReadFile(tr); err != nil || !bytes.HasPrefix(b, []byte("go 1.")) {
+		t.Fatalf("not an execution trace (%v): %.20q", err, b)
 	}
 }
 
