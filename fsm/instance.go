@@ -196,8 +196,10 @@ const (
 func init() {
 	registerTable(&memdb.TableSchema{
 		Name: tableInstances,
+		// Only by id: ended instances by when they expire are in the
+		// expiry table (expiry.go), instances by workflow in
+		// instance_workflow (workflowlist.go).
 		Indexes: map[string]*memdb.IndexSchema{
-			// Ended instances by when they expire: the expiry table.
 			"id": {Name: "id", Unique: true, Indexer: idIndex{strIndex{instanceID}}},
 		},
 	})
