@@ -12,14 +12,15 @@ import (
 // the expiry table: one record per bucket of expiry times (2^expiryShift
 // nanoseconds, 67 ms: small enough that the copy a transaction makes of
 // the bucket it adds to stays small at thousands of ends a second),
-// holding the bucket's (expiry, id) pairs in order. As an index of the instances table they cost each
-// retained instance a radix path of its own (five heap objects on every
-// node, walked by every collection) and were written again at every
-// change of an ended instance; a bucket is copied once per transaction
-// that changes it, and instances end, and expire, in about the order of
-// their times, so almost every change appends to the newest bucket or
-// takes from the oldest. The table is derived: a restore rebuilds it as
-// it inserts the instances, and snapshots leave it out.
+// holding the bucket's (expiry, id) pairs in order. As an index of the
+// instances table they cost each retained instance a radix path of its
+// own (about six heap objects on every node, walked by every collection)
+// and were written again at every change of an ended instance. A bucket
+// is copied once per transaction that changes it, and instances end, and
+// expire, in about the order of their times, so almost every change
+// appends to the newest bucket or takes from the oldest. The table is
+// derived: a restore rebuilds it as it inserts the instances, and
+// snapshots leave it out.
 
 const (
 	tableExpiry = "expiry"

@@ -462,7 +462,7 @@ func (t *Txn) countsOf() map[string]int {
 		}
 	}
 	for name := range tableSchemas {
-		if name == tableTaskOwner || name == tableExpiry || name == tableInstanceWorkflow {
+		if derivedTables[name] { // blocks of other tables' records
 			continue
 		}
 		it, err := t.Get(name, "id")
