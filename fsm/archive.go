@@ -269,11 +269,25 @@ func (t *Txn) flushOwners() {
 // instance whose tasks have all ended goes in archived; one that runs
 // again (an operator's retry) leaves the archive, its tasks back in the
 // tasks table.
+//
+// It reads everything it needs before it deletes anything: reading an
+// index of go-memdb that the transaction has written resets that index's
+// cache of the nodes the transaction already copied, so looking up each
+// task just before deleting it copied the tasks table's paths afresh for
+// every task (about a hundred allocations per archived instance).
+// Instances own their tasks, so no instance's reads see another's
+// deletes, and the order of the writes is still the ids' order.
 func (t *Txn) archiveHeld(ids []string) {
 	m := t.held[tableInstances]
 	if t.settled == nil {
 		t.settled = map[string]bool{}
 	}
+	type toArchive struct {
+		inst   *Instance
+		tasks  []*Task
+		stored []any // the tasks table's records of tasks, nil where none
+	}
+	var todo []toArchive
 	for _, id := range ids {
 		inst, ok := m[id].(*Instance)
 		if !ok {
@@ -285,8 +299,8 @@ func (t *Txn) archiveHeld(ids []string) {
 			old = nil // purged since it was read; the instance is new
 		}
 		if inst.Terminal() {
-			if tasks, ok := t.archivableTasks(inst, old); ok {
-				m[id] = t.archive(inst, tasks)
+			if tasks, stored, ok := t.archivableTasks(inst, old); ok {
+				todo = append(todo, toArchive{inst, tasks, stored})
 				continue
 			}
 		}
@@ -295,11 +309,15 @@ func (t *Txn) archiveHeld(ids []string) {
 		}
 		delete(t.unsealed, id)
 	}
+	for _, a := range todo {
+		m[a.inst.ID] = t.archive(a.inst, a.tasks, a.stored)
+	}
 }
 
 // archivableTasks returns an ended instance's tasks, the latest version of
-// each, if every one has ended.
-func (t *Txn) archivableTasks(inst *Instance, old *archivedInstance) ([]*Task, bool) {
+// each, if every one has ended, and the records of them the tasks table
+// holds (nil where it holds none).
+func (t *Txn) archivableTasks(inst *Instance, old *archivedInstance) ([]*Task, []any, bool) {
 	var archived map[string]*Task
 	if old != nil {
 		archived = map[string]*Task{}
@@ -308,22 +326,32 @@ func (t *Txn) archivableTasks(inst *Instance, old *archivedInstance) ([]*Task, b
 		}
 	}
 	tasks := make([]*Task, 0, len(inst.TaskIDs))
+	stored := make([]any, 0, len(inst.TaskIDs))
 	for _, id := range inst.TaskIDs {
-		task := t.liveTask(id)
-		if task == nil {
+		raw, err := t.Txn.First(tableTasks, "id", id)
+		if err != nil {
+			raw = nil
+		}
+		var task *Task
+		if o, ok := t.heldRecord(tableTasks, id); ok {
+			task = o.(*Task)
+		} else if raw != nil {
+			task = raw.(*Task)
+		} else {
 			task = archived[id]
 		}
 		if task == nil {
-			return nil, false // not expected: leave it live
+			return nil, nil, false // not expected: leave it live
 		}
 		switch task.Status {
 		case TaskCompleted, TaskFailed, TaskCancelled:
 		default:
-			return nil, false
+			return nil, nil, false
 		}
 		tasks = append(tasks, task)
+		stored = append(stored, raw)
 	}
-	return tasks, true
+	return tasks, stored, true
 }
 
 // liveTask returns a task held or stored in the tasks table.
@@ -339,8 +367,9 @@ func (t *Txn) liveTask(id string) *Task {
 }
 
 // archive returns the archived record of an ended instance and its tasks,
-// and takes the tasks out of the tasks table.
-func (t *Txn) archive(inst *Instance, tasks []*Task) *archivedInstance {
+// and takes the tasks out of the tasks table (stored: their records there,
+// as archivableTasks read them).
+func (t *Txn) archive(inst *Instance, tasks []*Task, stored []any) *archivedInstance {
 	tail := inst.sealedTail
 	if tail == nil && len(inst.historyTail) > 0 {
 		tail = encodeEvents(inst.historyTail)
@@ -357,10 +386,10 @@ func (t *Txn) archive(inst *Instance, tasks []*Task) *archivedInstance {
 		rec.ID, rec.key = newKey(inst.ID)
 	}
 	held := t.held[tableTasks]
-	for _, task := range tasks {
+	for i, task := range tasks {
 		delete(held, task.ID)
-		if raw, err := t.Txn.First(tableTasks, "id", task.ID); err == nil && raw != nil {
-			if err := t.Txn.Delete(tableTasks, raw); err != nil {
+		if stored[i] != nil {
+			if err := t.Txn.Delete(tableTasks, stored[i]); err != nil {
 				panic(fmt.Sprintf("fsm: archive %s task %s: %v", inst.ID, task.ID, err))
 			}
 		}
