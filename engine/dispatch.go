@@ -37,8 +37,24 @@ type waiter struct {
 	accept  map[string]bool
 	result  chan []*fsm.Task // buffered 1; receives exactly once
 	claimed bool             // a round is committing a lease for it
-	gone    bool             // the poll gave up while claimed
-	done    bool
+	// claims counts the commands ClaimPoll gave it that are in raft now,
+	// reserved what they may lease of req.MaxTasks, got what the ones
+	// that came back leased. Once one brought tasks it is closing: it
+	// takes no more claims, and answers when the last is back.
+	claims   int
+	reserved int
+	got      []*fsm.Task
+	closing  bool
+	gone     bool // the poll gave up while claimed
+	done     bool
+}
+
+// held reports whether a round or a claimed command is leasing to it.
+func (w *waiter) held() bool { return w.claimed || w.claims > 0 }
+
+// claimable reports whether ClaimPoll may give it (another) command.
+func (w *waiter) claimable() bool {
+	return !w.done && !w.claimed && !w.closing && w.reserved < w.req.MaxTasks
 }
 
 func (w *waiter) finish(tasks []*fsm.Task) {
@@ -86,7 +102,7 @@ func (e *Engine) Poll(ctx context.Context, req PollRequest) ([]*fsm.Task, error)
 	case <-ctx.Done():
 	}
 	e.mu.Lock()
-	if w.claimed {
+	if w.held() {
 		// A lease for this waiter is being committed: wait for it rather than
 		// leave the task leased to a worker that has gone.
 		w.gone = true
@@ -115,14 +131,15 @@ func (e *Engine) WaitingPolls() map[string]int {
 	return out
 }
 
-// AnyWaiting reports whether a poll waits, unclaimed, on any queue: a
-// cheap test before working out which queue a claim would be for.
+// AnyWaiting reports whether a poll waits on any queue that ClaimPoll
+// could take: a cheap test before working out which queue a claim would be
+// for.
 func (e *Engine) AnyWaiting() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, ws := range e.waiters {
 		for _, w := range ws {
-			if !w.done && !w.claimed {
+			if w.claimable() {
 				return true
 			}
 		}
@@ -134,9 +151,16 @@ func (e *Engine) AnyWaiting() bool {
 // to it itself: a start on the leader that leases its instance's first
 // step in its own raft entry, saving the lease round after it. It returns
 // what the command should ask for, and done, to call exactly once with
-// what the command leased (nothing when it failed or leased nothing: the
-// poll goes back to waiting). ok is false when no poll waits there, or on
-// a node that does not lead.
+// what the command leased (nothing when it failed or leased nothing). ok
+// is false when no poll waits there, or on a node that does not lead.
+//
+// One poll takes several such commands: the starts that come while its
+// first is in raft (each may lease half the room the others left, at
+// least one task), and answers once they are all back, with everything
+// they leased. At a thousand starts a second that is one poll answered,
+// and asked again, for every raft batch of starts instead of one per
+// start (docs/performance.md). A poll whose commands all leased nothing
+// goes back to waiting.
 func (e *Engine) ClaimPoll(queue string) (next *fsm.NextTasks, done func([]*fsm.Task), ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -144,20 +168,32 @@ func (e *Engine) ClaimPoll(queue string) (next *fsm.NextTasks, done func([]*fsm.
 		return nil, nil, false
 	}
 	for _, w := range e.waiters[queue] {
-		if w.done || w.claimed {
+		if !w.claimable() {
 			continue
 		}
-		w.claimed = true
-		next = &fsm.NextTasks{WorkerID: w.req.WorkerID, Queue: queue, Activities: w.req.Activities, Max: w.req.MaxTasks}
+		room := max(1, (w.req.MaxTasks-w.reserved)/2)
+		w.claims++
+		w.reserved += room
+		next = &fsm.NextTasks{WorkerID: w.req.WorkerID, Queue: queue, Activities: w.req.Activities, Max: room}
 		done = func(tasks []*fsm.Task) {
 			e.mu.Lock()
-			w.claimed = false
-			if !w.done && (len(tasks) > 0 || w.gone) {
-				e.removeWaiter(w)
-				w.finish(tasks)
+			w.claims--
+			w.reserved -= room
+			w.got = append(w.got, tasks...)
+			if len(tasks) > 0 {
+				w.closing = true
+			}
+			idle := false
+			if w.claims == 0 && !w.done {
+				if len(w.got) > 0 || w.gone {
+					e.removeWaiter(w)
+					w.finish(w.got)
+				} else {
+					w.closing, idle = false, true
+				}
 			}
 			e.mu.Unlock()
-			if len(tasks) == 0 {
+			if idle {
 				e.poke() // back to waiting: a round may have tasks for it
 			}
 		}
@@ -242,7 +278,7 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 	for queue, ws := range e.waiters {
 		want := 0
 		for _, w := range ws {
-			if !w.done && !w.claimed {
+			if !w.done && !w.held() {
 				want += w.req.MaxTasks
 			}
 		}
@@ -260,7 +296,7 @@ func (e *Engine) dispatchRound(ctx context.Context, state *fsm.StateStore) bool 
 				return true // suspended, cancelling, or its service's breaker is open: not now, and not in the way
 			}
 			for _, w := range ws {
-				if w.done || (w.claimed && owned[w] == 0) || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
+				if w.done || (w.held() && owned[w] == 0) || !w.accepts(task.Activity) || owned[w] >= w.req.MaxTasks {
 					continue // served, held by another round, not its activity, or full
 				}
 				w.claimed = true

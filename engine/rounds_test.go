@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -149,11 +150,8 @@ func TestClaimPoll(t *testing.T) {
 	claim := func() (*fsm.NextTasks, func([]*fsm.Task)) {
 		t.Helper()
 		next, done, ok := e.ClaimPoll("default")
-		if !ok || next.WorkerID != "w1" || next.Queue != "default" || next.Max != 3 {
+		if !ok || next.WorkerID != "w1" || next.Queue != "default" || next.Max != 1 {
 			t.Fatalf("claim = %+v %v", next, ok)
-		}
-		if _, _, again := e.ClaimPoll("default"); again {
-			t.Fatal("one poll claimed twice")
 		}
 		return next, done
 	}
@@ -195,5 +193,76 @@ func TestClaimPoll(t *testing.T) {
 	done(res.(*fsm.StartInstanceResponse).Leased)
 	if tasks := <-got; len(tasks) != 1 || tasks[0].InstanceID != "three" {
 		t.Fatalf("timed-out claimed poll got %v", tasks)
+	}
+}
+
+// One poll takes the starts that come while its first claimed start is in
+// raft, each with room for half of what the others left (at least one),
+// until its max_tasks is reserved; it answers once every claimed start is
+// back, with all they leased, and takes no claim after the first brought
+// tasks. A claim that leased nothing does not cost the others' tasks.
+func TestClaimPollTakesSeveralStarts(t *testing.T) {
+	r := &gatedRaft{f: fsm.New(nil), gate: make(chan struct{}), leader: make(chan bool, 1)}
+	close(r.gate)
+	now := time.Unix(1000, 0).UTC()
+	hdr := fsm.Header{Time: now}
+	r.must(t, fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{Header: hdr, Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"})
+	e, ctx := leadingEngine(t, r, now)
+	got := make(chan []*fsm.Task, 1)
+	go func() {
+		tasks, _ := e.Poll(ctx, PollRequest{Queue: "default", WorkerID: "w1", Wait: 10 * time.Second, MaxTasks: 4})
+		got <- tasks
+	}()
+	poll.Until(t, 10*time.Second, "the poll to wait", func() error {
+		if e.WaitingPolls()["default"] == 0 {
+			return errors.New("not waiting")
+		}
+		return nil
+	})
+	type claim struct {
+		next *fsm.NextTasks
+		done func([]*fsm.Task)
+	}
+	var claims []claim
+	for {
+		next, done, ok := e.ClaimPoll("default")
+		if !ok {
+			break
+		}
+		claims = append(claims, claim{next, done})
+	}
+	var rooms []int
+	for _, c := range claims {
+		rooms = append(rooms, c.next.Max)
+	}
+	if fmt.Sprint(rooms) != "[2 1 1]" {
+		t.Fatalf("rooms of the claims of a poll of 4 = %v, want [2 1 1]", rooms)
+	}
+	start := func(id string, c claim) {
+		cmd, _ := fsm.Encode(fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: hdr, ID: id, Workflow: "w", Input: json.RawMessage(`{}`), Next: c.next})
+		res, _ := r.Apply(ctx, cmd)
+		c.done(res.(*fsm.StartInstanceResponse).Leased)
+	}
+	start("one", claims[0])
+	if _, _, ok := e.ClaimPoll("default"); ok {
+		t.Fatal("a claim was taken after the poll's first claim brought a task")
+	}
+	select {
+	case tasks := <-got:
+		t.Fatalf("the poll answered %v with two claims still in raft", tasks)
+	default:
+	}
+	claims[1].done(nil) // its start failed
+	start("three", claims[2])
+	tasks := <-got
+	var ids []string
+	for _, task := range tasks {
+		ids = append(ids, task.InstanceID)
+	}
+	if fmt.Sprint(ids) != "[one three]" {
+		t.Fatalf("the poll got the tasks of %v, want [one three]", ids)
+	}
+	if n := e.WaitingPolls()["default"]; n != 0 {
+		t.Fatalf("%d polls still wait after the answer", n)
 	}
 }
