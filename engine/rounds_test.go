@@ -119,34 +119,47 @@ func TestLeaseRoundsOverlap(t *testing.T) {
 	}
 }
 
-// A claimed poll is left alone by lease rounds: the claimer's tasks reach
-// it; a claim that leased nothing puts it back to waiting, where a round
-// serves it; a poll that times out while claimed waits for the claimer's
-// answer; with no poll waiting there is nothing to claim.
-func TestClaimPoll(t *testing.T) {
+// claimingEngine is a leading engine over a state with workflow "w", one
+// noop step on the default queue.
+func claimingEngine(t *testing.T) (*gatedRaft, *Engine, context.Context, fsm.Header) {
+	t.Helper()
 	r := &gatedRaft{f: fsm.New(nil), gate: make(chan struct{}), leader: make(chan bool, 1)}
 	close(r.gate)
 	now := time.Unix(1000, 0).UTC()
 	hdr := fsm.Header{Time: now}
 	r.must(t, fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{Header: hdr, Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"})
 	e, ctx := leadingEngine(t, r, now)
+	return r, e, ctx, hdr
+}
+
+// waitingPoll starts worker w1's poll of the default queue and returns,
+// once it waits, where its answer will come.
+func waitingPoll(t *testing.T, e *Engine, ctx context.Context, wait time.Duration, maxTasks int) chan []*fsm.Task {
+	t.Helper()
+	got := make(chan []*fsm.Task, 1)
+	go func() {
+		tasks, _ := e.Poll(ctx, PollRequest{Queue: "default", WorkerID: "w1", Wait: wait, MaxTasks: maxTasks})
+		got <- tasks
+	}()
+	poll.Until(t, 10*time.Second, "the poll to wait", func() error {
+		if e.WaitingPolls()["default"] == 0 {
+			return errors.New("not waiting")
+		}
+		return nil
+	})
+	return got
+}
+
+// A claimed poll is left alone by lease rounds: the claimer's tasks reach
+// it; a claim that leased nothing puts it back to waiting, where a round
+// serves it; a poll that times out while claimed waits for the claimer's
+// answer; with no poll waiting there is nothing to claim.
+func TestClaimPoll(t *testing.T) {
+	r, e, ctx, hdr := claimingEngine(t)
 	if _, _, ok := e.ClaimPoll("default"); ok {
 		t.Fatal("claimed a poll nobody made")
 	}
-	pollAsync := func(wait time.Duration) chan []*fsm.Task {
-		got := make(chan []*fsm.Task, 1)
-		go func() {
-			tasks, _ := e.Poll(ctx, PollRequest{Queue: "default", WorkerID: "w1", Wait: wait, MaxTasks: 3})
-			got <- tasks
-		}()
-		poll.Until(t, 10*time.Second, "the poll to wait", func() error {
-			if e.WaitingPolls()["default"] == 0 {
-				return errors.New("not waiting")
-			}
-			return nil
-		})
-		return got
-	}
+	pollAsync := func(wait time.Duration) chan []*fsm.Task { return waitingPoll(t, e, ctx, wait, 3) }
 	claim := func() (*fsm.NextTasks, func([]*fsm.Task)) {
 		t.Helper()
 		next, done, ok := e.ClaimPoll("default")
@@ -202,23 +215,8 @@ func TestClaimPoll(t *testing.T) {
 // back, with all they leased, and takes no claim after the first brought
 // tasks. A claim that leased nothing does not cost the others' tasks.
 func TestClaimPollTakesSeveralStarts(t *testing.T) {
-	r := &gatedRaft{f: fsm.New(nil), gate: make(chan struct{}), leader: make(chan bool, 1)}
-	close(r.gate)
-	now := time.Unix(1000, 0).UTC()
-	hdr := fsm.Header{Time: now}
-	r.must(t, fsm.RegisterWorkflowType, &fsm.RegisterWorkflowRequest{Header: hdr, Source: "workflow \"w\" {\n  step \"a\" {\n    activity = \"noop\"\n  }\n}\n"})
-	e, ctx := leadingEngine(t, r, now)
-	got := make(chan []*fsm.Task, 1)
-	go func() {
-		tasks, _ := e.Poll(ctx, PollRequest{Queue: "default", WorkerID: "w1", Wait: 10 * time.Second, MaxTasks: 4})
-		got <- tasks
-	}()
-	poll.Until(t, 10*time.Second, "the poll to wait", func() error {
-		if e.WaitingPolls()["default"] == 0 {
-			return errors.New("not waiting")
-		}
-		return nil
-	})
+	r, e, ctx, hdr := claimingEngine(t)
+	got := waitingPoll(t, e, ctx, 10*time.Second, 4)
 	type claim struct {
 		next *fsm.NextTasks
 		done func([]*fsm.Task)
