@@ -183,9 +183,17 @@ func (e *Engine) setLeader(leader bool) {
 	}
 	e.enabled = false
 	// Answer every waiting poll with nothing: the worker polls again and is
-	// forwarded to the new leader.
+	// forwarded to the new leader. A poll a lease command is in raft for
+	// (a round's or a claimed start's) answers when that command is back,
+	// with what it leased if it was applied here: answered empty now, its
+	// tasks would stay leased to a worker that never got them until the
+	// leases expired.
 	for q, ws := range e.waiters {
 		for _, w := range ws {
+			if w.held() {
+				w.gone = true
+				continue
+			}
 			w.finish(nil)
 		}
 		delete(e.waiters, q)

@@ -264,3 +264,33 @@ func TestClaimPollTakesSeveralStarts(t *testing.T) {
 		t.Fatalf("%d polls still wait after the answer", n)
 	}
 }
+
+// A poll whose claimed start is in raft when the leader steps down gets
+// what that start leased, not an empty answer that would leave the task
+// leased to a worker who never heard of it until the lease expired.
+func TestClaimedPollAnswersAfterStepDown(t *testing.T) {
+	r, e, ctx, hdr := claimingEngine(t)
+	got := waitingPoll(t, e, ctx, 10*time.Second, 1)
+	next, done, ok := e.ClaimPoll("default")
+	if !ok {
+		t.Fatal("no poll to claim")
+	}
+	cmd, _ := fsm.Encode(fsm.StartInstanceType, &fsm.StartInstanceRequest{Header: hdr, ID: "one", Workflow: "w", Input: json.RawMessage(`{}`), Next: next})
+	res, _ := r.Apply(ctx, cmd)
+	r.leader <- false
+	poll.Until(t, 10*time.Second, "the engine to step down", func() error {
+		if e.Enabled() {
+			return errors.New("still leading")
+		}
+		return nil
+	})
+	select {
+	case tasks := <-got:
+		t.Fatalf("the claimed poll was answered %v at the step-down", tasks)
+	default:
+	}
+	done(res.(*fsm.StartInstanceResponse).Leased)
+	if tasks := <-got; len(tasks) != 1 || tasks[0].InstanceID != "one" {
+		t.Fatalf("claimed poll got %v after the step-down", tasks)
+	}
+}
