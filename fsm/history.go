@@ -311,15 +311,20 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 		events = append([]Event{{Type: "instance_started", Data: inst.Input,
 			Detail: inst.Workflow + " version " + strconv.FormatUint(inst.Version, 10)}}, events...)
 	}
-	var order []string
+	// The workflow, once: its steps' order is the events' order, its
+	// retention the ended instance's expiry.
+	var wf *hcl.Workflow
 	if wv := tx.WorkflowVersion(inst.Workflow, inst.Version); wv != nil {
-		if wf, err := f.workflow(wv); err == nil {
-			for _, s := range wf.Steps {
-				order = append(order, s.Name)
-			}
+		if w, err := f.workflow(wv); err == nil {
+			wf = w
 		}
 	}
-	for _, name := range order {
+	var steps []*hcl.Step
+	if wf != nil {
+		steps = wf.Steps
+	}
+	for _, step := range steps {
+		name := step.Name
 		n := inst.Steps[name]
 		var o *StepState
 		if old != nil {
@@ -388,10 +393,8 @@ func (f *FSM) saveInstance(tx *Txn, inst *Instance, now time.Time) {
 	inst.ExpiresKey = 0
 	if inst.Terminal() && !inst.EndedAt.IsZero() {
 		retention := hcl.DefaultRetention
-		if wv := tx.WorkflowVersion(inst.Workflow, inst.Version); wv != nil {
-			if wf, err := f.workflow(wv); err == nil {
-				retention = wf.Retention
-			}
+		if wf != nil {
+			retention = wf.Retention
 		}
 		inst.ExpiresKey = uint64(inst.EndedAt.Add(retention).UnixNano())
 	}

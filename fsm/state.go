@@ -420,7 +420,10 @@ func (t *Txn) Abort() {
 func (t *Txn) LatestIndex() uint64 { return t.counter("index") }
 
 func (t *Txn) counter(key string) uint64 {
-	raw, err := t.First(tableMeta, "id", key)
+	if o, ok := t.heldRecord(tableMeta, key); ok { // a sequence this batch already moved
+		return o.(*meta).Value
+	}
+	raw, err := t.Txn.First(tableMeta, "id", key)
 	if err != nil || raw == nil {
 		return 0
 	}
