@@ -99,11 +99,9 @@ func asInstance(o any) *Instance {
 func (t *Txn) InstanceVersion(id string) (found, ended bool, modifyIndex uint64) {
 	o, ok := t.heldRecord(tableInstances, id)
 	if !ok {
-		raw, err := t.Txn.First(tableInstances, "id", id)
-		if err != nil || raw == nil {
+		if o = t.storedInstance(id); o == nil {
 			return false, false, 0
 		}
-		o = raw
 	}
 	if a, ok := o.(*archivedInstance); ok {
 		return true, true, a.ModifyIndex
@@ -179,17 +177,6 @@ func (a *archivedInstance) decode() *archiveBlob {
 	b.Instance.key = a.key
 	b.Instance.sealedTail = b.Tail
 	return &b
-}
-
-// archivedRecord returns the stored record of an instance if it is
-// archived.
-func (t *Txn) archivedRecord(id string) *archivedInstance {
-	raw, err := t.Txn.First(tableInstances, "id", id)
-	if err != nil || raw == nil {
-		return nil
-	}
-	a, _ := raw.(*archivedInstance)
-	return a
 }
 
 // taskSeq reads the sequence number of a task id ("t" and a number written
@@ -295,7 +282,7 @@ func (t *Txn) archiveHeld(ids []string) {
 		}
 		t.settled[id] = true
 		old := t.unsealed[id]
-		if old != nil && t.archivedRecord(id) != old {
+		if old != nil && !sameArchived(t.archivedRecord(id), old) {
 			old = nil // purged since it was read; the instance is new
 		}
 		if inst.Terminal() {
@@ -447,7 +434,7 @@ func (t *Txn) rearchiveTasks(ids []string) []string {
 		}
 		n := *rec
 		n.Blob = encodeArchive(b)
-		t.storeInstance(&n, t.storedExpiry(owner))
+		t.storeInstance(&n, t.storedInstance(owner))
 		delete(m, id)
 	}
 	return keep
@@ -485,14 +472,5 @@ func (t *Txn) dropArchived(rec *archivedInstance, taskIDs []string) {
 // eachInstance calls fn with every instance, live or archived, in id order,
 // until fn returns false.
 func (t *Txn) eachInstance(fn func(*Instance) bool) error {
-	it, err := t.Get(tableInstances, "id")
-	if err != nil {
-		return err
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if !fn(asInstance(raw)) {
-			return nil
-		}
-	}
-	return nil
+	return t.eachStoredInstance("", func(raw any) bool { return fn(asInstance(raw)) })
 }

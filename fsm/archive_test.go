@@ -22,7 +22,11 @@ func rows(tx *Txn, table string) int {
 
 // archivedRows counts the archived records of the instances table, and
 // liveRows the others.
-func archivedRows(tx *Txn) int { return rows(tx, tableInstances) - liveRows(tx) }
+func archivedRows(tx *Txn) int {
+	n := 0
+	tx.eachArchived("", func(*archivedInstance) bool { n++; return true })
+	return n
+}
 
 func liveRows(tx *Txn) int {
 	it, err := tx.Txn.Get(tableInstances, "id")

@@ -58,7 +58,7 @@ func init() {
 // writes any: go-memdb's read of an index the transaction has changed
 // makes it copy that index's nodes afresh at its next write.
 func (t *Txn) storedExpiry(id string) uint64 {
-	if old, err := t.Txn.First(tableInstances, "id", id); err == nil && old != nil {
+	if old := t.storedInstance(id); old != nil {
 		return instanceExpires(old)
 	}
 	return 0
@@ -66,10 +66,27 @@ func (t *Txn) storedExpiry(id string) uint64 {
 
 // storeInstance writes a record of the instances table (live or archived)
 // into go-memdb and moves its expiry from that of the record it replaces.
-func (t *Txn) storeInstance(obj any, from uint64) {
+func (t *Txn) storeInstance(obj, stored any) {
 	id := instanceID(obj)
-	if err := t.Txn.Insert(tableInstances, obj); err != nil {
-		panic(fmt.Sprintf("fsm: insert instance %s: %v", id, err))
+	delete(t.absent, id)
+	var from uint64
+	if stored != nil {
+		from = instanceExpires(stored)
+	}
+	if rec, ok := obj.(*archivedInstance); ok {
+		if live, ok := stored.(*Instance); ok {
+			if err := t.Txn.Delete(tableInstances, live); err != nil {
+				panic(fmt.Sprintf("fsm: archive instance %s: %v", id, err))
+			}
+		}
+		t.putArchived(rec)
+	} else {
+		if _, ok := stored.(*archivedInstance); ok {
+			t.dropArchivedRecord(id)
+		}
+		if err := t.Txn.Insert(tableInstances, obj); err != nil {
+			panic(fmt.Sprintf("fsm: insert instance %s: %v", id, err))
+		}
 	}
 	t.moveExpiry(id, from, instanceExpires(obj))
 }
@@ -77,14 +94,16 @@ func (t *Txn) storeInstance(obj any, from uint64) {
 // deleteInstance deletes the stored record of an instance and its expiry.
 func (t *Txn) deleteInstance(obj any) error {
 	id := instanceID(obj)
-	old, err := t.Txn.First(tableInstances, "id", id)
-	if err != nil {
-		return err
-	}
-	if err := t.Txn.Delete(tableInstances, obj); err != nil {
-		return err
-	}
-	if old != nil {
+	switch old := t.storedInstance(id).(type) {
+	case nil:
+		return memdb.ErrNotFound
+	case *archivedInstance:
+		t.dropArchivedRecord(id)
+		t.moveExpiry(id, old.ExpiresKey, 0)
+	default:
+		if err := t.Txn.Delete(tableInstances, old); err != nil {
+			return err
+		}
 		t.moveExpiry(id, instanceExpires(old), 0)
 	}
 	return nil
@@ -178,8 +197,8 @@ func (t *Txn) Expired(now time.Time, limit int) []*Instance {
 		return true
 	})
 	for _, id := range ids {
-		raw, err := t.Txn.First(tableInstances, "id", id)
-		if err != nil || raw == nil {
+		raw := t.storedInstance(id)
+		if raw == nil {
 			panic(fmt.Sprintf("fsm: instance %s expires but is missing", id))
 		}
 		out = append(out, t.instance(raw))

@@ -618,8 +618,8 @@ func (t *Txn) Instance(id string) *Instance {
 	if o, ok := t.heldRecord(tableInstances, id); ok {
 		return t.instance(o)
 	}
-	raw, err := t.Txn.First(tableInstances, "id", id) // not held: in go-memdb, if anywhere
-	if err != nil || raw == nil {
+	raw := t.storedInstance(id) // not held: stored, if anywhere
+	if raw == nil {
 		return nil
 	}
 	return t.instance(raw)
@@ -640,18 +640,12 @@ func (t *Txn) Instances(workflow, after string, limit int) []*Instance {
 		t.eachOfWorkflow(workflow, after, func(id string) bool { return add(t.Instance(id)) })
 		return out
 	}
-	it, err := t.LowerBound(tableInstances, "id", after)
-	if err != nil {
-		return out
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
+	_ = t.eachStoredInstance(after, func(raw any) bool {
 		if after != "" && instanceID(raw) <= after {
-			continue
+			return true
 		}
-		if !add(t.instance(raw)) {
-			break
-		}
-	}
+		return add(t.instance(raw))
+	})
 	return out
 }
 

@@ -280,6 +280,7 @@ func TestRandomLogsConverge(t *testing.T) {
 		for name, g := range map[string]*FSM{"applied": f, "batched": other, "unarchived": plain, "restored mid-way": late, "restored": restored} {
 			expiryMatchesInstances(rt, name, g.State().Read())
 			workflowListsMatchInstances(rt, name, g.State().Read())
+			archivePagesHold(rt, name, g.State().Read())
 		}
 	})
 }
@@ -324,6 +325,33 @@ func workflowListsMatchInstances(rt *rapid.T, name string, tx *Txn) {
 		})
 		if fmt.Sprint(got) != fmt.Sprint(want[wf]) {
 			rt.Fatalf("%s: workflow %s lists %v, its instances are %v", name, wf, got, want[wf])
+		}
+	}
+}
+
+// archivePagesHold fails unless every archive page holds, in id order,
+// only ids from its Lo up to the next page's, none of them empty, and no
+// instance is both archived and live.
+func archivePagesHold(rt *rapid.T, name string, tx *Txn) {
+	it, err := tx.Txn.Get(tableArchive, "id")
+	if err != nil {
+		rt.Fatal(err)
+	}
+	var pages []*archivePage
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		pages = append(pages, raw.(*archivePage))
+	}
+	for i, p := range pages {
+		if len(p.Recs) == 0 {
+			rt.Fatalf("%s: archive page %q is empty", name, p.Lo)
+		}
+		for j, rec := range p.Recs {
+			if rec.ID < p.Lo || (i+1 < len(pages) && rec.ID >= pages[i+1].Lo) || (j > 0 && rec.ID <= p.Recs[j-1].ID) {
+				rt.Fatalf("%s: archive page %q holds %q out of order", name, p.Lo, rec.ID)
+			}
+			if live, _ := tx.Txn.First(tableInstances, "id", rec.ID); live != nil {
+				rt.Fatalf("%s: instance %s is both archived and live", name, rec.ID)
+			}
 		}
 	}
 }

@@ -132,22 +132,16 @@ func eachRecord(tx *Txn, table string, fn func(any) error) error {
 	case snapshotArchivedTasks:
 		// The tasks of archived instances, instance by instance in id
 		// order, each instance's in the order it created them.
-		it, err := tx.Get(tableInstances, "id")
-		if err != nil {
-			return err
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			rec, ok := raw.(*archivedInstance)
-			if !ok {
-				continue
-			}
+		var ferr error
+		tx.eachArchived("", func(rec *archivedInstance) bool {
 			for _, task := range rec.decode().Tasks {
-				if err := fn(task); err != nil {
-					return err
+				if ferr = fn(task); ferr != nil {
+					return false
 				}
 			}
-		}
-		return nil
+			return true
+		})
+		return ferr
 	}
 	it, err := tx.Get(table, "id")
 	if err != nil {

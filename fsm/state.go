@@ -196,6 +196,10 @@ type Txn struct {
 	// settled those whose records it has flushed (archive.go).
 	unsealed map[string]*archivedInstance
 	settled  map[string]bool
+	// apages are the archive pages this transaction changed, by Lo, and
+	// absent the instances it found stored nowhere (archivepages.go).
+	apages map[string]*archivePage
+	absent map[string]bool
 }
 
 // touch notes that an instance was written or deleted, and whether it is
@@ -353,12 +357,14 @@ func (t *Txn) flush(table string) {
 		ids = t.rearchiveTasks(ids)
 	}
 	if table == tableInstances {
-		from := make([]uint64, len(ids))
+		// Every stored record first: a read of an index written in this
+		// transaction would reset that index's copied-node cache.
+		stored := make([]any, len(ids))
 		for i, id := range ids {
-			from[i] = t.storedExpiry(id)
+			stored[i] = t.storedInstance(id)
 		}
 		for i, id := range ids {
-			t.storeInstance(m[id], from[i])
+			t.storeInstance(m[id], stored[i])
 		}
 		delete(t.held, table)
 		return
@@ -405,6 +411,7 @@ func (t *Txn) Commit() {
 	t.flushOwners()
 	t.flushExpiry()
 	t.flushPages()
+	t.flushArchive()
 	t.Txn.Commit()
 }
 
@@ -413,6 +420,7 @@ func (t *Txn) Abort() {
 	t.held = nil
 	t.expiries = nil
 	t.pages = nil
+	t.apages = nil
 	t.Txn.Abort()
 }
 
@@ -456,14 +464,12 @@ func (s *StateStore) Counts() map[string]int { return s.Read().countsOf() }
 
 func (t *Txn) countsOf() map[string]int {
 	out := make(map[string]int, len(tableSchemas))
-	// Archived tasks count where they were.
-	if it, err := t.Get(tableInstances, "id"); err == nil {
-		for o := it.Next(); o != nil; o = it.Next() {
-			if rec, ok := o.(*archivedInstance); ok {
-				out[tableTasks] += rec.Tasks
-			}
-		}
-	}
+	// Archived instances count as instances, their tasks as tasks.
+	t.eachArchived("", func(rec *archivedInstance) bool {
+		out[tableInstances]++
+		out[tableTasks] += rec.Tasks
+		return true
+	})
 	for name := range tableSchemas {
 		if derivedTables[name] { // blocks of other tables' records
 			continue
