@@ -9,41 +9,55 @@ import (
 	"pgregory.net/rapid"
 )
 
+// pagedTxns runs rapid cases of 2 to 8 transactions, of 50 to 449
+// operations each, on a fresh store: newCase gives a case's op (one
+// operation) and check (run on the store after each commit). rapid draws
+// small numbers most of the time; the operations come from a generator it
+// seeds (stream tells the tests' generators apart), so that pages fill
+// and split.
+func pagedTxns(t *testing.T, stream uint64, newCase func() (op func(*rapid.T, *rand.Rand, *Txn), check func(*rapid.T, *Txn))) {
+	rapid.Check(t, func(rt *rapid.T) {
+		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), stream))
+		s := NewStateStore()
+		op, check := newCase()
+		for n := rapid.IntRange(2, 8).Draw(rt, "txns"); n > 0; n-- {
+			tx := s.write(uint64(n))
+			for ops := 50 + rng.IntN(400); ops > 0; ops-- {
+				op(rt, rng, tx)
+			}
+			tx.Commit()
+			check(rt, s.Read())
+		}
+	})
+}
+
 // Instances added to and taken off their workflows' lists in transactions
 // of any size, some of them listing mid-way, are listed exactly, in order,
 // from any point, and the pages keep their ranges.
 func TestWorkflowPagesListExactly(t *testing.T) {
-	rapid.Check(t, func(rt *rapid.T) {
-		// rapid draws small numbers most of the time; the bulk of the
-		// operations come from a generator it seeds, so that pages fill
-		// and split.
-		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 1))
-		s := NewStateStore()
+	pagedTxns(t, 1, func() (func(*rapid.T, *rand.Rand, *Txn), func(*rapid.T, *Txn)) {
 		model := map[string]map[string]bool{"a": {}, "b": {}, "ab": {}}
 		workflows := []string{"a", "b", "ab"}
 		afters := []string{"", "i1", "i5", "i999"}
-		for n := rapid.IntRange(2, 8).Draw(rt, "txns"); n > 0; n-- {
-			tx := s.write(uint64(n))
-			for ops := 50 + rng.IntN(400); ops > 0; ops-- {
-				wf := workflows[rng.IntN(len(workflows))]
-				switch kind := rng.IntN(12); {
-				case kind < 3 && len(model[wf]) > 0:
-					ids := sortedIDs(model[wf], "")
-					id := ids[rng.IntN(len(ids))]
-					tx.removeInstanceRef(wf, id)
-					delete(model[wf], id)
-				case kind == 3:
-					listsExactly(rt, tx, wf, model[wf], afters[rng.IntN(len(afters))])
-				default:
-					id := fmt.Sprintf("i%d", rng.IntN(3000))
-					if !model[wf][id] {
-						tx.addInstanceRef(&Instance{Workflow: wf, ID: id})
-						model[wf][id] = true
-					}
+		op := func(rt *rapid.T, rng *rand.Rand, tx *Txn) {
+			wf := workflows[rng.IntN(len(workflows))]
+			switch kind := rng.IntN(12); {
+			case kind < 3 && len(model[wf]) > 0:
+				ids := sortedIDs(model[wf], "")
+				id := ids[rng.IntN(len(ids))]
+				tx.removeInstanceRef(wf, id)
+				delete(model[wf], id)
+			case kind == 3:
+				listsExactly(rt, tx, wf, model[wf], afters[rng.IntN(len(afters))])
+			default:
+				id := fmt.Sprintf("i%d", rng.IntN(3000))
+				if !model[wf][id] {
+					tx.addInstanceRef(&Instance{Workflow: wf, ID: id})
+					model[wf][id] = true
 				}
 			}
-			tx.Commit()
-			read := s.Read()
+		}
+		check := func(rt *rapid.T, read *Txn) {
 			for _, wf := range workflows {
 				for _, after := range []string{"", "i1", "i15", "i2000", "i9"} {
 					listsExactly(rt, read, wf, model[wf], after)
@@ -51,6 +65,7 @@ func TestWorkflowPagesListExactly(t *testing.T) {
 			}
 			pagesKeepTheirRanges(rt, read)
 		}
+		return op, check
 	})
 }
 
