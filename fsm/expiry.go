@@ -53,19 +53,10 @@ func init() {
 	derivedTables[tableExpiry] = true
 }
 
-// storedExpiry is the expiry of the record go-memdb holds for an
-// instance (0 for none). A write transaction reads them all before it
-// writes any: go-memdb's read of an index the transaction has changed
-// makes it copy that index's nodes afresh at its next write.
-func (t *Txn) storedExpiry(id string) uint64 {
-	if old := t.storedInstance(id); old != nil {
-		return instanceExpires(old)
-	}
-	return 0
-}
-
-// storeInstance writes a record of the instances table (live or archived)
-// into go-memdb and moves its expiry from that of the record it replaces.
+// storeInstance writes an instance's record, a live one into the
+// instances table and an archived one into its archive page, takes the
+// record it replaces (stored, as storedInstance read it) out of the other,
+// and moves the instance's expiry from that record's.
 func (t *Txn) storeInstance(obj, stored any) {
 	id := instanceID(obj)
 	delete(t.absent, id)

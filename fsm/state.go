@@ -421,6 +421,7 @@ func (t *Txn) Abort() {
 	t.expiries = nil
 	t.pages = nil
 	t.apages = nil
+	t.absent = nil
 	t.Txn.Abort()
 }
 
