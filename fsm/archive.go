@@ -274,7 +274,7 @@ func (t *Txn) archiveHeld(ids []string) {
 		tasks  []*Task
 		stored []any // the tasks table's records of tasks, nil where none
 	}
-	var todo []toArchive
+	var pending []toArchive
 	for _, id := range ids {
 		inst, ok := m[id].(*Instance)
 		if !ok {
@@ -287,7 +287,7 @@ func (t *Txn) archiveHeld(ids []string) {
 		}
 		if inst.Terminal() {
 			if tasks, stored, ok := t.archivableTasks(inst, old); ok {
-				todo = append(todo, toArchive{inst, tasks, stored})
+				pending = append(pending, toArchive{inst, tasks, stored})
 				continue
 			}
 		}
@@ -296,7 +296,7 @@ func (t *Txn) archiveHeld(ids []string) {
 		}
 		delete(t.unsealed, id)
 	}
-	for _, a := range todo {
+	for _, a := range pending {
 		m[a.inst.ID] = t.archive(a.inst, a.tasks, a.stored)
 	}
 }
