@@ -80,12 +80,10 @@ func (t *Txn) archivePageFor(id string, write bool) *archivePage {
 	if stored != nil {
 		best, found = stored.Lo, true
 	}
-	for lo := range t.apages {
-		if lo <= id && (!found || lo > best) {
-			best, found = lo, true
-		}
+	if lo, ok := t.apages.floor(id); ok && (!found || lo > best) {
+		best, found = lo, true
 	}
-	if p, ok := t.apages[best]; ok && found {
+	if p, ok := t.apages.get(best); ok && found {
 		return p
 	}
 	if !write {
@@ -100,10 +98,7 @@ func (t *Txn) archivePageFor(id string, write bool) *archivePage {
 		p.Recs = make([]archivedInstance, len(stored.Recs), len(stored.Recs)+4)
 		copy(p.Recs, stored.Recs)
 	}
-	if t.apages == nil {
-		t.apages = map[string]*archivePage{}
-	}
-	t.apages[p.Lo] = p
+	t.apages.put(p.Lo, p)
 	return p
 }
 
@@ -144,7 +139,7 @@ func (t *Txn) putArchived(rec *archivedInstance) {
 		half := len(p.Recs) / 2
 		n := &archivePage{Lo: p.Recs[half].ID, Recs: append(make([]archivedInstance, 0, pageMax), p.Recs[half:]...)}
 		p.Recs = p.Recs[:half:half]
-		t.apages[n.Lo] = n
+		t.apages.put(n.Lo, n)
 	}
 }
 
@@ -161,8 +156,8 @@ func (t *Txn) dropArchivedRecord(id string) {
 // flushArchive writes the pages this transaction changed, deleting those
 // left empty.
 func (t *Txn) flushArchive() {
-	writeChanged(t, tableArchive, t.apages, func(p *archivePage) bool { return len(p.Recs) == 0 })
-	t.apages = nil
+	writeChanged(t, tableArchive, t.apages.byKey, func(p *archivePage) bool { return len(p.Recs) == 0 })
+	t.apages.reset()
 }
 
 // eachArchived calls fn with the archived records from id after

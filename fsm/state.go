@@ -190,7 +190,7 @@ type Txn struct {
 	expiries map[uint64]*expiryBucket
 	// pages are the instance_workflow pages this transaction changed
 	// (workflowlist.go), by key, written at its commit.
-	pages     map[string]*workflowPage
+	pages     pageCopies[*workflowPage]
 	noArchive bool
 	// unsealed are the archived instances this write transaction has read,
 	// settled those whose records it has flushed (archive.go).
@@ -198,7 +198,7 @@ type Txn struct {
 	settled  map[string]bool
 	// apages are the archive pages this transaction changed, by Lo, and
 	// absent the instances it found stored nowhere (archivepages.go).
-	apages map[string]*archivePage
+	apages pageCopies[*archivePage]
 	absent map[string]bool
 }
 
@@ -419,8 +419,8 @@ func (t *Txn) Commit() {
 func (t *Txn) Abort() {
 	t.held = nil
 	t.expiries = nil
-	t.pages = nil
-	t.apages = nil
+	t.pages.reset()
+	t.apages.reset()
 	t.absent = nil
 	t.Txn.Abort()
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -74,15 +75,13 @@ func (t *Txn) pageToWrite(workflow, id string) *workflowPage {
 	if p := t.storedPage(workflow, id); p != nil {
 		best, found = p.key(), true
 	}
-	for k, p := range t.pages {
-		if p.Workflow == workflow && k <= q && (!found || k > best) {
-			best, found = k, true
-		}
+	if k, ok := t.pages.floor(q); ok && strings.HasPrefix(k, workflow+"\x00") && (!found || k > best) {
+		best, found = k, true
 	}
 	if !found {
 		best = pageKey(workflow, "")
 	}
-	if p, ok := t.pages[best]; ok {
+	if p, ok := t.pages.get(best); ok {
 		return p
 	}
 	p := &workflowPage{Workflow: workflow}
@@ -96,10 +95,7 @@ func (t *Txn) pageToWrite(workflow, id string) *workflowPage {
 		p.IDs = make([]string, len(old.IDs), len(old.IDs)+8)
 		copy(p.IDs, old.IDs)
 	}
-	if t.pages == nil {
-		t.pages = map[string]*workflowPage{}
-	}
-	t.pages[best] = p
+	t.pages.put(best, p)
 	return p
 }
 
@@ -117,7 +113,7 @@ func (t *Txn) addInstanceRef(inst *Instance) {
 		half := len(p.IDs) / 2
 		n := &workflowPage{Workflow: p.Workflow, Lo: p.IDs[half], IDs: append(make([]string, 0, pageMax), p.IDs[half:]...)}
 		p.IDs = p.IDs[:half:half]
-		t.pages[n.key()] = n
+		t.pages.put(n.key(), n)
 	}
 }
 
@@ -134,8 +130,8 @@ func (t *Txn) removeInstanceRef(workflow, id string) {
 // flushPages writes the pages this transaction changed, deleting those
 // left empty.
 func (t *Txn) flushPages() {
-	writeChanged(t, tableInstanceWorkflow, t.pages, func(p *workflowPage) bool { return len(p.IDs) == 0 })
-	t.pages = nil
+	writeChanged(t, tableInstanceWorkflow, t.pages.byKey, func(p *workflowPage) bool { return len(p.IDs) == 0 })
+	t.pages.reset()
 }
 
 // eachOfWorkflow calls fn with the ids of a workflow's instances after
