@@ -16,11 +16,11 @@ import (
 // index keys) that every garbage collection walks: with tens of thousands
 // retained, each mark phase took hundreds of milliseconds of a loaded
 // node's CPU, and that was most of the latency tail (docs/performance.md).
-// So when a transaction writes such an instance, its record in the
-// instances table becomes an archivedInstance: one pointer-free encoded
-// value (archiveBlob) holding the instance and its tasks, under the same
-// id and expiry keys (the update the instance's end writes anyway), and
-// its tasks leave the tasks table. Task ids ("t" and a sequence number)
+// So when a transaction writes such an instance, its record leaves the
+// instances table for an archivedInstance: one pointer-free encoded value
+// (archiveBlob) holding the instance and its tasks, kept in a page of the
+// archive table (archivepages.go), under the same expiry; and its tasks
+// leave the tasks table. Task ids ("t" and a sequence number)
 // find their archived instance through the task_owner table, one record
 // per taskBlock sequence numbers. Reads (Txn.Instance, Txn.Task, lists,
 // expiry) decode; snapshots write archived instances as instance records
@@ -39,8 +39,10 @@ const (
 	taskBlock = 64
 )
 
-// archivedInstance is the record of an archived instance in the instances
-// table: the instance and its tasks, encoded (archiveBlob).
+// archivedInstance is the record of an archived instance in its archive
+// page: the instance and its tasks, encoded (archiveBlob). key is the
+// instance's id key (ID shares its bytes), handed back to the instance
+// when it is decoded.
 type archivedInstance struct {
 	ID          string
 	ExpiresKey  uint64
@@ -50,8 +52,6 @@ type archivedInstance struct {
 	Blob  []byte
 	key   []byte
 }
-
-func (a *archivedInstance) idKey() []byte { return keyOf(a.key, a.ID) }
 
 // archiveBlob is what an archive record holds.
 type archiveBlob struct {
@@ -68,7 +68,7 @@ type taskOwners struct {
 	Owners []string
 }
 
-// instanceID and instanceExpires read a record of the instances table,
+// instanceID and instanceExpires read a stored record of an instance,
 // live or archived; asInstance returns it as an instance (decoding an
 // archived one).
 func instanceID(o any) string {
