@@ -87,7 +87,7 @@ func instanceExpires(o any) uint64 {
 
 func asInstance(o any) *Instance {
 	if a, ok := o.(*archivedInstance); ok {
-		return a.decode().Instance
+		return a.decodeInstance()
 	}
 	return o.(*Instance)
 }
@@ -125,7 +125,7 @@ func (t *Txn) instance(o any) *Instance {
 		}
 		t.unsealed[a.ID] = a
 	}
-	return a.decode().Instance
+	return a.decodeInstance()
 }
 
 func init() {
@@ -166,17 +166,39 @@ func encodeArchive(b *archiveBlob) []byte {
 
 func (a *archivedInstance) decode() *archiveBlob {
 	var b archiveBlob
+	a.decodeInto(&b, &b.Instance, &b.Tail)
+	return &b
+}
+
+// archivedOnly is the front of an archiveBlob: decoding a blob into it
+// skips the tasks (structs are arrays here, and the codec passes over the
+// elements a struct has no field for).
+type archivedOnly struct {
+	Instance *Instance `json:"i"`
+	Tail     []byte    `json:"h,omitempty"`
+}
+
+// decodeInstance decodes the instance alone, for readers that do not need
+// its tasks: every answer with an ended instance reads it so.
+func (a *archivedInstance) decodeInstance() *Instance {
+	var b archivedOnly
+	a.decodeInto(&b, &b.Instance, &b.Tail)
+	return b.Instance
+}
+
+// decodeInto decodes the blob into out, whose instance and sealed history
+// tail are at inst and tail.
+func (a *archivedInstance) decodeInto(out any, inst **Instance, tail *[]byte) {
 	dec := archiveDecoders.Get().(*codec.Decoder)
 	dec.ResetBytes(a.Blob)
-	err := dec.Decode(&b)
+	err := dec.Decode(out)
 	dec.ResetBytes(nil)
 	archiveDecoders.Put(dec)
-	if err != nil || b.Instance == nil {
+	if err != nil || *inst == nil {
 		panic(fmt.Sprintf("fsm: archived instance %s does not decode: %v", a.ID, err))
 	}
-	b.Instance.key = a.key
-	b.Instance.sealedTail = b.Tail
-	return &b
+	(*inst).key = a.key
+	(*inst).sealedTail = *tail
 }
 
 // taskSeq reads the sequence number of a task id ("t" and a number written

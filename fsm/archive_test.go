@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -57,6 +58,12 @@ func TestEndedInstancesAreArchived(t *testing.T) {
 	inst := tx.Instance("a")
 	if inst == nil || inst.Status != InstanceCompleted || len(inst.TaskIDs) != 3 || len(tx.History("a", 0, 0)) == 0 {
 		t.Fatalf("archived instance reads %+v", inst)
+	}
+	// Read alone (without its tasks), it is what the whole record holds.
+	var rec *archivedInstance
+	tx.eachArchived("", func(a *archivedInstance) bool { rec = a; return false })
+	if whole := rec.decode(); len(whole.Tasks) != 3 || !reflect.DeepEqual(rec.decodeInstance(), whole.Instance) {
+		t.Fatalf("the instance read alone differs from the record's: %+v against %+v", rec.decodeInstance(), whole.Instance)
 	}
 	for _, id := range inst.TaskIDs {
 		if task := tx.Task(id); task == nil || task.Status != TaskCompleted || task.InstanceID != "a" {
@@ -208,5 +215,21 @@ func TestInstanceVersion(t *testing.T) {
 	}
 	if found, _, _ := tx.InstanceVersion("b"); found {
 		t.Fatal("found b")
+	}
+}
+
+// BenchmarkReadArchived reads an ended chain3 instance as an answer with
+// it does: decoded from its archive record.
+func BenchmarkReadArchived(b *testing.B) {
+	h := newHarness(&testing.T{})
+	h.register(chain3)
+	h.start("a", "chain3", `{"n":1}`)
+	h.runToEnd()
+	tx := h.fsm.State().Read()
+	b.ReportAllocs()
+	for b.Loop() {
+		if tx.Instance("a") == nil {
+			b.Fatal("no instance")
+		}
 	}
 }
