@@ -95,6 +95,19 @@ func (c *Client) WaitInstance(ctx context.Context, id string) (*Instance, error)
 // instance's own write index: a blocking read of an instance waits for that
 // instance to change after the index given.
 func (c *Client) WaitInstanceSince(ctx context.Context, id string, since uint64) (*Instance, error) {
+	return c.waitEnd(ctx, id, since, "")
+}
+
+// WaitInstanceOutcome is WaitInstanceSince asking for the instance's
+// outcome only (?view=outcome: no input, no steps).
+func (c *Client) WaitInstanceOutcome(ctx context.Context, id string, since uint64) (*Instance, error) {
+	return c.waitEnd(ctx, id, since, "outcome")
+}
+
+func (c *Client) waitEnd(ctx context.Context, id string, since uint64, view string) (*Instance, error) {
+	if view != "" {
+		view = "&view=" + view
+	}
 	index := "0"
 	if since > 1 {
 		index = strconv.FormatUint(since-1, 10)
@@ -103,7 +116,7 @@ func (c *Client) WaitInstanceSince(ctx context.Context, id string, since uint64)
 		// until=ended: the node answers at the end (or after the wait),
 		// not at every transition.
 		var inst Instance
-		path := fmt.Sprintf("/v1/instances/%s?index=%s&wait=%s&until=ended", url.PathEscape(id), url.QueryEscape(index), 10*time.Second)
+		path := fmt.Sprintf("/v1/instances/%s?index=%s&wait=%s&until=ended%s", url.PathEscape(id), url.QueryEscape(index), 10*time.Second, view)
 		meta, err := c.doJSON(ctx, "GET", path, nil, &inst)
 		if err != nil {
 			return nil, err

@@ -99,8 +99,23 @@ func (c *Client) StartInstance(ctx context.Context, workflow string, req StartRe
 // request (POST ...?wait=) where StartInstance and WaitInstanceSince take
 // two. Started.Instance is the instance as it is then.
 func (c *Client) StartInstanceWait(ctx context.Context, workflow string, req StartRequest, wait time.Duration) (*Started, error) {
+	return c.startWait(ctx, workflow, req, wait, "")
+}
+
+// StartInstanceOutcome is StartInstanceWait asking for the instance's
+// outcome only (?view=outcome): Started.Instance then has no input and no
+// steps, and the answer is a fraction of the size. It is how to run an
+// instance for its result.
+func (c *Client) StartInstanceOutcome(ctx context.Context, workflow string, req StartRequest, wait time.Duration) (*Started, error) {
+	return c.startWait(ctx, workflow, req, wait, "outcome")
+}
+
+func (c *Client) startWait(ctx context.Context, workflow string, req StartRequest, wait time.Duration, view string) (*Started, error) {
 	var out Started
 	path := "/v1/workflows/" + url.PathEscape(workflow) + "/instances?wait=" + url.QueryEscape(wait.String())
+	if view != "" {
+		path += "&view=" + view
+	}
 	meta, err := c.doJSON(ctx, "POST", path, req, &out)
 	if err != nil {
 		return nil, err

@@ -123,6 +123,15 @@ func TestStartAndWaitOnAnyNode(t *testing.T) {
 		if !s.Created || s.ID != id || s.Instance == nil || s.Instance.Status != "completed" || !strings.Contains(string(s.Instance.Output), `"result":{"b":7,"c":1}`) {
 			t.Fatalf("start and wait on %s = %+v, instance %+v", a.NodeName(), s, s.Instance)
 		}
+		// Asked for its outcome only, the answer has no input and no steps,
+		// from the start's wait as from a blocking read.
+		o, err := c.client(a).StartInstanceOutcome(ctx, "diamond", api.StartRequest{ID: id + "o", Input: json.RawMessage(`{"n":7}`)}, 20*time.Second)
+		if err != nil || !o.Created || !outcomeOnly(o.Instance) {
+			t.Fatalf("start and wait for the outcome on %s = %+v, %v", a.NodeName(), o, err)
+		}
+		if inst, err := c.client(a).WaitInstanceOutcome(ctx, id+"o", o.Index); err != nil || !outcomeOnly(inst) {
+			t.Fatalf("blocking read of the outcome on %s = %+v, %v", a.NodeName(), inst, err)
+		}
 		// A repeat is answered 200 with the same ended instance.
 		again, err := c.client(a).StartInstanceWait(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":7}`)}, 20*time.Second)
 		if err != nil || again.Created || again.Instance == nil || again.Instance.Status != "completed" {
@@ -137,6 +146,7 @@ func TestStartAndWaitOnAnyNode(t *testing.T) {
 	}{
 		{"/v1/workflows/nope/instances?wait=5s", 404, "not_found"},
 		{"/v1/workflows/diamond/instances?wait=soon", 400, "bad_request"},
+		{"/v1/workflows/diamond/instances?wait=5s&view=steps", 400, "bad_request"},
 	} {
 		for _, a := range []*agent.Agent{leader, follower} {
 			resp, err := http.Post("http://"+a.HTTPAddr()+tc.path, "application/json", strings.NewReader(`{"id":"never","input":{"n":1}}`))
@@ -153,6 +163,13 @@ func TestStartAndWaitOnAnyNode(t *testing.T) {
 	if _, err := c.client(leader).Instance(ctx, "never"); err == nil {
 		t.Fatal("a refused start created its instance")
 	}
+}
+
+// outcomeOnly reports a completed diamond instance as ?view=outcome gives
+// it: the output, and neither input nor steps.
+func outcomeOnly(inst *api.Instance) bool {
+	return inst != nil && inst.Status == "completed" && strings.Contains(string(inst.Output), `"result":{"b":7,"c":1}`) &&
+		inst.Input == nil && inst.Steps == nil && inst.EndedAt != nil
 }
 
 // isIndeterminate reports an answer that leaves a write's outcome unknown.

@@ -755,6 +755,19 @@ func TestBlockingReadUntilEnded(t *testing.T) {
 	if res := <-got; res.status != 200 || res.body["status"] != "completed" {
 		t.Fatalf("blocking read until ended = %d %s", res.status, res.raw)
 	}
+	// ?view=outcome shows how it ended and no more; an unknown view is 400.
+	r = call(t, "GET", base+"/v1/instances/u1?view=outcome", "")
+	var keys []string
+	for k := range r.body {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if want := "created_at ended_at id modify_index output status updated_at version workflow"; r.status != 200 || strings.Join(keys, " ") != want {
+		t.Fatalf("outcome view = %d %s", r.status, r.raw)
+	}
+	if r := call(t, "GET", base+"/v1/instances/u1?view=steps", ""); r.status != 400 {
+		t.Fatalf("unknown view = %d %s", r.status, r.raw)
+	}
 }
 
 // A worker that lost the answer to results that asked for tasks (the

@@ -70,6 +70,10 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 	if err != nil {
 		return nil, err
 	}
+	view, err := viewParam(r)
+	if err != nil {
+		return nil, err
+	}
 	name := ps.ByName("name")
 	// Whether the workflow exists is decided by the FSM at apply time, never
 	// from this node's state: a new leader may not have applied every
@@ -96,7 +100,7 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 		claimed(leased)
 	}
 	if waitAsked && err != nil && r.Header.Get(forwardedHeader) == "" && (errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, engine.ErrNotLeader)) {
-		return s.forwardStartThenWait(r, body, wait)
+		return s.forwardStartThenWait(r, body, wait, view)
 	}
 	if err != nil {
 		return nil, err
@@ -108,7 +112,7 @@ func (s *Server) startInstance(r *http.Request, ps httprouter.Params, body []byt
 	}
 	out := map[string]any{"id": sr.ID, "version": sr.Version, "created": sr.Created}
 	if waitAsked {
-		out["instance"] = s.waitEnded(r.Context(), sr.ID, 0, wait)
+		out["instance"] = view(s.waitEnded(r.Context(), sr.ID, 0, wait))
 	}
 	return &response{status, out}, nil
 }
@@ -137,7 +141,7 @@ func (s *Server) waitEnded(ctx context.Context, id string, min uint64, wait time
 // its own state, so that the waiting (and the answer with the whole
 // instance) is spread over the nodes the clients ask rather than all held
 // by the leader. An answer other than a success is passed back as it came.
-func (s *Server) forwardStartThenWait(r *http.Request, body []byte, wait time.Duration) (any, error) {
+func (s *Server) forwardStartThenWait(r *http.Request, body []byte, wait time.Duration, view instanceView) (any, error) {
 	u := *r.URL
 	q := u.Query()
 	q.Del("wait")
@@ -156,11 +160,7 @@ func (s *Server) forwardStartThenWait(r *http.Request, body []byte, wait time.Du
 	id, _ := out["id"].(string)
 	// The leader's index when it answered: at or past the start's entry.
 	index, _ := strconv.ParseUint(header.Get("X-Lockstep-Index"), 10, 64)
-	if inst := s.waitEnded(r.Context(), id, index, wait); inst != nil {
-		out["instance"] = inst
-	} else {
-		out["instance"] = nil
-	}
+	out["instance"] = view(s.waitEnded(r.Context(), id, index, wait))
 	return &response{status, out}, nil
 }
 
@@ -196,12 +196,61 @@ func (s *Server) firstQueue(r *http.Request, name string, version uint64) (strin
 }
 
 // GET /v1/instances/:id
-func (s *Server) getInstance(_ *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+func (s *Server) getInstance(r *http.Request, ps httprouter.Params, _ []byte) (any, error) {
+	view, err := viewParam(r)
+	if err != nil {
+		return nil, err
+	}
 	inst := s.cfg.FSM.State().Read().Instance(ps.ByName("id"))
 	if inst == nil {
 		return nil, &Error{Status: 404, Code: "not_found", Message: "instance " + strconv.Quote(ps.ByName("id")) + " not found"}
 	}
-	return inst, nil
+	return view(inst), nil
+}
+
+// instanceView renders an instance as ?view= asks; nil stays null.
+type instanceView func(*fsm.Instance) any
+
+// instanceOutcome is an instance under ?view=outcome: how it ended (or
+// where it is), without its input, steps and task ids. A client that
+// waits for the end of what it started wants this much, as Temporal's
+// result of a workflow run; for chain3 it is a quarter of the whole.
+type instanceOutcome struct {
+	ID          string             `json:"id"`
+	Workflow    string             `json:"workflow"`
+	Version     uint64             `json:"version"`
+	Status      string             `json:"status"`
+	Output      json.RawMessage    `json:"output,omitempty"`
+	Error       *fsm.InstanceError `json:"error,omitempty"`
+	CreatedAt   time.Time          `json:"created_at"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+	EndedAt     time.Time          `json:"ended_at,omitzero"`
+	ModifyIndex uint64             `json:"modify_index"`
+}
+
+// viewParam reads ?view=: absent or "full" for the whole instance,
+// "outcome" for instanceOutcome.
+func viewParam(r *http.Request) (instanceView, error) {
+	switch v := r.URL.Query().Get("view"); v {
+	case "", "full":
+		return func(inst *fsm.Instance) any {
+			if inst == nil {
+				return nil
+			}
+			return inst
+		}, nil
+	case "outcome":
+		return func(inst *fsm.Instance) any {
+			if inst == nil {
+				return nil
+			}
+			return &instanceOutcome{ID: inst.ID, Workflow: inst.Workflow, Version: inst.Version, Status: inst.Status,
+				Output: inst.Output, Error: inst.Error, CreatedAt: inst.CreatedAt, UpdatedAt: inst.UpdatedAt,
+				EndedAt: inst.EndedAt, ModifyIndex: inst.ModifyIndex}
+		}, nil
+	default:
+		return nil, &Error{Status: 400, Code: "bad_request", Message: "view must be full or outcome, got " + strconv.Quote(v)}
+	}
 }
 
 type instanceSummary struct {

@@ -93,8 +93,11 @@ type benchConfig struct {
 	concurrency int
 	rate        float64
 	twoRequests bool
-	jsonOut     bool
-	csvOut      string
+	// view is what each answer carries of the ended instance: "outcome"
+	// (its status and output) or "full" (?view=, docs/api.md).
+	view    string
+	jsonOut bool
+	csvOut  string
 	// retention, when set, is the workload workflow's retention: how long
 	// each ended instance stays in the state before the leader purges it.
 	retention time.Duration
@@ -127,6 +130,9 @@ type benchResult struct {
 	// with a blocking read (-start-then-read), instead of started with
 	// ?wait= in one request.
 	StartThenRead bool `json:"start_then_read,omitempty"`
+	// View is what each answer carried of the ended instance: "outcome"
+	// or "full" (-view).
+	View string `json:"view,omitempty"`
 }
 
 // benchLeader is what the leader's process did during the run. With
@@ -189,6 +195,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.duration, "duration", 0, "run for this long instead of a fixed number of instances")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "instances in flight at most")
 	fs.BoolVar(&cfg.twoRequests, "start-then-read", false, "start each instance, then follow it with a blocking read (two requests) instead of one start that waits for the end (?wait=); signal always does")
+	fs.StringVar(&cfg.view, "view", "outcome", "what each answer carries of the ended instance: outcome (status, output, error: a client running an instance for its result) or full (with its input and steps)")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
 	fs.DurationVar(&cfg.retention, "retention", 0, "keep each ended instance this long (the workflow's retention) instead of the default 7 days, so the state stops growing: at a fixed rate it then holds about rate x retention ended instances, plus up to a second's worth the leader purges together")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
@@ -218,6 +225,10 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.retention < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
 		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate, -retention and -workers not negative, -batch from 1 to 1000")
+		return 1
+	}
+	if cfg.view != "outcome" && cfg.view != "full" {
+		fmt.Fprintf(stderr, "lockstep bench: -view must be outcome or full, got %q\n", cfg.view)
 		return 1
 	}
 	if cfg.local && len(cfg.addresses) > 0 {
@@ -306,6 +317,9 @@ func printBench(w io.Writer, r *benchResult) {
 	}
 	if r.StartThenRead {
 		fmt.Fprint(w, ", start then blocking read")
+	}
+	if r.View == "full" {
+		fmt.Fprint(w, ", answers with the full instance")
 	}
 	if r.RetentionSeconds > 0 {
 		fmt.Fprintf(w, ", retention %s", time.Duration(r.RetentionSeconds*float64(time.Second)))
@@ -548,6 +562,10 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		go func(w int) {
 			defer wg.Done()
 			cl := clients[w%len(clients)]
+			startWait, waitEnd := cl.StartInstanceOutcome, cl.WaitInstanceOutcome
+			if cfg.view == "full" {
+				startWait, waitEnd = cl.StartInstanceWait, cl.WaitInstanceSince
+			}
 			for j := range jobs {
 				i, t0 := j.n, j.at
 				if cfg.workload == "raft" {
@@ -576,7 +594,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 					// Counted as started while its request waits for the
 					// end, so that the progress line shows what is in flight.
 					started.Add(1)
-					if s, err = cl.StartInstanceWait(ctx, name, req, 30*time.Second); err != nil {
+					if s, err = startWait(ctx, name, req, 30*time.Second); err != nil {
 						started.Add(-1)
 					}
 				}
@@ -593,7 +611,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				}
 				inst := s.Instance
 				if inst == nil || !inst.Terminal() {
-					if inst, err = cl.WaitInstanceSince(ctx, s.ID, s.Index); err != nil {
+					if inst, err = waitEnd(ctx, s.ID, s.Index); err != nil {
 						noteErr(err)
 						continue
 					}
@@ -624,6 +642,9 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		Seconds:          elapsed.Seconds(), Started: started.Load(), Completed: completed.Load(), Failed: failed.Load(),
 		LatencyMS: map[string]float64{}, Errors: errs, Workers: cfg.workers,
 		StartThenRead: (cfg.twoRequests || cfg.workload == "signal") && cfg.workload != "raft",
+	}
+	if cfg.workload != "raft" {
+		res.View = cfg.view
 	}
 	if cfg.workers > 0 {
 		res.Batch = cfg.batch
