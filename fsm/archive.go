@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-memdb"
-	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
 // The archive. An ended instance whose tasks have all ended changes no more
@@ -55,9 +54,9 @@ type archivedInstance struct {
 
 // archiveBlob is what an archive record holds.
 type archiveBlob struct {
-	Instance *Instance `json:"i"`
-	Tail     []byte    `json:"h,omitempty"` // the sealed history tail
-	Tasks    []*Task   `json:"t,omitempty"`
+	Instance *Instance
+	Tail     []byte // the sealed history tail
+	Tasks    []*Task
 }
 
 // taskOwners maps the task sequence numbers [Block*taskBlock,
@@ -141,64 +140,24 @@ func init() {
 	registerRecord(snapshotArchivedTasks, func() any { return new(Task) })
 }
 
-// archiveHandle encodes archived instances: msgpack as for commands, but
-// structs as arrays (no field names) and maps unsorted. The values never
-// leave the process (snapshots write records, a restore archives again),
-// so no other build ever reads them, and equal states need not give equal
-// bytes.
-var archiveHandle = func() *codec.MsgpackHandle {
-	h := newMsgpackHandle()
-	h.StructToArray = true
-	return h
-}()
-
-var archiveEncoders, archiveDecoders = codecPools(archiveHandle)
-
-func encodeArchive(b *archiveBlob) []byte {
-	e := archiveEncoders.Get().(*encoder)
-	defer archiveEncoders.Put(e)
-	e.enc.ResetBytes(&e.buf)
-	if err := e.enc.Encode(b); err != nil {
-		panic(fmt.Sprintf("fsm: archive %s: %v", b.Instance.ID, err))
-	}
-	return append([]byte(nil), e.buf...) // exactly its size
-}
-
 func (a *archivedInstance) decode() *archiveBlob {
-	var b archiveBlob
-	a.decodeInto(&b, &b.Instance, &b.Tail)
-	return &b
-}
-
-// archivedOnly is the front of an archiveBlob: decoding a blob into it
-// skips the tasks (structs are arrays here, and the codec passes over the
-// elements a struct has no field for).
-type archivedOnly struct {
-	Instance *Instance `json:"i"`
-	Tail     []byte    `json:"h,omitempty"`
+	inst, tail, tasks := decodeArchive(a.Blob, a.ID, true)
+	a.restore(inst, tail)
+	return &archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}
 }
 
 // decodeInstance decodes the instance alone, for readers that do not need
 // its tasks: every answer with an ended instance reads it so.
 func (a *archivedInstance) decodeInstance() *Instance {
-	var b archivedOnly
-	a.decodeInto(&b, &b.Instance, &b.Tail)
-	return b.Instance
+	inst, tail, _ := decodeArchive(a.Blob, a.ID, false)
+	a.restore(inst, tail)
+	return inst
 }
 
-// decodeInto decodes the blob into out, whose instance and sealed history
-// tail are at inst and tail.
-func (a *archivedInstance) decodeInto(out any, inst **Instance, tail *[]byte) {
-	dec := archiveDecoders.Get().(*codec.Decoder)
-	dec.ResetBytes(a.Blob)
-	err := dec.Decode(out)
-	dec.ResetBytes(nil)
-	archiveDecoders.Put(dec)
-	if err != nil || *inst == nil {
-		panic(fmt.Sprintf("fsm: archived instance %s does not decode: %v", a.ID, err))
-	}
-	(*inst).key = a.key
-	(*inst).sealedTail = *tail
+// restore gives a decoded instance what its blob leaves out.
+func (a *archivedInstance) restore(inst *Instance, tail []byte) {
+	inst.key = a.key
+	inst.sealedTail = tail
 }
 
 // taskSeq reads the sequence number of a task id ("t" and a number written

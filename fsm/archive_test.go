@@ -233,3 +233,19 @@ func BenchmarkReadArchived(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteArchived writes the archive record of an ended chain3
+// instance with its three tasks, as archiving it does.
+func BenchmarkWriteArchived(b *testing.B) {
+	h := newHarness(&testing.T{})
+	h.register(chain3)
+	h.start("a", "chain3", `{"n":1}`)
+	h.runToEnd()
+	var rec *archivedInstance
+	h.fsm.State().Read().eachArchived("", func(a *archivedInstance) bool { rec = a; return false })
+	blob := rec.decode()
+	b.ReportAllocs()
+	for b.Loop() {
+		encodeArchive(blob)
+	}
+}

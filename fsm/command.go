@@ -77,8 +77,8 @@ var msgpackHandle = func() *codec.MsgpackHandle {
 	return h
 }()
 
-// newMsgpackHandle is the settings commands and archived instances share:
-// byte slices as raw bytes, times in Go's binary form.
+// newMsgpackHandle is the settings of commands and snapshots: byte slices
+// as raw bytes, times in Go's binary form.
 func newMsgpackHandle() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.WriteExt = true

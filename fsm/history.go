@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -119,7 +118,8 @@ func (i *Instance) sealHistory() {
 // A sealed tail is the events one after another, each field in a fixed
 // order: numbers as varints, strings and bytes length-first, the time as
 // seconds, nanoseconds and zone offset (so a decoded event writes the same
-// JSON), the error and the data flagged when present. The instance id
+// JSON), the error flagged when present, the data as its length plus one
+// (0 for none). The instance id
 // is left out: the instance has it. The form never leaves the process, so
 // it needs no version; TestSealedEventsReadBackExactly holds it to the
 // events' JSON.
@@ -127,104 +127,58 @@ const (
 	sealedNoError   = 0
 	sealedError     = 1
 	sealedNoRetry   = 2  // an error that is not retryable
-	sealedNilData   = 0  // Data is nil; otherwise its length plus one
 	sealedEventSize = 64 // a first guess at an event's sealed size, to size the buffer
 )
 
 // encodeEvents returns the sealed form of events.
 func encodeEvents(events []*Event) []byte {
-	buf := make([]byte, 0, len(events)*sealedEventSize)
-	str := func(v string) {
-		buf = binary.AppendUvarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
-	}
+	w := sealWriter{buf: make([]byte, 0, len(events)*sealedEventSize)}
 	for _, e := range events {
-		buf = binary.AppendUvarint(buf, e.Seq)
-		buf = binary.AppendUvarint(buf, e.Index)
-		_, offset := e.Time.Zone()
-		buf = binary.AppendVarint(buf, e.Time.Unix())
-		buf = binary.AppendUvarint(buf, uint64(e.Time.Nanosecond()))
-		buf = binary.AppendVarint(buf, int64(offset))
-		str(e.Type)
-		str(e.Step)
-		str(e.Element)
-		str(e.TaskID)
-		buf = binary.AppendVarint(buf, int64(e.Attempt))
-		str(e.Worker)
+		w.uvarint(e.Seq)
+		w.uvarint(e.Index)
+		w.time(e.Time)
+		w.str(e.Type)
+		w.str(e.Step)
+		w.str(e.Element)
+		w.str(e.TaskID)
+		w.varint(int64(e.Attempt))
+		w.str(e.Worker)
 		switch {
 		case e.Error == nil:
-			buf = append(buf, sealedNoError)
+			w.buf = append(w.buf, sealedNoError)
 		case e.Error.NonRetryable:
-			buf = append(buf, sealedNoRetry)
+			w.buf = append(w.buf, sealedNoRetry)
 		default:
-			buf = append(buf, sealedError)
+			w.buf = append(w.buf, sealedError)
 		}
 		if e.Error != nil {
-			str(e.Error.Type)
-			str(e.Error.Message)
+			w.str(e.Error.Type)
+			w.str(e.Error.Message)
 		}
-		if e.Data == nil {
-			buf = binary.AppendUvarint(buf, sealedNilData)
-		} else {
-			buf = binary.AppendUvarint(buf, uint64(len(e.Data))+1)
-			buf = append(buf, e.Data...)
-		}
-		str(e.Detail)
+		w.bytes(e.Data)
+		w.str(e.Detail)
 	}
-	return append([]byte(nil), buf...)
+	return append([]byte(nil), w.buf...)
 }
 
 // decodeEvents reads a sealed tail back into events of instance id. The
 // form is only ever what encodeEvents wrote in this process: anything else
-// is a bug, and panics.
+// is a bug, and panics. The events copy what they hold out of buf: an
+// unsealed tail's events go on in the history without it.
 func decodeEvents(buf []byte, id string) []*Event {
-	fail := func() { panic("fsm: a sealed history tail does not decode") }
-	uvarint := func() uint64 {
-		v, n := binary.Uvarint(buf)
-		if n <= 0 {
-			fail()
-		}
-		buf = buf[n:]
-		return v
-	}
-	varint := func() int64 {
-		v, n := binary.Varint(buf)
-		if n <= 0 {
-			fail()
-		}
-		buf = buf[n:]
-		return v
-	}
-	bytesOf := func(n uint64) []byte {
-		if n > uint64(len(buf)) {
-			fail()
-		}
-		b := buf[:n:n]
-		buf = buf[n:]
-		return b
-	}
-	str := func() string { return string(bytesOf(uvarint())) }
+	r := sealReader{buf: buf, what: "a sealed history tail"}
+	str := func() string { return strings.Clone(r.str()) }
 	var events []Event
-	for len(buf) > 0 {
-		e := Event{InstanceID: id, Seq: uvarint(), Index: uvarint()}
-		sec, nsec, offset := varint(), uvarint(), varint()
-		e.Time = time.Unix(sec, int64(nsec)).UTC()
-		if offset != 0 {
-			e.Time = e.Time.In(time.FixedZone("", int(offset)))
-		}
+	for len(r.buf) > 0 {
+		e := Event{InstanceID: id, Seq: r.uvarint(), Index: r.uvarint(), Time: r.time()}
 		e.Type, e.Step, e.Element, e.TaskID = str(), str(), str(), str()
-		e.Attempt = int(varint())
+		e.Attempt = int(r.varint())
 		e.Worker = str()
-		if len(buf) == 0 {
-			fail()
-		}
-		flag := buf[0]
-		buf = buf[1:]
+		flag := r.take(1)[0]
 		if flag != sealedNoError {
 			e.Error = &TaskError{Type: str(), Message: str(), NonRetryable: flag == sealedNoRetry}
 		}
-		if n := uvarint(); n != sealedNilData {
-			data := bytesOf(n - 1)
+		if data := r.bytes(); data != nil {
 			e.Data = make(json.RawMessage, len(data)) // empty stays empty, not nil
 			copy(e.Data, data)
 		}
