@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
 	"sort"
@@ -133,6 +134,30 @@ type benchResult struct {
 	// View is what each answer carried of the ended instance: "outcome"
 	// or "full" (-view).
 	View string `json:"view,omitempty"`
+	// DuringGC and OutsideGC split the latencies, with -local (where the
+	// cluster's collector is the bench's), between the instances during
+	// whose run a collection ended and the others.
+	DuringGC  *latencySplit `json:"during_gc,omitempty"`
+	OutsideGC *latencySplit `json:"outside_gc,omitempty"`
+}
+
+// latencySplit is the latency of one part of a run's instances.
+type latencySplit struct {
+	Instances int     `json:"instances"`
+	P50MS     float64 `json:"p50_ms"`
+	P99MS     float64 `json:"p99_ms"`
+}
+
+func splitOf(lat []time.Duration) *latencySplit {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return &latencySplit{Instances: len(lat), P50MS: quantile(lat, 0.5), P99MS: quantile(lat, 0.99)}
+}
+
+// gcCycles is how many collections this process has finished.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // benchLeader is what the leader's process did during the run. With
@@ -353,6 +378,10 @@ func printBench(w io.Writer, r *benchResult) {
 			fmt.Fprintf(w, "  collector   %d cycles, %.0f%% of that CPU, %.0fms of CPU each (%.0fms of it assists); %.0f MiB live at the last\n",
 				l.GCCycles, l.GCCPUPercent, l.GCCPUPerCycleMS, l.GCAssistPerCycleMS, float64(l.HeapLiveBytes)/(1<<20))
 		}
+		if d, o := r.DuringGC, r.OutsideGC; d != nil && o != nil {
+			fmt.Fprintf(w, "              a collection ended during %.0f%% of the instances: p50 %.1fms  p99 %.1fms; the others p50 %.1fms  p99 %.1fms\n",
+				100*float64(d.Instances)/float64(d.Instances+o.Instances), d.P50MS, d.P99MS, o.P50MS, o.P99MS)
+		}
 		if d := l.DispatchMS; d != nil {
 			fmt.Fprintf(w, "  dispatch    p50 %.1fms  p90 %.1fms  p99 %.1fms (task ready to lease committed, leader)\n", d["p50"], d["p90"], d["p99"])
 		}
@@ -430,6 +459,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		started, completed, failed atomic.Int64
 		mu                         sync.Mutex
 		lat                        []time.Duration
+		duringGC, outsideGC        []time.Duration
 		errs                       = map[string]int64{}
 		firstIndex, lastIndex      atomic.Uint64
 	)
@@ -582,6 +612,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 					mu.Unlock()
 					continue
 				}
+				gc0 := gcCycles()
 				req := api.StartRequest{ID: fmt.Sprintf("bench-%s-%d", runID, i), Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))}
 				var s *api.Started
 				var err error
@@ -621,8 +652,14 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 					continue
 				}
 				completed.Add(1)
+				took, gc := time.Since(t0), gcCycles() != gc0
 				mu.Lock()
-				lat = append(lat, time.Since(t0))
+				lat = append(lat, took)
+				if gc {
+					duringGC = append(duringGC, took)
+				} else {
+					outsideGC = append(outsideGC, took)
+				}
 				mu.Unlock()
 			}
 		}(w)
@@ -682,6 +719,9 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				res.Leader.PageFaultsPerInstance = float64(after.Process.MinorPageFaults-before.Process.MinorPageFaults) / float64(res.Completed)
 			}
 		}
+	}
+	if cfg.local && len(duringGC) > 0 {
+		res.DuringGC, res.OutsideGC = splitOf(duringGC), splitOf(outsideGC)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) > 0 {

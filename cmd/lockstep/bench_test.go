@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -152,11 +153,48 @@ func TestBenchFlagErrors(t *testing.T) {
 		{"-batch", "0"},
 		{"-retention", "-1s"},
 		{"-local", "-address", "http://127.0.0.1:1"},
+		{"-view", "steps"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(append([]string{"bench"}, args...), &bytes.Buffer{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "lockstep bench:") {
 			t.Errorf("%v: exit %d, %q", args, code, stderr.String())
 		}
+	}
+}
+
+// With the cluster in its process (-local), the bench splits the
+// latencies between the instances during which a collection ended and
+// the others; here collections are forced while it runs.
+func TestBenchSplitsTheTailAtCollections(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	stop := make(chan struct{})
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	res, err := bench(context.Background(), benchConfig{
+		addresses: []string{"http://" + a.HTTPAddr()}, local: true, workload: "chain3", instances: 20, concurrency: 4, view: "outcome",
+	}, io.Discard)
+	close(stop)
+	<-collected
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DuringGC == nil || res.OutsideGC == nil || int64(res.DuringGC.Instances+res.OutsideGC.Instances) != res.Completed || res.DuringGC.Instances == 0 || res.DuringGC.P99MS <= 0 {
+		t.Fatalf("split: %+v / %+v of %d", res.DuringGC, res.OutsideGC, res.Completed)
+	}
+	var out bytes.Buffer
+	printBench(&out, res)
+	if !strings.Contains(out.String(), "a collection ended during") {
+		t.Fatalf("summary:\n%s", out.String())
 	}
 }
 
