@@ -16,8 +16,8 @@ import (
 // A page holds, in id order, the archived instances from its Lo up to the
 // next page's Lo (the first page may start at ""), as values: an archived
 // instance is then its key (the id shares it) and its encoded value. Pages
-// split in two past pageMax instances; a transaction copies a page once,
-// at its first change, and writes its copies at commit. The instances
+// split in two past archivePageMax instances; a transaction copies a page
+// once, at its first change, and writes its copies at commit. The instances
 // table holds the live instances only; an instance is in one or the
 // other, never both (storeInstance, deleteInstance move it). The table is
 // derived: snapshots write archived instances as instance records, and a
@@ -26,6 +26,14 @@ import (
 // read can tell.
 
 const tableArchive = "archive"
+
+// archivePageMax is smaller than the workflow lists' pageMax: a record is
+// 88 bytes, and the page an archiving batch copies is most of what
+// archiving allocates (8.4 KB a copy at 128, for the two or three
+// instances a batch at 1,000/s archives; docs/performance.md, "The twelfth
+// series"), while a page is one more heap object per 32 retained
+// instances instead of per 128.
+const archivePageMax = 32
 
 // archivePage is a record of the archive table.
 type archivePage struct {
@@ -135,9 +143,9 @@ func (t *Txn) putArchived(rec *archivedInstance) {
 	p.Recs = append(p.Recs, archivedInstance{})
 	copy(p.Recs[i+1:], p.Recs[i:])
 	p.Recs[i] = *rec
-	if len(p.Recs) > pageMax {
+	if len(p.Recs) > archivePageMax {
 		half := len(p.Recs) / 2
-		n := &archivePage{Lo: p.Recs[half].ID, Recs: append(make([]archivedInstance, 0, pageMax), p.Recs[half:]...)}
+		n := &archivePage{Lo: p.Recs[half].ID, Recs: append(make([]archivedInstance, 0, archivePageMax), p.Recs[half:]...)}
 		p.Recs = p.Recs[:half:half]
 		t.apages.put(n.Lo, n)
 	}

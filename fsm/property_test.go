@@ -342,8 +342,8 @@ func archivePagesHold(rt *rapid.T, name string, tx *Txn) {
 		pages = append(pages, raw.(*archivePage))
 	}
 	for i, p := range pages {
-		if len(p.Recs) == 0 {
-			rt.Fatalf("%s: archive page %q is empty", name, p.Lo)
+		if len(p.Recs) == 0 || len(p.Recs) > archivePageMax {
+			rt.Fatalf("%s: archive page %q holds %d instances", name, p.Lo, len(p.Recs))
 		}
 		for j, rec := range p.Recs {
 			if rec.ID < p.Lo || (i+1 < len(pages) && rec.ID >= pages[i+1].Lo) || (j > 0 && rec.ID <= p.Recs[j-1].ID) {
