@@ -218,14 +218,20 @@ func TestInstanceVersion(t *testing.T) {
 	}
 }
 
-// BenchmarkReadArchived reads an ended chain3 instance as an answer with
-// it does: decoded from its archive record.
-func BenchmarkReadArchived(b *testing.B) {
+// archivedChain3 is a state holding one ended chain3 instance, "a",
+// archived with its three tasks.
+func archivedChain3() *Txn {
 	h := newHarness(&testing.T{})
 	h.register(chain3)
 	h.start("a", "chain3", `{"n":1}`)
 	h.runToEnd()
-	tx := h.fsm.State().Read()
+	return h.fsm.State().Read()
+}
+
+// BenchmarkReadArchived reads an ended chain3 instance as an answer with
+// it does: decoded from its archive record.
+func BenchmarkReadArchived(b *testing.B) {
+	tx := archivedChain3()
 	b.ReportAllocs()
 	for b.Loop() {
 		if tx.Instance("a") == nil {
@@ -237,12 +243,8 @@ func BenchmarkReadArchived(b *testing.B) {
 // BenchmarkWriteArchived writes the archive record of an ended chain3
 // instance with its three tasks, as archiving it does.
 func BenchmarkWriteArchived(b *testing.B) {
-	h := newHarness(&testing.T{})
-	h.register(chain3)
-	h.start("a", "chain3", `{"n":1}`)
-	h.runToEnd()
 	var rec *archivedInstance
-	h.fsm.State().Read().eachArchived("", func(a *archivedInstance) bool { rec = a; return false })
+	archivedChain3().eachArchived("", func(a *archivedInstance) bool { rec = a; return false })
 	blob := rec.decode()
 	b.ReportAllocs()
 	for b.Loop() {
