@@ -768,6 +768,17 @@ func TestBlockingReadUntilEnded(t *testing.T) {
 	if r := call(t, "GET", base+"/v1/instances/u1?view=steps", ""); r.status != 400 {
 		t.Fatalf("unknown view = %d %s", r.status, r.raw)
 	}
+	// ... and refused before a blocking read waits: this one would wait
+	// five minutes, past the client's deadline.
+	quick := &http.Client{Timeout: 20 * time.Second}
+	resp, err := quick.Get(base + "/v1/instances/u1?view=steps&wait=5m&index=" + idx + "999")
+	if err != nil {
+		t.Fatalf("a blocking read with an unknown view: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("a blocking read with an unknown view = %d", resp.StatusCode)
+	}
 }
 
 // A worker that lost the answer to results that asked for tasks (the

@@ -288,6 +288,11 @@ func (s *Server) wrap(kind int, limit int64, h handlerFunc) httprouter.Handle {
 				return
 			}
 		case instanceRead:
+			// A bad view is refused before the read blocks, not after.
+			if _, err := viewParam(r); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
 			id := ps.ByName("id")
 			// ?until=ended waits for the instance's end rather than any
 			// change: one request instead of one per transition.
