@@ -72,19 +72,12 @@ const (
 // text, times in Go's binary form, which keeps the zone offset as the JSON
 // text did, and map keys sorted, so equal commands encode to equal bytes.
 var msgpackHandle = func() *codec.MsgpackHandle {
-	h := newMsgpackHandle()
-	h.Canonical = true
-	return h
-}()
-
-// newMsgpackHandle is the settings of commands and snapshots: byte slices
-// as raw bytes, times in Go's binary form.
-func newMsgpackHandle() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.WriteExt = true
 	h.TimeNotBuiltin = true
+	h.Canonical = true
 	return h
-}
+}()
 
 // encoder is a pooled msgpack encoder with the buffer it writes into.
 type encoder struct {
