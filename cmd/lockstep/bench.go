@@ -102,6 +102,10 @@ type benchConfig struct {
 	// retention, when set, is the workload workflow's retention: how long
 	// each ended instance stays in the state before the leader purges it.
 	retention time.Duration
+	// fill, when set, is how many chain3 instances run to completion
+	// before the measured run, so that the state holds them (everything
+	// retained) while it runs.
+	fill int
 }
 
 // benchResult is the summary, printed as text or, with -json, as is.
@@ -111,15 +115,19 @@ type benchResult struct {
 	Concurrency int     `json:"concurrency"`
 	Rate        float64 `json:"rate,omitempty"`
 	// RetentionSeconds is the workflow's retention set by -retention.
-	RetentionSeconds float64            `json:"retention_seconds,omitempty"`
-	Seconds          float64            `json:"seconds"`
-	Started          int64              `json:"started"`
-	Completed        int64              `json:"completed"`
-	Failed           int64              `json:"failed"`
-	InstancesPerSec  float64            `json:"instances_per_sec"`
-	RaftIndexPerSec  float64            `json:"raft_entries_per_sec"`
-	LatencyMS        map[string]float64 `json:"latency_ms"`
-	Errors           map[string]int64   `json:"errors"`
+	RetentionSeconds float64 `json:"retention_seconds,omitempty"`
+	// Filled is how many chain3 instances -fill ran before the measured
+	// run, and FillPerSec how fast.
+	Filled          int64              `json:"filled,omitempty"`
+	FillPerSec      float64            `json:"fill_instances_per_sec,omitempty"`
+	Seconds         float64            `json:"seconds"`
+	Started         int64              `json:"started"`
+	Completed       int64              `json:"completed"`
+	Failed          int64              `json:"failed"`
+	InstancesPerSec float64            `json:"instances_per_sec"`
+	RaftIndexPerSec float64            `json:"raft_entries_per_sec"`
+	LatencyMS       map[string]float64 `json:"latency_ms"`
+	Errors          map[string]int64   `json:"errors"`
 	// Leader is the leader's side of the run, from GET /v1/stats before
 	// and after; absent when leadership moved during the run.
 	Leader *benchLeader `json:"leader,omitempty"`
@@ -175,7 +183,7 @@ type benchLeader struct {
 	Applied          uint64  `json:"raft_applied"`
 	// Instances is how many instances the leader's state holds at the end
 	// (running and ended, this run's and earlier ones): the collector's
-	// work, and so the latency tail, grows with it (docs/performance.md).
+	// work, and so the latency tail, grows with it (docs/performance-history.md).
 	Instances int `json:"instances_in_state"`
 	// PageFaultsPerInstance are the process's minor page faults (first
 	// touches of fresh memory) per completed instance; CPUs and
@@ -223,6 +231,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.view, "view", "outcome", "what each answer carries of the ended instance: outcome (status, output, error: a client running an instance for its result) or full (with its input and steps)")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
 	fs.DurationVar(&cfg.retention, "retention", 0, "keep each ended instance this long (the workflow's retention) instead of the default 7 days, so the state stops growing: at a fixed rate it then holds about rate x retention ended instances, plus up to a second's worth the leader purges together")
+	fs.IntVar(&cfg.fill, "fill", 0, "first run this many chain3 instances (512 in flight, retained), then the measured run: how a run fares with that many ended instances in the state")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file: counts so far, and the p50 and p99 of the instances that completed in that second")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (with -local: the whole cluster) to this file")
@@ -248,8 +257,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep bench: unknown workload %q (one of: chain3, fanout, signal, timer, raft)\n", cfg.workload)
 		return 1
 	}
-	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.retention < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
-		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate, -retention and -workers not negative, -batch from 1 to 1000")
+	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.retention < 0 || cfg.fill < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
+		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate, -retention, -fill and -workers not negative, -batch from 1 to 1000")
 		return 1
 	}
 	if cfg.view != "outcome" && cfg.view != "full" {
@@ -278,6 +287,15 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.addresses) == 0 {
 		cfg.addresses = []string{""} // $LOCKSTEP_ADDR or the default
 	}
+	var filled *benchResult
+	if cfg.fill > 0 {
+		// Before the profiles start: they are of the measured run.
+		var err error
+		if filled, err = fillState(ctx, cfg, stderr); err != nil {
+			fmt.Fprintf(stderr, "lockstep bench: -fill: %v\n", err)
+			return 1
+		}
+	}
 	for _, r := range []struct {
 		path  string
 		start func(io.Writer) error
@@ -298,6 +316,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
 		return 1
 	}
+	if filled != nil {
+		res.Filled, res.FillPerSec = filled.Completed, filled.InstancesPerSec
+	}
 	if *memProfile != "" {
 		if err := writeHeapProfile(*memProfile); err != nil {
 			fmt.Fprintf(stderr, "lockstep bench: %v\n", err)
@@ -315,6 +336,25 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 0
+}
+
+// fillState runs cfg.fill chain3 instances, closed loop with 512 in
+// flight and everything retained, on the cluster cfg names: the state the
+// measured run then starts from. Any failure or error fails the fill.
+func fillState(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResult, error) {
+	fc := benchConfig{
+		addresses: cfg.addresses, workload: "chain3", instances: cfg.fill, concurrency: 512,
+		view: "outcome", workers: cfg.workers, batch: cfg.batch,
+	}
+	fmt.Fprintf(progress, "filling the state with %d chain3 instances\n", cfg.fill)
+	res, err := bench(ctx, fc, progress)
+	if err != nil {
+		return nil, err
+	}
+	if res.Failed > 0 || len(res.Errors) > 0 || res.Completed != int64(cfg.fill) {
+		return nil, fmt.Errorf("%d of %d completed, %d failed, errors %v", res.Completed, cfg.fill, res.Failed, res.Errors)
+	}
+	return res, nil
 }
 
 // writeHeapProfile writes the heap as the last collection left it, after
@@ -348,6 +388,9 @@ func printBench(w io.Writer, r *benchResult) {
 	}
 	if r.RetentionSeconds > 0 {
 		fmt.Fprintf(w, ", retention %s", time.Duration(r.RetentionSeconds*float64(time.Second)))
+	}
+	if r.Filled > 0 {
+		fmt.Fprintf(w, ", after %d chain3 instances filled the state (%.0f/s)", r.Filled, r.FillPerSec)
 	}
 	fmt.Fprintf(w, "\n  completed   %d of %d started in %.1fs (%d failed)\n", r.Completed, r.Started, r.Seconds, r.Failed)
 	fmt.Fprintf(w, "  throughput  %.1f instances/s, %.0f raft entries/s\n", r.InstancesPerSec, r.RaftIndexPerSec)
@@ -867,7 +910,7 @@ func record(path string, start func(io.Writer) error, stop func()) (func(), erro
 // runtime takes it back, and each raft round trip's dozen wake-ups wait
 // behind the other nodes' goroutines: on 2 CPUs, 6 processors instead of
 // 2 halved chain3's p50 at 1,000/s and raised the raft ceiling by half
-// (docs/performance.md, "The tenth series").
+// (docs/performance-history.md, "The tenth series").
 func localProcs(nodes, procs int, env string) int {
 	if env != "" || nodes < 1 {
 		return 0

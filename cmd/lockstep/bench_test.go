@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -119,6 +120,36 @@ func TestBenchRetention(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// -fill runs chain3 instances before the measured run and keeps them: the
+// measured run starts with them in the state, and the summary says so. A
+// negative fill is refused before anything runs.
+func TestBenchFill(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"bench", "-address", "http://" + a.HTTPAddr(), "-fill", "12", "-workload", "timer", "-instances", "4", "-concurrency", "2", "-json"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var res benchResult
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("%v: %s", err, stdout.String())
+	}
+	if res.Filled != 12 || res.FillPerSec <= 0 || res.Completed != 4 || res.Workload != "timer" {
+		t.Fatalf("%+v", res)
+	}
+	if res.Leader == nil || res.Leader.Instances != 16 {
+		t.Fatalf("instances in the state after the run: %+v", res.Leader)
+	}
+	var out bytes.Buffer
+	printBench(&out, &res)
+	if !strings.Contains(out.String(), ", after 12 chain3 instances filled the state (") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"bench", "-address", "http://" + a.HTTPAddr(), "-fill", "-1"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "-fill") {
+		t.Fatalf("negative fill: exit %d: %s", code, stderr.String())
+	}
 }
 
 // -memprofile writes the heap (gzipped pprof) once the run is over.
