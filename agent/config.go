@@ -43,7 +43,7 @@ type Config struct {
 
 // DefaultGCPercent is the garbage collector's target (GOGC) an agent runs
 // with unless GOGC is set: 300 measured 17% more chain3 throughput than
-// Go's 100, for about 1.8 times the memory (docs/performance.md).
+// Go's 100, for about 1.8 times the memory (docs/performance-history.md).
 const DefaultGCPercent = 300
 
 // ApplyGCPercent sets the process's GC target from the configuration,

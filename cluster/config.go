@@ -104,7 +104,7 @@ func (c *Config) raftConfig(id raft.ServerID, notify chan bool) *raft.Config {
 	// leader takes every waiting proposal into one disk write and one
 	// round of replication. With 1,024 writers of empty commands on three
 	// local nodes this tripled the batch and nearly halved the commit
-	// latency (docs/performance.md). BatchApplyCh stays off: a proposal
+	// latency (docs/performance-history.md). BatchApplyCh stays off: a proposal
 	// buffered when raft shuts down would never be answered.
 	rc.MaxAppendEntries = 512
 	rc.NotifyCh = notify

@@ -159,7 +159,7 @@ func (e *Engine) AnyWaiting() bool {
 // least one task), and answers once they are all back, with everything
 // they leased. At a thousand starts a second that is one poll answered,
 // and asked again, for every raft batch of starts instead of one per
-// start (docs/performance.md). A poll whose commands all leased nothing
+// start (docs/performance-history.md). A poll whose commands all leased nothing
 // goes back to waiting.
 func (e *Engine) ClaimPoll(queue string) (next *fsm.NextTasks, done func([]*fsm.Task), ok bool) {
 	e.mu.Lock()

@@ -14,7 +14,7 @@ import (
 // instance's copy, its steps, three task records, the radix nodes of six
 // index keys) that every garbage collection walks: with tens of thousands
 // retained, each mark phase took hundreds of milliseconds of a loaded
-// node's CPU, and that was most of the latency tail (docs/performance.md).
+// node's CPU, and that was most of the latency tail (docs/performance-history.md).
 // So when a transaction writes such an instance, its record leaves the
 // instances table for an archivedInstance: one pointer-free encoded value
 // (archiveBlob) holding the instance and its tasks, kept in a page of the

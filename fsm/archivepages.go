@@ -12,7 +12,7 @@ import (
 // watch channels, its record and its key: about eight heap objects, on
 // every node, that every garbage collection walked (a full collection of
 // 20,000 retained chain3 instances cost 1,670 ns per instance, 70 ns for
-// the same values in pages; docs/performance.md, "The eleventh series").
+// the same values in pages; docs/performance-history.md, "The eleventh series").
 // A page holds, in id order, the archived instances from its Lo up to the
 // next page's Lo (the first page may start at ""), as values: an archived
 // instance is then its key (the id shares it) and its encoded value. Pages
@@ -30,7 +30,7 @@ const tableArchive = "archive"
 // archivePageMax is smaller than the workflow lists' pageMax: a record is
 // 88 bytes, and the page an archiving batch copies is most of what
 // archiving allocates (8.4 KB a copy at 128, for the two or three
-// instances a batch at 1,000/s archives; docs/performance.md, "The twelfth
+// instances a batch at 1,000/s archives; docs/performance-history.md, "The twelfth
 // series"), while a page is one more heap object per 32 retained
 // instances instead of per 128.
 const archivePageMax = 32

@@ -924,7 +924,7 @@ func BenchmarkRetainedHeap(b *testing.B) {
 	// What the collector must scan per retained instance, and how long a
 	// full collection of the heap (nearly all of it the instances) takes
 	// per instance: a mark phase this long, on every node, is what slows a
-	// loaded cluster (docs/performance.md).
+	// loaded cluster (docs/performance-history.md).
 	metrics.Read(scan)
 	b.ReportMetric(float64(int64(scan[0].Value.Uint64())-int64(scanBefore))/float64(b.N), "scan-B/instance")
 	start := time.Now()

@@ -85,7 +85,7 @@ func (s *Server) stats(*http.Request, httprouter.Params, []byte) (any, error) {
 	// The collector's share: its CPU time (all of it, and the part that
 	// allocating goroutines were made to do), and the live heap its last
 	// mark found. Each mark phase takes time in proportion to that heap,
-	// and a loaded node's latency tail with it (docs/performance.md).
+	// and a loaded node's latency tail with it (docs/performance-history.md).
 	gc := []metrics.Sample{
 		{Name: "/cpu/classes/gc/total:cpu-seconds"},
 		{Name: "/cpu/classes/gc/mark/assist:cpu-seconds"},
