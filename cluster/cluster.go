@@ -450,6 +450,15 @@ type timedFSM struct {
 
 func (t *timedFSM) ApplyBatch(logs []*raft.Log) []any {
 	start := time.Now()
+	for _, l := range logs {
+		// The leader's clock when it appended the entry (raft sets it, and
+		// it travels with the entry); zero for entries from before it did.
+		// On a follower the leader's clock against this one's: a skew
+		// below zero counts as zero.
+		if !l.AppendedAt.IsZero() {
+			t.m.ObserveCommit(max(0, start.Sub(l.AppendedAt).Seconds()))
+		}
+	}
 	out := t.BatchingFSM.ApplyBatch(logs)
 	t.m.ObserveBatch(len(logs), time.Since(start).Seconds())
 	return out

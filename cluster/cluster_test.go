@@ -18,6 +18,7 @@ import (
 
 	"github.com/lockstep-io/lockstep/cluster"
 	"github.com/lockstep-io/lockstep/fsm"
+	"github.com/lockstep-io/lockstep/internal/metrics"
 	"github.com/lockstep-io/lockstep/internal/poll"
 )
 
@@ -348,4 +349,37 @@ func TestShutdownDoesNotWaitForASnapshot(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("shutdown is waiting for the snapshot")
 	}
+}
+
+// Every node's metrics time each entry from the leader's append to the
+// node's apply, and count the state machine's batches: on the leader that
+// is its commit latency.
+func TestMetricsTimeEachEntryFromAppendToApply(t *testing.T) {
+	base := t.TempDir()
+	var nodes []*node
+	var ms []*metrics.Metrics
+	for i, name := range []string{"m1", "m2", "m3"} {
+		m := metrics.New()
+		ms = append(ms, m)
+		var join []string
+		if i > 0 {
+			join = []string{nodes[0].c.GossipAddr()}
+		}
+		nodes = append(nodes, start(t, name, filepath.Join(base, name), 3, join, func(c *cluster.Config) { c.Metrics = m }))
+	}
+	var leader *node
+	waitFor(t, 20*time.Second, "a leader", func() (err error) { leader, err = leaderOf(nodes); return })
+	for i := 0; i < 3; i++ {
+		registerNamed(t, leader, fmt.Sprintf("w%d", i))
+	}
+	waitFor(t, 10*time.Second, "every node to time the entries", func() error {
+		for i, m := range ms {
+			commit, batch := m.Histograms()["lockstep_raft_commit_seconds"], m.Histograms()["lockstep_fsm_batch_commands"]
+			// The three registrations at least, and the entries before them.
+			if commit.Count < 3 || batch.Count < 1 || commit.Sum < 0 {
+				return fmt.Errorf("node %d: commit %+v, batches %+v", i, commit, batch)
+			}
+		}
+		return nil
+	})
 }

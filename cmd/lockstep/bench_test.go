@@ -42,13 +42,13 @@ func TestBenchRunsEachWorkload(t *testing.T) {
 			if res.LatencyMS["p50"] <= 0 || res.LatencyMS["max"] < res.LatencyMS["p99"] {
 				t.Fatalf("latencies: %v", res.LatencyMS)
 			}
-			if res.Leader.DispatchMS["p99"] <= 0 || res.Leader.RaftApplyMS["p50"] <= 0 || res.Leader.BatchMean < 1 || res.Leader.HeapLiveBytes == 0 {
+			if res.Leader.DispatchMS["p99"] <= 0 || res.Leader.RaftApplyMS["p50"] <= 0 || res.Leader.RaftCommitMS == nil || res.Leader.BatchMean < 1 || res.Leader.HeapLiveBytes == 0 {
 				t.Fatalf("server side: %+v", res.Leader)
 			}
 			var out bytes.Buffer
 			printBench(&out, res)
 			if !strings.Contains(out.String(), "completed   6 of 6") || !strings.Contains(out.String(), "errors      none") ||
-				!strings.Contains(out.String(), "host        ") {
+				!strings.Contains(out.String(), "host        ") || !strings.Contains(out.String(), ", of which commit p50 ") {
 				t.Fatalf("summary:\n%s", out.String())
 			}
 		})

@@ -23,6 +23,11 @@ type Metrics struct {
 	// RaftApply is from proposing a command on the leader to its response,
 	// by command type: commit through a quorum plus the local apply.
 	RaftApply *prometheus.HistogramVec
+	// RaftCommit is from the leader appending an entry to its log to this
+	// node beginning to apply it: the quorum's writes, the commit, and any
+	// wait behind the batch before it (every node; the leader's is its
+	// commit latency).
+	RaftCommit prometheus.Histogram
 	// FSMBatch is the number of commands the FSM applied in one batch, and
 	// FSMApply the time it took (every node).
 	FSMBatch prometheus.Histogram
@@ -46,6 +51,10 @@ func New() *Metrics {
 		Name: "lockstep_raft_apply_seconds", Buckets: latency,
 		Help: "From proposing a command on the leader to its response: quorum commit and local apply.",
 	}, []string{"command"})
+	m.RaftCommit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lockstep_raft_commit_seconds", Buckets: latency,
+		Help: "From the leader appending an entry to its log to this node beginning to apply it: quorum writes, commit, and the wait behind earlier batches.",
+	})
 	m.FSMBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "lockstep_fsm_batch_commands", Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		Help: "Commands applied by the state machine in one raft batch.",
@@ -60,7 +69,7 @@ func New() *Metrics {
 	m.HTTP = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lockstep_http_requests_total", Help: "HTTP API requests by route and status class.",
 	}, []string{"route", "code"})
-	m.Registry.MustRegister(m.DispatchLatency, m.RaftApply, m.FSMBatch, m.FSMApply, m.Leases, m.HTTP,
+	m.Registry.MustRegister(m.DispatchLatency, m.RaftApply, m.RaftCommit, m.FSMBatch, m.FSMApply, m.Leases, m.HTTP,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -77,6 +86,14 @@ func (m *Metrics) ObserveDispatch(seconds float64) {
 func (m *Metrics) ObserveRaftApply(command string, seconds float64) {
 	if m != nil {
 		m.RaftApply.WithLabelValues(command).Observe(seconds)
+	}
+}
+
+// ObserveCommit records one entry's time from the leader's append to this
+// node's apply.
+func (m *Metrics) ObserveCommit(seconds float64) {
+	if m != nil {
+		m.RaftCommit.Observe(seconds)
 	}
 }
 
