@@ -196,6 +196,17 @@ func (p *Pool) Run(ctx context.Context) {
 // batch, few enough that a busy pool's results pile up into batches.
 const reporters = 4
 
+// reportGap and reportLinger bound how long a reporter holding a result
+// waits for more: while each comes within reportGap of the one before, for
+// reportLinger in all. A report's answer brings the pool its next tasks,
+// whose results then come back within microseconds of each other for fast
+// activities; without the wait the first went alone, and the rest waited
+// for a reporter, a whole round trip when all were out (docs/performance.md).
+const (
+	reportGap    = 250 * time.Microsecond
+	reportLinger = 2 * time.Millisecond
+)
+
 // maxBatch and maxBatchBytes bound one request (the API takes up to 1000
 // results and a 4 MiB body).
 const (
@@ -204,8 +215,9 @@ const (
 )
 
 // report sends finished attempts in batches: it takes whatever is waiting
-// when the previous request returns, so an idle pool reports each result at
-// once and a busy one amortises the round trip. A batch whose request fails
+// when the previous request returns and what follows closely (collect), so
+// an idle pool reports each result within reportGap and a busy one
+// amortises the round trip. A batch whose request fails
 // is sent again (a result already recorded is answered stale_token, which
 // changes nothing); after a few tries it is dropped and the leases expire,
 // so the tasks run again (at least once). With room in the pool, the first
@@ -213,19 +225,7 @@ const (
 func (p *Pool) report(id string) {
 	var asks uint64
 	for first := range p.results {
-		batch, size := []api.TaskOutcome{first}, len(first.Output)
-	fill:
-		for len(batch) < maxBatch && size < maxBatchBytes {
-			select {
-			case o, ok := <-p.results:
-				if !ok {
-					break fill
-				}
-				batch, size = append(batch, o), size+len(o.Output)
-			default:
-				break fill
-			}
-		}
+		batch := collect(first, p.results, reportGap, reportLinger)
 		backoff := 100 * time.Millisecond
 		var next *api.NextTasks
 		for try := 1; ; try++ {
@@ -268,6 +268,32 @@ func (p *Pool) report(id string) {
 			backoff *= 2
 		}
 	}
+}
+
+// collect makes a batch of first and the results that follow it closely:
+// it takes each that comes within gap of the one before, for at most
+// linger in all, up to maxBatch results and maxBatchBytes of outputs, and
+// stops when results closes.
+func collect(first api.TaskOutcome, results <-chan api.TaskOutcome, gap, linger time.Duration) []api.TaskOutcome {
+	batch, size := []api.TaskOutcome{first}, len(first.Output)
+	timer := time.NewTimer(min(gap, linger))
+	defer timer.Stop()
+	until := time.Now().Add(linger)
+	for len(batch) < maxBatch && size < maxBatchBytes {
+		select {
+		case o, ok := <-results:
+			if !ok {
+				return batch
+			}
+			batch, size = append(batch, o), size+len(o.Output)
+			if d := time.Until(until); d > 0 {
+				timer.Reset(min(gap, d))
+			}
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // nextRequest asks for up to a batch of tasks as worker id when the pool
