@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Compare two lockstep builds on this machine, whose speed drifts from hour
 # to hour: run `lockstep bench -local` with the same flags for each build in
-# turn, ROUNDS times, so that each pair of runs is minutes apart. Read the
-# CPU per instance first: it moves less with the machine than throughput.
+# turn, ROUNDS times, so that each pair of runs is minutes apart, the order
+# swapped every other round. Read the CPU per instance first: it moves less
+# with the machine than throughput.
 #
 #   scripts/bench-ab.sh ROUNDS OLD_BINARY NEW_BINARY [bench flags...]
 #   scripts/bench-ab.sh 3 /tmp/lockstep-main bin/lockstep -workload chain3 -instances 15000 -concurrency 512
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 1
 fi
 rounds=$1 a=$2 b=$3
@@ -20,7 +21,12 @@ done
 
 printf '%-24s %10s %12s %9s %9s %13s\n' build instances/s cpu_ms/inst p50_ms p99_ms raft_entries/s
 for ((i = 1; i <= rounds; i++)); do
-  for bin in "$a" "$b"; do
+  # Alternate which goes first: the second run of a pair is slower at
+  # saturation even with the same binary twice (what the first leaves
+  # behind on disk and in memory), so a fixed order favours one build.
+  order=("$a" "$b")
+  ((i % 2 == 0)) && order=("$b" "$a")
+  for bin in "${order[@]}"; do
     out=$("$bin" bench -local "$@" 2>/dev/null) || { echo "bench-ab: $bin bench failed:" >&2; echo "$out" >&2; exit 1; }
     # The summary's lines, as printBench writes them.
     tput=$(sed -n 's/^  throughput  \([0-9.]*\) instances\/s, \([0-9]*\) raft entries\/s.*/\1 \2/p' <<<"$out")
