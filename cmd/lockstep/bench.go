@@ -106,6 +106,9 @@ type benchConfig struct {
 	// before the measured run, so that the state holds them (everything
 	// retained) while it runs.
 	fill int
+	// stages, when set, is how many completed instances' histories to
+	// read after the run, to split their latency by stage.
+	stages int
 }
 
 // benchResult is the summary, printed as text or, with -json, as is.
@@ -131,6 +134,9 @@ type benchResult struct {
 	// Leader is the leader's side of the run, from GET /v1/stats before
 	// and after; absent when leadership moved during the run.
 	Leader *benchLeader `json:"leader,omitempty"`
+	// Stages splits the latency of the instances -stages read by part of
+	// their run (stagesOf).
+	Stages []benchStage `json:"stages,omitempty"`
 	// Workers is how many bench workers ran the tasks (0: the cluster's
 	// built-in workers did), each taking up to Batch tasks per poll.
 	Workers int `json:"workers,omitempty"`
@@ -235,6 +241,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.view, "view", "outcome", "what each answer carries of the ended instance: outcome (status, output, error: a client running an instance for its result) or full (with its input and steps)")
 	fs.Float64Var(&cfg.rate, "rate", 0, "open loop: start this many instances per second on a fixed schedule, latency counted from each scheduled start (0: closed loop)")
 	fs.DurationVar(&cfg.retention, "retention", 0, "keep each ended instance this long (the workflow's retention) instead of the default 7 days, so the state stops growing: at a fixed rate it then holds about rate x retention ended instances, plus up to a second's worth the leader purges together")
+	fs.IntVar(&cfg.stages, "stages", 0, "after the run, read the histories of this many completed instances and split their latency: start to instance_started, each step, instance_completed to the answer")
 	fs.IntVar(&cfg.fill, "fill", 0, "first run this many chain3 instances (512 in flight, retained), then the measured run: how a run fares with that many ended instances in the state")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the summary as JSON")
 	fs.StringVar(&cfg.csvOut, "out", "", "write per-second figures to this CSV file: counts so far, and the p50 and p99 of the instances that completed in that second")
@@ -261,8 +268,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockstep bench: unknown workload %q (one of: chain3, fanout, signal, timer, raft)\n", cfg.workload)
 		return 1
 	}
-	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.retention < 0 || cfg.fill < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
-		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate, -retention, -fill and -workers not negative, -batch from 1 to 1000")
+	if cfg.concurrency < 1 || (cfg.duration <= 0 && cfg.instances < 1) || cfg.rate < 0 || cfg.retention < 0 || cfg.fill < 0 || cfg.stages < 0 || cfg.nodes < 1 || cfg.workers < 0 || cfg.batch < 1 || cfg.batch > 1000 {
+		fmt.Fprintln(stderr, "lockstep bench: -concurrency, -instances and -nodes must be positive, -rate, -retention, -fill, -stages and -workers not negative, -batch from 1 to 1000")
 		return 1
 	}
 	if cfg.view != "outcome" && cfg.view != "full" {
@@ -440,6 +447,7 @@ func printBench(w io.Writer, r *benchResult) {
 			fmt.Fprintf(w, "; %.1f commands per batch, %.2fms per batch in the FSM\n", l.BatchMean, l.BatchApplyMS)
 		}
 	}
+	printStages(w, r.Stages)
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "  errors      none")
 		return
@@ -512,6 +520,7 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 		lat                        []time.Duration
 		duringGC, outsideGC        []time.Duration
 		errs                       = map[string]int64{}
+		samples                    []stageSample
 		firstIndex, lastIndex      atomic.Uint64
 	)
 	noteErr := func(err error) {
@@ -706,6 +715,9 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				took, gc := time.Since(t0), gcCycles() != gc0
 				mu.Lock()
 				lat = append(lat, took)
+				if cfg.stages > 0 {
+					samples = append(samples, stageSample{id: s.ID, due: t0, end: t0.Add(took)})
+				}
 				if gc {
 					duringGC = append(duringGC, took)
 				} else {
@@ -771,6 +783,13 @@ func bench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchResu
 				res.Leader.PageFaultsPerInstance = float64(after.Process.MinorPageFaults-before.Process.MinorPageFaults) / float64(res.Completed)
 			}
 		}
+	}
+	if cfg.stages > 0 {
+		reader := clients[0]
+		if leaderClient != nil {
+			reader = leaderClient
+		}
+		res.Stages = stagesOf(ctx, reader, samples, cfg.stages)
 	}
 	if cfg.local && len(duringGC) > 0 {
 		res.DuringGC, res.OutsideGC = splitOf(duringGC), splitOf(outsideGC)

@@ -152,6 +152,31 @@ func TestBenchFill(t *testing.T) {
 	}
 }
 
+// -stages reads the histories of completed instances and splits their
+// latency: the start, each step in order, and the answer.
+func TestBenchStages(t *testing.T) {
+	a := agenttest.Dev(t, true)
+	res, err := bench(context.Background(), benchConfig{addresses: []string{"http://" + a.HTTPAddr()}, workload: "chain3", instances: 12, concurrency: 3, stages: 5}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range res.Stages {
+		names = append(names, s.Name)
+		if s.Instances != 5 || s.P50MS < 0 || s.P99MS < s.P50MS {
+			t.Fatalf("stage %+v", s)
+		}
+	}
+	if strings.Join(names, ",") != "start,step a,step b,step c,answer" {
+		t.Fatalf("stages %v", names)
+	}
+	var out bytes.Buffer
+	printBench(&out, res)
+	if !strings.Contains(out.String(), "  stages      from the histories of 5 instances") || !strings.Contains(out.String(), "step b     p50 ") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+}
+
 // -memprofile writes the heap (gzipped pprof) once the run is over.
 func TestBenchProfilesAndTrace(t *testing.T) {
 	a := agenttest.Dev(t, true)
