@@ -29,19 +29,26 @@ func TestCollectTakesResultsThatFollowClosely(t *testing.T) {
 	}
 }
 
+// collectWithin runs collect and fails the test when it has not returned
+// within a minute: a wait its gap or linger should have ended.
+func collectWithin(t *testing.T, results <-chan api.TaskOutcome, gap, linger time.Duration) []api.TaskOutcome {
+	t.Helper()
+	done := make(chan []api.TaskOutcome, 1)
+	go func() { done <- collect(outcome(0), results, gap, linger) }()
+	select {
+	case batch := <-done:
+		return batch
+	case <-time.After(time.Minute):
+		t.Fatalf("collect (gap %v, linger %v) still waiting after a minute", gap, linger)
+		return nil
+	}
+}
+
 // With nothing more coming, a result goes alone once the gap has passed,
 // long before the linger.
 func TestCollectSendsAloneAfterTheGap(t *testing.T) {
-	results := make(chan api.TaskOutcome)
-	done := make(chan []api.TaskOutcome, 1)
-	go func() { done <- collect(outcome(0), results, time.Millisecond, time.Hour) }()
-	select {
-	case batch := <-done:
-		if len(batch) != 1 {
-			t.Fatalf("batch = %+v", batch)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("collect waited past its gap")
+	if batch := collectWithin(t, make(chan api.TaskOutcome), time.Millisecond, time.Hour); len(batch) != 1 {
+		t.Fatalf("batch = %+v", batch)
 	}
 }
 
@@ -62,27 +69,11 @@ func TestCollectStopsAtItsBounds(t *testing.T) {
 			}
 		}
 	}()
-	endless := make(chan []api.TaskOutcome, 1)
-	go func() { endless <- collect(outcome(0), results, time.Hour, 5*time.Millisecond) }()
-	select {
-	case batch := <-endless:
-		if len(batch) < 1 || len(batch) > maxBatch {
-			t.Fatalf("%d results", len(batch))
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("collect did not stop at its linger")
+	if batch := collectWithin(t, results, time.Hour, 5*time.Millisecond); len(batch) < 1 || len(batch) > maxBatch {
+		t.Fatalf("%d results", len(batch))
 	}
-
-	quiet := make(chan api.TaskOutcome)
-	done := make(chan []api.TaskOutcome, 1)
-	go func() { done <- collect(outcome(0), quiet, time.Hour, 5*time.Millisecond) }()
-	select {
-	case batch := <-done:
-		if len(batch) != 1 {
-			t.Fatalf("batch = %+v", batch)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("collect waited past its linger")
+	if batch := collectWithin(t, make(chan api.TaskOutcome), time.Hour, 5*time.Millisecond); len(batch) != 1 {
+		t.Fatalf("batch = %+v", batch)
 	}
 
 	queued := make(chan api.TaskOutcome, 2*maxBatch)
