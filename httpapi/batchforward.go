@@ -107,10 +107,24 @@ type forwarder struct {
 
 // forward sends one request (a start or a signal) to the leader, in a batch with any
 // others waiting, and returns the leader's answer as forwardCapture does.
+// When the node it went to had stopped leading and refused it (no_leader),
+// it goes again to the next leader, within the leader hold.
 func (f *forwarder) forward(r *http.Request, uri string, body []byte) (int, http.Header, []byte, error) {
 	if !batchableForward(r.Method, uri) || len(body) > maxForwardBody {
 		return f.s.forwardCapture(r, uri, body)
 	}
+	until := time.Now().Add(f.s.cfg.LeaderHold)
+	for {
+		changed := f.s.cfg.Cluster.LeaderChanged()
+		status, header, data, err := f.forwardOnce(r, uri, body)
+		if err != nil || !refusedForNoLeader(status, data) || !f.s.awaitLeaderChange(r.Context(), until, changed) {
+			return status, header, data, err
+		}
+	}
+}
+
+// forwardOnce sends the request in the next batch and waits for its answer.
+func (f *forwarder) forwardOnce(r *http.Request, uri string, body []byte) (int, http.Header, []byte, error) {
 	p := &pendingForward{item: forwardItem{Method: r.Method, URI: uri, Header: r.Header.Clone(), Body: body}, done: make(chan forwardResult, 1)}
 	f.mu.Lock()
 	f.pending = append(f.pending, p)

@@ -266,3 +266,95 @@ func TestOnlyStartsAreBatched(t *testing.T) {
 		t.Error("a GET was batchable")
 	}
 }
+
+// A leader that has just stepped down refuses what a follower forwards to
+// it (no_leader, having done nothing): the follower sends it again to the
+// next leader within its hold, batched or not. Any other 503 comes back
+// as it was.
+func TestForwardsGoAgainToTheNextLeader(t *testing.T) {
+	var c *electingCluster
+	var oldServed, newServed atomic.Int64
+	refusal := `{"error":{"code":"no_leader","message":"no cluster leader is available; retry shortly"}}`
+	var next string
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		oldServed.Add(1)
+		c.elect(next) // the election this node lost, seen by the follower before the answer
+		if r.URL.Path == "/v1/internal/forward" {
+			var req forwardBatchRequest
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			var out forwardBatchResponse
+			for range req.Requests {
+				out.Answers = append(out.Answers, forwardAnswer{Status: 503, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(refusal)})
+			}
+			_ = json.NewEncoder(w).Encode(out)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(503)
+		_, _ = io.WriteString(w, refusal)
+	}))
+	defer old.Close()
+	fresh := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		newServed.Add(1)
+		if r.URL.Path == "/v1/internal/forward" {
+			var req forwardBatchRequest
+			_ = json.NewDecoder(r.Body).Decode(&req)
+			var out forwardBatchResponse
+			for range req.Requests {
+				out.Answers = append(out.Answers, forwardAnswer{Status: 201, Body: []byte(`{"id":"i1"}`)})
+			}
+			_ = json.NewEncoder(w).Encode(out)
+			return
+		}
+		w.Header().Set("X-Lockstep-Index", "9")
+		_, _ = io.WriteString(w, `{"tasks":[]}`)
+	}))
+	defer fresh.Close()
+	next = strings.TrimPrefix(fresh.URL, "http://")
+
+	// A start, batched.
+	c = newElectingCluster(strings.TrimPrefix(old.URL, "http://"))
+	s := New(Config{NodeName: "follower", Cluster: c, Dispatcher: followerDispatcher{}, FSM: fsm.New(nil), LeaderHold: time.Minute})
+	r, uri, body := startRequest(t, 1)
+	status, _, data, err := s.batched.forward(r, uri, body)
+	if err != nil || status != 201 || string(data) != `{"id":"i1"}` || oldServed.Load() != 1 || newServed.Load() != 1 {
+		t.Fatalf("start: %d %s %v (old served %d, new %d)", status, data, err, oldServed.Load(), newServed.Load())
+	}
+
+	// A poll, forwarded alone.
+	c = newElectingCluster(strings.TrimPrefix(old.URL, "http://"))
+	s = New(Config{NodeName: "follower", Cluster: c, Dispatcher: followerDispatcher{}, FSM: fsm.New(nil), LeaderHold: time.Minute})
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/queues/default/poll", strings.NewReader(`{"worker_id":"w"}`)))
+	if rec.Code != 200 || rec.Header().Get("X-Lockstep-Index") != "9" || oldServed.Load() != 2 || newServed.Load() != 2 {
+		t.Fatalf("poll: %d %v %s (old served %d, new %d)", rec.Code, rec.Header(), rec.Body, oldServed.Load(), newServed.Load())
+	}
+
+	// With the hold spent, the refusal is the answer.
+	c = newElectingCluster(strings.TrimPrefix(old.URL, "http://"))
+	next = strings.TrimPrefix(old.URL, "http://") // re-elected, still refusing
+	s = New(Config{NodeName: "follower", Cluster: c, Dispatcher: followerDispatcher{}, FSM: fsm.New(nil), LeaderHold: 30 * time.Millisecond})
+	rec = httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/queues/default/poll", strings.NewReader(`{"worker_id":"w"}`)))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), `"no_leader"`) {
+		t.Fatalf("hold spent: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestOnlyANoLeaderRefusalGoesAgain(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		want   bool
+	}{
+		{503, `{"error":{"code":"no_leader","message":"x"}}`, true},
+		{503, `{"error":{"code":"indeterminate","message":"x"}}`, false},
+		{503, `not json`, false},
+		{500, `{"error":{"code":"no_leader"}}`, false},
+		{200, `{}`, false},
+	} {
+		if got := refusedForNoLeader(tc.status, []byte(tc.body)); got != tc.want {
+			t.Errorf("%d %s: %v", tc.status, tc.body, got)
+		}
+	}
+}

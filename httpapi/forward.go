@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -86,6 +88,21 @@ func (s *Server) sendToLeader(ctx context.Context, until time.Time, build func(l
 			req.Header.Set(forwardedHeader, s.cfg.NodeName)
 			resp, err := s.forward.Do(req)
 			if err == nil {
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					return resp, leader, nil
+				}
+				// A leader that has just stepped down refuses what it is
+				// sent without acting on it: wait for the next, as when
+				// there is none.
+				head, rerr := io.ReadAll(io.LimitReader(resp.Body, maxRefusal))
+				if rerr == nil && refusedForNoLeader(resp.StatusCode, head) && s.awaitLeaderChange(ctx, until, changed) {
+					resp.Body.Close()
+					continue
+				}
+				resp.Body = struct {
+					io.Reader
+					io.Closer
+				}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
 				return resp, leader, nil
 			}
 			var op *net.OpError
@@ -102,6 +119,26 @@ func (s *Server) sendToLeader(ctx context.Context, until time.Time, build func(l
 			return nil, leader, errNoLeader()
 		}
 	}
+}
+
+// maxRefusal bounds what is read of a 503 answer to tell a no_leader
+// refusal from other answers; more than that is not one.
+const maxRefusal = 64 << 10
+
+// refusedForNoLeader reports whether an answer is a no_leader refusal: the
+// node asked did not lead, so it took no action on the request, which may
+// go to the next leader as it is. (Every no_leader answer means that;
+// a request that may have taken effect is answered indeterminate.)
+func refusedForNoLeader(status int, body []byte) bool {
+	if status != http.StatusServiceUnavailable {
+		return false
+	}
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	return json.Unmarshal(body, &e) == nil && e.Error.Code == "no_leader"
 }
 
 // serveOnLeader serves a request that serve, run here, refused because
