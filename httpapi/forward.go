@@ -133,12 +133,8 @@ func refusedForNoLeader(status int, body []byte) bool {
 	if status != http.StatusServiceUnavailable {
 		return false
 	}
-	var e struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	return json.Unmarshal(body, &e) == nil && e.Error.Code == "no_leader"
+	var e envelope
+	return json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Code == errNoLeader().Code
 }
 
 // serveOnLeader serves a request that serve, run here, refused because
