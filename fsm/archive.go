@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -39,17 +41,27 @@ const (
 )
 
 // archivedInstance is the record of an archived instance in its archive
-// page: the instance and its tasks, encoded (archiveBlob). key is the
-// instance's id key (ID shares its bytes), handed back to the instance
-// when it is decoded.
+// page: the instance and its tasks, encoded (archiveBlob). Its one
+// pointer is Blob, which begins with the instance's id (ID reads it from
+// there): every pointer a retained instance keeps is one more word each
+// garbage collection must follow, on every node (docs/performance.md,
+// "Retained instances").
 type archivedInstance struct {
-	ID          string
+	Blob        []byte
 	ExpiresKey  uint64
 	ModifyIndex uint64
 	// Tasks counts the tasks in Blob (Counts reads it without decoding).
 	Tasks int
-	Blob  []byte
-	key   []byte
+}
+
+// ID is the archived instance's id, sharing the blob's memory: the blob
+// begins with it, as encodeArchive writes an instance.
+func (a *archivedInstance) ID() string {
+	n, k := binary.Uvarint(a.Blob)
+	if n == 0 || k <= 0 || uint64(len(a.Blob)-k) < n {
+		panic(fmt.Sprintf("fsm: an archived record of %d bytes does not begin with an id", len(a.Blob)))
+	}
+	return unsafe.String(&a.Blob[k], int(n))
 }
 
 // archiveBlob is what an archive record holds.
@@ -72,7 +84,7 @@ type taskOwners struct {
 // archived one).
 func instanceID(o any) string {
 	if a, ok := o.(*archivedInstance); ok {
-		return a.ID
+		return a.ID()
 	}
 	return o.(*Instance).ID
 }
@@ -122,7 +134,7 @@ func (t *Txn) instance(o any) *Instance {
 		if t.unsealed == nil {
 			t.unsealed = map[string]*archivedInstance{}
 		}
-		t.unsealed[a.ID] = a
+		t.unsealed[a.ID()] = a
 	}
 	return a.decodeInstance()
 }
@@ -141,7 +153,7 @@ func init() {
 }
 
 func (a *archivedInstance) decode() *archiveBlob {
-	inst, tail, tasks := decodeArchive(a.Blob, a.ID, true)
+	inst, tail, tasks := decodeArchive(a.Blob, a.ID(), true)
 	a.restore(inst, tail)
 	return &archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}
 }
@@ -149,14 +161,14 @@ func (a *archivedInstance) decode() *archiveBlob {
 // decodeInstance decodes the instance alone, for readers that do not need
 // its tasks: every answer with an ended instance reads it so.
 func (a *archivedInstance) decodeInstance() *Instance {
-	inst, tail, _ := decodeArchive(a.Blob, a.ID, false)
+	inst, tail, _ := decodeArchive(a.Blob, a.ID(), false)
 	a.restore(inst, tail)
 	return inst
 }
 
-// restore gives a decoded instance what its blob leaves out.
+// restore gives a decoded instance what its blob leaves out. Its index
+// key is made afresh if it is ever written to the instances table again.
 func (a *archivedInstance) restore(inst *Instance, tail []byte) {
-	inst.key = a.key
 	inst.sealedTail = tail
 }
 
@@ -343,16 +355,12 @@ func (t *Txn) archive(inst *Instance, tasks []*Task, stored []any) *archivedInst
 		tail = encodeEvents(inst.historyTail)
 	}
 	rec := &archivedInstance{
-		ID:          inst.ID,
 		ExpiresKey:  inst.ExpiresKey,
 		ModifyIndex: inst.ModifyIndex,
 		Tasks:       len(tasks),
 		Blob:        encodeArchive(&archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}),
-		key:         inst.idKey(),
 	}
-	if rec.key == nil {
-		rec.ID, rec.key = newKey(inst.ID)
-	}
+	id := rec.ID()
 	held := t.held[tableTasks]
 	for i, task := range tasks {
 		delete(held, task.ID)
@@ -361,7 +369,7 @@ func (t *Txn) archive(inst *Instance, tasks []*Task, stored []any) *archivedInst
 				panic(fmt.Sprintf("fsm: archive %s task %s: %v", inst.ID, task.ID, err))
 			}
 		}
-		t.setTaskOwner(task.ID, rec.ID)
+		t.setTaskOwner(task.ID, id)
 	}
 	return rec
 }
@@ -374,7 +382,7 @@ func (t *Txn) unarchive(rec *archivedInstance) {
 		t.setTaskOwner(task.ID, "")
 		if t.liveTask(task.ID) == nil { // else this transaction wrote a newer one
 			if err := t.Txn.Insert(tableTasks, task); err != nil {
-				panic(fmt.Sprintf("fsm: unarchive %s task %s: %v", rec.ID, task.ID, err))
+				panic(fmt.Sprintf("fsm: unarchive %s task %s: %v", rec.ID(), task.ID, err))
 			}
 		}
 	}
@@ -442,12 +450,13 @@ func (t *Txn) archivedTask(id string) *Task {
 // dropArchived forgets the tasks of an archived instance that a purge
 // deletes (the purge deletes its record).
 func (t *Txn) dropArchived(rec *archivedInstance, taskIDs []string) {
+	owner := rec.ID()
 	for _, id := range taskIDs {
-		if t.taskOwner(id) == rec.ID {
+		if t.taskOwner(id) == owner {
 			t.setTaskOwner(id, "")
 		}
 	}
-	delete(t.unsealed, rec.ID)
+	delete(t.unsealed, owner)
 }
 
 // eachInstance calls fn with every instance, live or archived, in id order,

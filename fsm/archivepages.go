@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -61,8 +62,8 @@ func (l loIndex) FromObject(obj any) (bool, []byte, error) {
 
 // find returns where id is, or would be, in the page.
 func (p *archivePage) find(id string) (int, bool) {
-	i := sort.Search(len(p.Recs), func(i int) bool { return p.Recs[i].ID >= id })
-	return i, i < len(p.Recs) && p.Recs[i].ID == id
+	i := sort.Search(len(p.Recs), func(i int) bool { return p.Recs[i].ID() >= id })
+	return i, i < len(p.Recs) && p.Recs[i].ID() == id
 }
 
 // storedArchivePage returns the stored page that would hold id (the one
@@ -134,8 +135,9 @@ func sameArchived(a, b *archivedInstance) bool {
 
 // putArchived writes an archived record (a new one or a new version).
 func (t *Txn) putArchived(rec *archivedInstance) {
-	p := t.archivePageFor(rec.ID, true)
-	i, ok := p.find(rec.ID)
+	id := rec.ID()
+	p := t.archivePageFor(id, true)
+	i, ok := p.find(id)
 	if ok {
 		p.Recs[i] = *rec
 		return
@@ -145,7 +147,8 @@ func (t *Txn) putArchived(rec *archivedInstance) {
 	p.Recs[i] = *rec
 	if len(p.Recs) > archivePageMax {
 		half := len(p.Recs) / 2
-		n := &archivePage{Lo: p.Recs[half].ID, Recs: append(make([]archivedInstance, 0, archivePageMax), p.Recs[half:]...)}
+		// The bound is a copy: a page outlives the instance it was cut at.
+		n := &archivePage{Lo: strings.Clone(p.Recs[half].ID()), Recs: append(make([]archivedInstance, 0, archivePageMax), p.Recs[half:]...)}
 		p.Recs = p.Recs[:half:half]
 		t.apages.put(n.Lo, n)
 	}
@@ -231,7 +234,7 @@ func (t *Txn) eachStoredInstance(after string, fn func(any) bool) error {
 	live := it.Next()
 	stop := false
 	t.eachArchived(after, func(rec *archivedInstance) bool {
-		for live != nil && instanceID(live) < rec.ID {
+		for live != nil && instanceID(live) < rec.ID() {
 			if !fn(live) {
 				stop = true
 				return false

@@ -346,11 +346,12 @@ func archivePagesHold(rt *rapid.T, name string, tx *Txn) {
 			rt.Fatalf("%s: archive page %q holds %d instances", name, p.Lo, len(p.Recs))
 		}
 		for j, rec := range p.Recs {
-			if rec.ID < p.Lo || (i+1 < len(pages) && rec.ID >= pages[i+1].Lo) || (j > 0 && rec.ID <= p.Recs[j-1].ID) {
-				rt.Fatalf("%s: archive page %q holds %q out of order", name, p.Lo, rec.ID)
+			id := rec.ID()
+			if id < p.Lo || (i+1 < len(pages) && id >= pages[i+1].Lo) || (j > 0 && id <= p.Recs[j-1].ID()) {
+				rt.Fatalf("%s: archive page %q holds %q out of order", name, p.Lo, id)
 			}
-			if live, _ := tx.Txn.First(tableInstances, "id", rec.ID); live != nil {
-				rt.Fatalf("%s: instance %s is both archived and live", name, rec.ID)
+			if live, _ := tx.Txn.First(tableInstances, "id", id); live != nil {
+				rt.Fatalf("%s: instance %s is both archived and live", name, id)
 			}
 		}
 	}
