@@ -73,10 +73,21 @@ type archiveBlob struct {
 
 // taskOwners maps the task sequence numbers [Block*taskBlock,
 // (Block+1)*taskBlock) to the ids of the archived instances that hold
-// them ("" for none).
+// them ("" for none). A stored block keeps them packed (idList); a
+// transaction's copy works on Owners and packs them when it writes the
+// block.
 type taskOwners struct {
 	Block  uint64
 	Owners []string
+	packed idList
+}
+
+// owner is the owner of the block's i-th sequence number.
+func (b *taskOwners) owner(i int) string {
+	if b.Owners != nil {
+		return b.Owners[i]
+	}
+	return b.packed.at(i)
 }
 
 // instanceID and instanceExpires read a stored record of an instance,
@@ -204,7 +215,7 @@ func (t *Txn) taskOwner(taskID string) string {
 		return ""
 	}
 	if b := t.ownerBlock(seq / taskBlock); b != nil {
-		return b.Owners[seq%taskBlock]
+		return b.owner(int(seq % taskBlock))
 	}
 	return ""
 }
@@ -221,7 +232,9 @@ func (t *Txn) setTaskOwner(taskID, owner string) {
 	if !mine {
 		b = &taskOwners{Block: block, Owners: make([]string, taskBlock)}
 		if old := t.ownerBlock(block); old != nil {
-			copy(b.Owners, old.Owners)
+			for i := range b.Owners {
+				b.Owners[i] = old.owner(i)
+			}
 		}
 		if t.owners == nil {
 			t.owners = map[uint64]*taskOwners{}
@@ -234,14 +247,10 @@ func (t *Txn) setTaskOwner(taskID, owner string) {
 // flushOwners writes the task_owner blocks this transaction changed,
 // deleting those left empty.
 func (t *Txn) flushOwners() {
-	writeChanged(t, tableTaskOwner, t.owners, func(b *taskOwners) bool {
-		for _, o := range b.Owners {
-			if o != "" {
-				return false
-			}
-		}
-		return true
-	})
+	for _, b := range t.owners {
+		b.packed, b.Owners = packIDs(b.Owners), nil
+	}
+	writeChanged(t, tableTaskOwner, t.owners, func(b *taskOwners) bool { return len(b.packed.buf) == 0 })
 	t.owners = nil
 }
 

@@ -37,10 +37,19 @@ func (e expiryEntry) less(o expiryEntry) bool {
 	return e.Key < o.Key || (e.Key == o.Key && e.ID < o.ID)
 }
 
-// expiryBucket is a record of the expiry table.
+// expiryBucket is a record of the expiry table. A stored bucket keeps its
+// entries' keys and ids apart, the ids packed (idList); a transaction's
+// copy works on Entries and packs them when it writes the bucket.
 type expiryBucket struct {
 	Bucket  uint64
 	Entries []expiryEntry
+	keys    []uint64
+	ids     idList
+}
+
+// entry is a stored bucket's i-th entry, its id sharing the bucket's bytes.
+func (b *expiryBucket) entry(i int) expiryEntry {
+	return expiryEntry{Key: b.keys[i], ID: b.ids.at(i)}
 }
 
 func init() {
@@ -136,9 +145,11 @@ func (t *Txn) expiryBucketToWrite(bucket uint64) *expiryBucket {
 	}
 	b := &expiryBucket{Bucket: bucket}
 	if raw, err := t.Txn.First(tableExpiry, "id", bucket); err == nil && raw != nil {
-		old := raw.(*expiryBucket).Entries
-		b.Entries = make([]expiryEntry, len(old), len(old)+16)
-		copy(b.Entries, old)
+		old := raw.(*expiryBucket)
+		b.Entries = make([]expiryEntry, len(old.keys), len(old.keys)+16)
+		for i := range b.Entries {
+			b.Entries[i] = old.entry(i)
+		}
 	}
 	if t.expiries == nil {
 		t.expiries = map[uint64]*expiryBucket{}
@@ -150,7 +161,15 @@ func (t *Txn) expiryBucketToWrite(bucket uint64) *expiryBucket {
 // flushExpiry writes the buckets this transaction changed, deleting
 // those left empty.
 func (t *Txn) flushExpiry() {
-	writeChanged(t, tableExpiry, t.expiries, func(b *expiryBucket) bool { return len(b.Entries) == 0 })
+	for _, b := range t.expiries {
+		ids := make([]string, len(b.Entries))
+		b.keys = make([]uint64, len(b.Entries))
+		for i, e := range b.Entries {
+			b.keys[i], ids[i] = e.Key, e.ID
+		}
+		b.ids, b.Entries = packIDs(ids), nil
+	}
+	writeChanged(t, tableExpiry, t.expiries, func(b *expiryBucket) bool { return len(b.keys) == 0 })
 	t.expiries = nil
 }
 
@@ -166,8 +185,9 @@ func (t *Txn) eachExpiry(fn func(expiryEntry) bool) {
 		panic(fmt.Sprintf("fsm: expiry: %v", err))
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		for _, e := range raw.(*expiryBucket).Entries {
-			if !fn(e) {
+		b := raw.(*expiryBucket)
+		for i := range b.keys {
+			if !fn(b.entry(i)) {
 				return
 			}
 		}

@@ -25,11 +25,14 @@ import (
 
 const pageMax = 128
 
-// workflowPage is a record of the instance_workflow table.
+// workflowPage is a record of the instance_workflow table. A stored page
+// keeps its ids packed (idList); a transaction's copy works on IDs and
+// packs them when it writes the page.
 type workflowPage struct {
 	Workflow string
 	Lo       string
 	IDs      []string
+	packed   idList
 }
 
 // pageKey is the table key of the page of a workflow that starts at lo;
@@ -92,8 +95,7 @@ func (t *Txn) pageToWrite(workflow, id string) *workflowPage {
 		}
 		old := raw.(*workflowPage)
 		p.Lo = old.Lo
-		p.IDs = make([]string, len(old.IDs), len(old.IDs)+8)
-		copy(p.IDs, old.IDs)
+		p.IDs = old.packed.unpack(8)
 	}
 	t.pages.put(best, p)
 	return p
@@ -111,7 +113,8 @@ func (t *Txn) addInstanceRef(inst *Instance) {
 	p.IDs[i] = inst.ID
 	if len(p.IDs) > pageMax {
 		half := len(p.IDs) / 2
-		n := &workflowPage{Workflow: p.Workflow, Lo: p.IDs[half], IDs: append(make([]string, 0, pageMax), p.IDs[half:]...)}
+		// The bound is a copy: a page outlives the instance it was cut at.
+		n := &workflowPage{Workflow: p.Workflow, Lo: strings.Clone(p.IDs[half]), IDs: append(make([]string, 0, pageMax), p.IDs[half:]...)}
 		p.IDs = p.IDs[:half:half]
 		t.pages.put(n.key(), n)
 	}
@@ -130,7 +133,10 @@ func (t *Txn) removeInstanceRef(workflow, id string) {
 // flushPages writes the pages this transaction changed, deleting those
 // left empty.
 func (t *Txn) flushPages() {
-	writeChanged(t, tableInstanceWorkflow, t.pages.byKey, func(p *workflowPage) bool { return len(p.IDs) == 0 })
+	for _, p := range t.pages.byKey {
+		p.packed, p.IDs = packIDs(p.IDs), nil
+	}
+	writeChanged(t, tableInstanceWorkflow, t.pages.byKey, func(p *workflowPage) bool { return p.packed.len() == 0 })
 	t.pages.reset()
 }
 
@@ -153,8 +159,8 @@ func (t *Txn) eachOfWorkflow(workflow, after string, fn func(id string) bool) {
 		if p.Workflow != workflow {
 			return
 		}
-		for _, id := range p.IDs[sort.SearchStrings(p.IDs, after):] {
-			if id != after && !fn(id) {
+		for i := p.packed.search(after); i < p.packed.len(); i++ {
+			if id := p.packed.at(i); id != after && !fn(id) {
 				return
 			}
 		}

@@ -97,14 +97,16 @@ func pagesKeepTheirRanges(rt *rapid.T, tx *Txn) {
 		rt.Fatal(err)
 	}
 	var prev *workflowPage
+	var prevIDs []string
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		p := raw.(*workflowPage)
-		if len(p.IDs) == 0 || len(p.IDs) > pageMax || !sort.StringsAreSorted(p.IDs) || p.IDs[0] < p.Lo {
-			rt.Fatalf("page %q of %s: %v", p.Lo, p.Workflow, p.IDs)
+		ids := p.packed.unpack(0)
+		if p.IDs != nil || len(ids) == 0 || len(ids) > pageMax || !sort.StringsAreSorted(ids) || ids[0] < p.Lo {
+			rt.Fatalf("page %q of %s: %v (unpacked %v)", p.Lo, p.Workflow, ids, p.IDs)
 		}
-		if prev != nil && prev.Workflow == p.Workflow && prev.IDs[len(prev.IDs)-1] >= p.Lo {
+		if prev != nil && prev.Workflow == p.Workflow && prevIDs[len(prevIDs)-1] >= p.Lo {
 			rt.Fatalf("page %q of %s reaches into the next, %q", prev.Lo, p.Workflow, p.Lo)
 		}
-		prev = p
+		prev, prevIDs = p, ids
 	}
 }
