@@ -367,7 +367,7 @@ func (t *Txn) archive(inst *Instance, tasks []*Task, stored []any) *archivedInst
 		ExpiresKey:  inst.ExpiresKey,
 		ModifyIndex: inst.ModifyIndex,
 		Tasks:       len(tasks),
-		Blob:        encodeArchive(&archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}),
+		Blob:        encodeArchiveIn(t.chunks, retentionOf(inst), &archiveBlob{Instance: inst, Tail: tail, Tasks: tasks}),
 	}
 	id := rec.ID()
 	held := t.held[tableTasks]
@@ -381,6 +381,15 @@ func (t *Txn) archive(inst *Instance, tasks []*Task, stored []any) *archivedInst
 		t.setTaskOwner(task.ID, id)
 	}
 	return rec
+}
+
+// retentionOf is how long an ended instance is kept: its expiry less its
+// end (0 when it has none). Blobs of one retention share chunks.
+func retentionOf(inst *Instance) uint64 {
+	if inst.ExpiresKey == 0 || inst.EndedAt.IsZero() {
+		return 0
+	}
+	return inst.ExpiresKey - uint64(inst.EndedAt.UnixNano())
 }
 
 // unarchive puts an archived instance's tasks back in the tasks table
@@ -431,7 +440,7 @@ func (t *Txn) rearchiveTasks(ids []string) []string {
 			}
 		}
 		n := *rec
-		n.Blob = encodeArchive(b)
+		n.Blob = encodeArchiveIn(t.chunks, retentionOf(b.Instance), b)
 		t.storeInstance(&n, t.storedInstance(owner))
 		delete(m, id)
 	}

@@ -19,7 +19,11 @@ import (
 // copied out at their size.
 var archiveBuffers = sync.Pool{New: func() any { return &sealWriter{buf: make([]byte, 0, 2048)} }}
 
-func encodeArchive(b *archiveBlob) []byte {
+func encodeArchive(b *archiveBlob) []byte { return encodeArchiveIn(nil, 0, b) }
+
+// encodeArchiveIn encodes a blob into a chunk of the given retention
+// (archivechunks.go), or, with no chunks, into an allocation of its own.
+func encodeArchiveIn(chunks *blobChunks, retention uint64, b *archiveBlob) []byte {
 	w := archiveBuffers.Get().(*sealWriter)
 	defer archiveBuffers.Put(w)
 	w.buf = w.buf[:0]
@@ -29,7 +33,7 @@ func encodeArchive(b *archiveBlob) []byte {
 	for _, t := range b.Tasks {
 		w.task(t)
 	}
-	return append([]byte(nil), w.buf...) // exactly its size
+	return chunks.place(retention, w.buf) // exactly its size
 }
 
 // decodeArchive reads a blob; without tasks it stops after the tail.

@@ -162,12 +162,12 @@ func (t *Txn) expiryBucketToWrite(bucket uint64) *expiryBucket {
 // those left empty.
 func (t *Txn) flushExpiry() {
 	for _, b := range t.expiries {
-		ids := make([]string, len(b.Entries))
 		b.keys = make([]uint64, len(b.Entries))
 		for i, e := range b.Entries {
-			b.keys[i], ids[i] = e.Key, e.ID
+			b.keys[i] = e.Key
 		}
-		b.ids, b.Entries = packIDs(ids), nil
+		b.ids = packEach(len(b.Entries), func(i int) string { return b.Entries[i].ID })
+		b.Entries = nil
 	}
 	writeChanged(t, tableExpiry, t.expiries, func(b *expiryBucket) bool { return len(b.keys) == 0 })
 	t.expiries = nil

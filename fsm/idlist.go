@@ -21,13 +21,18 @@ type idList struct {
 
 // packIDs copies ids into a list.
 func packIDs(ids []string) idList {
-	n := 0
-	for _, id := range ids {
-		n += len(id)
+	return packEach(len(ids), func(i int) string { return ids[i] })
+}
+
+// packEach copies the ids id(0) ... id(n-1) into a list.
+func packEach(n int, id func(int) string) idList {
+	size := 0
+	for i := range n {
+		size += len(id(i))
 	}
-	l := idList{buf: make([]byte, 0, n), ends: make([]uint32, len(ids))}
-	for i, id := range ids {
-		l.buf = append(l.buf, id...)
+	l := idList{buf: make([]byte, 0, size), ends: make([]uint32, n)}
+	for i := range n {
+		l.buf = append(l.buf, id(i)...)
 		l.ends[i] = uint32(len(l.buf))
 	}
 	return l

@@ -70,6 +70,9 @@ type StateStore struct {
 	// noArchive keeps ended instances in the live tables (archive.go):
 	// tests compare the two.
 	noArchive bool
+	// chunks are the chunks archived blobs are being written into
+	// (archivechunks.go), by the write transactions, one at a time.
+	chunks *blobChunks
 }
 
 // NewStateStore returns an empty store.
@@ -82,7 +85,7 @@ func NewStateStore() *StateStore {
 	// Changed or WatchInstance), so the store is a non-primary copy, which
 	// does not track and close a channel for every radix node each write
 	// touches.
-	return &StateStore{db: db.Snapshot(), changed: make(chan struct{})}
+	return &StateStore{db: db.Snapshot(), changed: make(chan struct{}), chunks: &blobChunks{}}
 }
 
 // Changed returns a channel that is closed at the next change of the state
@@ -200,6 +203,8 @@ type Txn struct {
 	// absent the instances it found stored nowhere (archivepages.go).
 	apages pageCopies[*archivePage]
 	absent map[string]bool
+	// chunks are where this write transaction puts the blobs it archives.
+	chunks *blobChunks
 }
 
 // touch notes that an instance was written or deleted, and whether it is
@@ -215,7 +220,7 @@ func (t *Txn) touch(id string, ended bool) {
 func (s *StateStore) Read() *Txn { return &Txn{Txn: s.db.Txn(false)} }
 
 func (s *StateStore) write(index uint64) *Txn {
-	return &Txn{Txn: s.db.Txn(true), Index: index, write: true, noArchive: s.noArchive}
+	return &Txn{Txn: s.db.Txn(true), Index: index, write: true, noArchive: s.noArchive, chunks: s.chunks}
 }
 
 // Insert writes a record: held until commit for the writeBack tables.
