@@ -146,7 +146,13 @@ func (t *Txn) putArchived(rec *archivedInstance) {
 	copy(p.Recs[i+1:], p.Recs[i:])
 	p.Recs[i] = *rec
 	if len(p.Recs) > archivePageMax {
+		// Instances are mostly archived in id order (ids grow with time,
+		// and instances end about in the order they start): as with the
+		// workflow lists, the last one starts a page of its own.
 		half := len(p.Recs) / 2
+		if i == len(p.Recs)-1 {
+			half = i
+		}
 		// The bound is a copy: a page outlives the instance it was cut at.
 		n := &archivePage{Lo: strings.Clone(p.Recs[half].ID()), Recs: append(make([]archivedInstance, 0, archivePageMax), p.Recs[half:]...)}
 		p.Recs = p.Recs[:half:half]

@@ -23,7 +23,7 @@ import (
 // elsewhere on a restored node than on one that applied the log, which no
 // read can tell.
 
-const pageMax = 128
+const pageMax = 32
 
 // workflowPage is a record of the instance_workflow table. A stored page
 // keeps its ids packed (idList); a transaction's copy works on IDs and
@@ -112,7 +112,13 @@ func (t *Txn) addInstanceRef(inst *Instance) {
 	copy(p.IDs[i+1:], p.IDs[i:])
 	p.IDs[i] = inst.ID
 	if len(p.IDs) > pageMax {
+		// New ids mostly come last (ids grow with time): the full page
+		// stays full and the new one starts a page, rather than leaving
+		// every page half full.
 		half := len(p.IDs) / 2
+		if i == len(p.IDs)-1 {
+			half = i
+		}
 		// The bound is a copy: a page outlives the instance it was cut at.
 		n := &workflowPage{Workflow: p.Workflow, Lo: strings.Clone(p.IDs[half]), IDs: append(make([]string, 0, pageMax), p.IDs[half:]...)}
 		p.IDs = p.IDs[:half:half]
