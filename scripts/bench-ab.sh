@@ -19,7 +19,7 @@ for bin in "$a" "$b"; do
   [ -x "$bin" ] || { echo "bench-ab: $bin is not an executable" >&2; exit 1; }
 done
 
-printf '%-24s %10s %12s %9s %9s %13s\n' build instances/s cpu_ms/inst p50_ms p99_ms raft_entries/s
+printf '%-24s %10s %12s %9s %9s %13s %12s %14s\n' build instances/s cpu_ms/inst p50_ms p99_ms raft_entries/s gc_ms/cycle p99_no_gc_ms
 for ((i = 1; i <= rounds; i++)); do
   # Alternate which goes first: the second run of a pair is slower at
   # saturation even with the same binary twice (what the first leaves
@@ -32,8 +32,13 @@ for ((i = 1; i <= rounds; i++)); do
     tput=$(sed -n 's/^  throughput  \([0-9.]*\) instances\/s, \([0-9]*\) raft entries\/s.*/\1 \2/p' <<<"$out")
     lat=$(sed -n 's/^  latency     p50 \([0-9.]*\)ms .* p99 \([0-9.]*\)ms .*/\1 \2/p' <<<"$out")
     cpu=$(sed -n 's/^  server .*(\([0-9.]*\)ms per instance).*/\1/p' <<<"$out")
+    # The collector's CPU per cycle, and the p99 of the instances during
+    # which no collection ended (-local only): the collector's part of the
+    # tail, apart from the machine's.
+    gc=$(sed -n 's/^  collector   [0-9]* cycles, [0-9]*% of that CPU, \([0-9]*\)ms of CPU each.*/\1/p' <<<"$out")
+    nogc=$(sed -n 's/.*; the others p50 [0-9.]*ms  p99 \([0-9.]*\)ms.*/\1/p' <<<"$out")
     read -r ips ents <<<"$tput"
     read -r p50 p99 <<<"$lat"
-    printf '%-24s %10s %12s %9s %9s %13s\n' "$(basename "$bin")" "$ips" "${cpu:--}" "$p50" "$p99" "$ents"
+    printf '%-24s %10s %12s %9s %9s %13s %12s %14s\n' "$(basename "$bin")" "$ips" "${cpu:--}" "$p50" "$p99" "$ents" "${gc:--}" "${nogc:--}"
   done
 done
