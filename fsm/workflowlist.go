@@ -23,7 +23,7 @@ import (
 // elsewhere on a restored node than on one that applied the log, which no
 // read can tell.
 
-const pageMax = 32
+const pageMax = 128
 
 // workflowPage is a record of the instance_workflow table. A stored page
 // keeps its ids packed (idList); a transaction's copy works on IDs and
