@@ -55,7 +55,7 @@ type archivedInstance struct {
 }
 
 // ID is the archived instance's id, sharing the blob's memory: the blob
-// begins with it, as encodeArchive writes an instance.
+// begins with it, as encodeArchiveIn writes an instance.
 func (a *archivedInstance) ID() string {
 	n, k := binary.Uvarint(a.Blob)
 	if n == 0 || k <= 0 || uint64(len(a.Blob)-k) < n {

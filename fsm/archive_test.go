@@ -248,6 +248,6 @@ func BenchmarkWriteArchived(b *testing.B) {
 	blob := rec.decode()
 	b.ReportAllocs()
 	for b.Loop() {
-		encodeArchive(blob)
+		encodeArchiveIn(nil, 0, blob)
 	}
 }

@@ -19,8 +19,6 @@ import (
 // copied out at their size.
 var archiveBuffers = sync.Pool{New: func() any { return &sealWriter{buf: make([]byte, 0, 2048)} }}
 
-func encodeArchive(b *archiveBlob) []byte { return encodeArchiveIn(nil, 0, b) }
-
 // encodeArchiveIn encodes a blob into a chunk of the given retention
 // (archivechunks.go), or, with no chunks, into an allocation of its own.
 func encodeArchiveIn(chunks *blobChunks, retention uint64, b *archiveBlob) []byte {

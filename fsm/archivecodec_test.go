@@ -103,7 +103,7 @@ func TestArchiveCodecKeepsEveryField(t *testing.T) {
 				b.Tasks[k] = &Task{} // an archive's tasks are never nil
 			}
 		}
-		blob := encodeArchive(&b)
+		blob := encodeArchiveIn(nil, 0, &b)
 		inst, tail, tasks := decodeArchive(blob, "x", true)
 		if !reflect.DeepEqual(inst, b.Instance) || !reflect.DeepEqual(tail, b.Tail) || !reflect.DeepEqual(tasks, b.Tasks) {
 			t.Fatalf("case %d reads back otherwise:\n%s\nagainst\n%s", i, dump(archiveBlob{inst, tail, tasks}), dump(b))
@@ -119,7 +119,7 @@ func TestArchiveCodecRefusesWhatItDidNotWrite(t *testing.T) {
 	var b archiveBlob
 	fill(rand.New(rand.NewSource(2)), reflect.ValueOf(&b).Elem(), 0)
 	b.Instance = &Instance{ID: "a", Steps: map[string]*StepState{"s": {Status: StepSucceeded}}}
-	blob := encodeArchive(&b)
+	blob := encodeArchiveIn(nil, 0, &b)
 	for _, bad := range [][]byte{blob[:len(blob)-1], append(blob[:len(blob):len(blob)], 0)} {
 		func() {
 			defer func() {

@@ -146,9 +146,10 @@ func (t *Txn) putArchived(rec *archivedInstance) {
 	copy(p.Recs[i+1:], p.Recs[i:])
 	p.Recs[i] = *rec
 	if len(p.Recs) > archivePageMax {
-		// Instances are mostly archived in id order (ids grow with time,
-		// and instances end about in the order they start): as with the
-		// workflow lists, the last one starts a page of its own.
+		// When the new record is the page's last (ids a client gives
+		// often grow, as order numbers do; minted ids are random), the
+		// full page stays full and the new one starts a page, as the
+		// workflow lists do.
 		half := len(p.Recs) / 2
 		if i == len(p.Recs)-1 {
 			half = i

@@ -112,9 +112,10 @@ func (t *Txn) addInstanceRef(inst *Instance) {
 	copy(p.IDs[i+1:], p.IDs[i:])
 	p.IDs[i] = inst.ID
 	if len(p.IDs) > pageMax {
-		// New ids mostly come last (ids grow with time): the full page
-		// stays full and the new one starts a page, rather than leaving
-		// every page half full.
+		// When the new id is the page's last (ids a client gives often
+		// grow, as order numbers do; minted ids are random), the full
+		// page stays full and the new one starts a page, rather than
+		// leaving every page half full.
 		half := len(p.IDs) / 2
 		if i == len(p.IDs)-1 {
 			half = i
