@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -299,7 +300,10 @@ func TestWorkerProtocolThroughFollower(t *testing.T) {
 		t.Fatalf("duplicate completion = %v", err)
 	}
 
-	// Run the rest as a plain worker, through the follower.
+	// Run the rest as a plain worker, through the follower, reporting
+	// with the batch of results (POST /v1/tasks/complete), which the
+	// follower forwards to the leader as any write.
+	follower := "http://" + c.followers(leader)[0].HTTPAddr()
 	for {
 		inst, err := fc.Instance(ctx, "order-1")
 		if err != nil {
@@ -316,8 +320,15 @@ func TestWorkerProtocolThroughFollower(t *testing.T) {
 			t.Fatal(err)
 		}
 		if task != nil {
-			if _, err := fc.Complete(ctx, task.TaskID, task.Token, task.Input); err != nil {
+			body := fmt.Sprintf(`{"results":[{"task_id":%q,"token":%q,"output":%s}]}`, task.TaskID, task.Token, task.Input)
+			resp, err := http.Post(follower+"/v1/tasks/complete", "application/json", strings.NewReader(body))
+			if err != nil {
 				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(raw), `"instance_status"`) || strings.Contains(string(raw), `"error"`) {
+				t.Fatalf("POST /v1/tasks/complete through a follower = %d %s", resp.StatusCode, raw)
 			}
 		}
 	}

@@ -639,10 +639,61 @@ func TestBatchedPollAndResults(t *testing.T) {
 		`{"results":[{"task_id":"t1","token":"1.0","output":{},"error":{"type":"x"}}]}`: "not both",
 		`{"results":[{"task_id":"t1"}]}`:                                                "required",
 	} {
-		r := call(t, "POST", base+"/v1/task-results", body)
-		if r.status != 400 || !strings.Contains(r.raw, want) {
-			t.Errorf("%s = %d %s", body, r.status, r.raw)
+		for _, path := range []string{"/v1/task-results", "/v1/tasks/complete"} {
+			r := call(t, "POST", base+path, body)
+			if r.status != 400 || !strings.Contains(r.raw, want) {
+				t.Errorf("%s %s = %d %s", path, body, r.status, r.raw)
+			}
 		}
+	}
+}
+
+// POST /v1/tasks/complete is the batch of results under the name the
+// issue gives it: the same request and answer as /v1/task-results. POST
+// on any other task id is refused and changes nothing.
+func TestTasksCompleteIsTheBatchOfResults(t *testing.T) {
+	base, c := diamondAgent(t)
+	ctx := context.Background()
+	for _, id := range []string{"k1", "k2"} {
+		if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tasks []api.Task
+	poll.Until(t, 10*time.Second, "two tasks leased", func() error {
+		got, err := c.PollTasks(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200}, 10)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, got...)
+		if len(tasks) < 2 {
+			return fmt.Errorf("%d tasks", len(tasks))
+		}
+		return nil
+	})
+	refused := call(t, "POST", base+"/v1/tasks/"+tasks[0].TaskID, fmt.Sprintf(`{"results":[{"task_id":%q,"token":%q,"output":{"n":1}}]}`, tasks[0].TaskID, tasks[0].Token))
+	if refused.status != 405 || refused.body["error"].(map[string]any)["code"] != "method_not_allowed" {
+		t.Fatalf("POST /v1/tasks/<id> = %d %s", refused.status, refused.raw)
+	}
+	if task := call(t, "GET", base+"/v1/tasks/"+tasks[0].TaskID, ""); task.body["status"] != "leased" {
+		t.Fatalf("the refused POST changed the task: %s", task.raw)
+	}
+	body := fmt.Sprintf(`{"results":[{"task_id":%q,"token":%q,"output":{"n":1}},{"task_id":%q,"token":"1.0","output":{"n":1}}]}`,
+		tasks[0].TaskID, tasks[0].Token, tasks[1].TaskID)
+	r := call(t, "POST", base+"/v1/tasks/complete", body)
+	results, _ := r.body["results"].([]any)
+	if r.status != 200 || len(results) != 2 {
+		t.Fatalf("POST /v1/tasks/complete = %d %s", r.status, r.raw)
+	}
+	first, second := results[0].(map[string]any), results[1].(map[string]any)
+	if first["error"] != nil || first["instance_id"] == "" || second["error"].(map[string]any)["code"] != "stale_token" {
+		t.Fatalf("results = %s", r.raw)
+	}
+	if task := call(t, "GET", base+"/v1/tasks/"+tasks[0].TaskID, ""); task.body["status"] != "completed" {
+		t.Fatalf("the completed task: %s", task.raw)
+	}
+	if task := call(t, "GET", base+"/v1/tasks/"+tasks[1].TaskID, ""); task.body["status"] != "leased" {
+		t.Fatalf("the refused result changed its task: %s", task.raw)
 	}
 }
 

@@ -236,8 +236,11 @@ func (s *Server) table() []Route {
 		{"POST", "/v1/tasks/:id/fail", write, maxJSONBody, s.failTask},
 		{"POST", "/v1/tasks/:id/heartbeat", write, maxJSONBody, s.heartbeatTask},
 		{"GET", "/v1/tasks/:id", read, 0, s.getTask},
-		// Not /v1/tasks/complete: httprouter cannot have a static segment
-		// beside /v1/tasks/:id.
+		// httprouter cannot hold /v1/tasks/complete beside
+		// /v1/tasks/:id/complete, so "complete" is an id the handler
+		// reserves (task ids are "t" and a number): the batch of results
+		// under the name it is looked for by, and as /v1/task-results.
+		{"POST", "/v1/tasks/:id", write, maxJSONBody, s.postTaskAction},
 		{"POST", "/v1/task-results", write, maxJSONBody, s.taskResults},
 
 		{"GET", "/v1/triggers", read, 0, s.listTriggers},

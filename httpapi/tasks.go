@@ -259,6 +259,14 @@ func (s *Server) heartbeatTask(r *http.Request, ps httprouter.Params, body []byt
 	return s.apply(r, fsm.HeartbeatTaskType, &fsm.HeartbeatTaskRequest{Header: s.header(), TaskID: ps.ByName("id"), Token: req.Token, Details: req.Details})
 }
 
+// POST /v1/tasks/complete — many results at once, as POST /v1/task-results.
+func (s *Server) postTaskAction(r *http.Request, ps httprouter.Params, body []byte) (any, error) {
+	if ps.ByName("id") != "complete" {
+		return nil, &Error{Status: 405, Code: "method_not_allowed", Message: "POST is not allowed on " + r.URL.Path + "; report one task's result with POST " + r.URL.Path + "/complete or /fail, or many with POST /v1/tasks/complete"}
+	}
+	return s.taskResults(r, ps, body)
+}
+
 // GET /v1/tasks/:id — the task as stored; its token is not shown.
 func (s *Server) getTask(_ *http.Request, ps httprouter.Params, _ []byte) (any, error) {
 	t := s.cfg.FSM.State().Read().Task(ps.ByName("id"))
