@@ -47,6 +47,17 @@ const childSleeper = `workflow "c-child" {
 }
 `
 
+// childWaiter is a child that ends only when it is ended: the terminate
+// case must find its parent still running after the failover, however
+// long the cases before it took to get there (a child that slept 4s had
+// ended, with its parent, by then on a loaded machine).
+const childWaiter = `workflow "c-child-waits" {
+  step "nap" {
+    sleep = "1h"
+  }
+}
+`
+
 var gateOpen atomic.Bool
 
 func constructs() []construct {
@@ -274,7 +285,7 @@ func constructs() []construct {
 		{name: "terminate", want: "terminated",
 			workflow: `workflow "c-terminate" {
   step "kid" {
-    workflow = "c-child"
+    workflow = "c-child-waits"
   }
 }`,
 			mid: stepIs("kid", "running"),
@@ -381,8 +392,10 @@ func TestEveryConstructThroughALeaderFailover(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done })
 
 	cases := constructs()
-	if _, err := wc.RegisterWorkflow(ctx, "c-child.hcl", []byte(childSleeper)); err != nil {
-		t.Fatal(err)
+	for name, src := range map[string]string{"c-child.hcl": childSleeper, "c-child-waits.hcl": childWaiter} {
+		if _, err := wc.RegisterWorkflow(ctx, name, []byte(src)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, k := range cases {
 		if _, err := wc.RegisterWorkflow(ctx, k.name+".hcl", []byte(k.workflow)); err != nil {
