@@ -602,23 +602,7 @@ func TestWebhookDeliveriesAreSignedAndDeduplicated(t *testing.T) {
 func TestBatchedPollAndResults(t *testing.T) {
 	base, c := diamondAgent(t)
 	ctx := context.Background()
-	for _, id := range []string{"b1", "b2", "b3"} {
-		if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var tasks []api.Task
-	poll.Until(t, 10*time.Second, "three tasks leased", func() error {
-		got, err := c.PollTasks(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200}, 10)
-		if err != nil {
-			return err
-		}
-		tasks = append(tasks, got...)
-		if len(tasks) < 3 {
-			return fmt.Errorf("%d tasks", len(tasks))
-		}
-		return nil
-	})
+	tasks := startAndLease(t, c, "b1", "b2", "b3")
 	res, err := c.ReportResults(ctx, []api.TaskOutcome{
 		{TaskID: tasks[0].TaskID, Token: tasks[0].Token, Output: json.RawMessage(`{"n":1}`)},
 		{TaskID: tasks[1].TaskID, Token: "1.0", Output: json.RawMessage(`{"n":1}`)},
@@ -648,29 +632,37 @@ func TestBatchedPollAndResults(t *testing.T) {
 	}
 }
 
-// POST /v1/tasks/complete is the batch of results under the name the
-// issue gives it: the same request and answer as /v1/task-results. POST
-// on any other task id is refused and changes nothing.
-func TestTasksCompleteIsTheBatchOfResults(t *testing.T) {
-	base, c := diamondAgent(t)
+// startAndLease starts a diamond instance for each id and leases their
+// first tasks to worker "w", one each.
+func startAndLease(t *testing.T, c *api.Client, ids ...string) []api.Task {
+	t.Helper()
 	ctx := context.Background()
-	for _, id := range []string{"k1", "k2"} {
+	for _, id := range ids {
 		if _, err := c.StartInstance(ctx, "diamond", api.StartRequest{ID: id, Input: json.RawMessage(`{"n":1}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var tasks []api.Task
-	poll.Until(t, 10*time.Second, "two tasks leased", func() error {
+	poll.Until(t, 10*time.Second, fmt.Sprintf("%d tasks leased", len(ids)), func() error {
 		got, err := c.PollTasks(ctx, "default", api.PollRequest{WorkerID: "w", WaitMS: 200}, 10)
 		if err != nil {
 			return err
 		}
 		tasks = append(tasks, got...)
-		if len(tasks) < 2 {
+		if len(tasks) < len(ids) {
 			return fmt.Errorf("%d tasks", len(tasks))
 		}
 		return nil
 	})
+	return tasks
+}
+
+// POST /v1/tasks/complete is the batch of results under the name the
+// issue gives it: the same request and answer as /v1/task-results. POST
+// on any other task id is refused and changes nothing.
+func TestTasksCompleteIsTheBatchOfResults(t *testing.T) {
+	base, c := diamondAgent(t)
+	tasks := startAndLease(t, c, "k1", "k2")
 	refused := call(t, "POST", base+"/v1/tasks/"+tasks[0].TaskID, fmt.Sprintf(`{"results":[{"task_id":%q,"token":%q,"output":{"n":1}}]}`, tasks[0].TaskID, tasks[0].Token))
 	if refused.status != 405 || refused.body["error"].(map[string]any)["code"] != "method_not_allowed" {
 		t.Fatalf("POST /v1/tasks/<id> = %d %s", refused.status, refused.raw)
