@@ -678,7 +678,7 @@ func TestTasksCompleteIsTheBatchOfResults(t *testing.T) {
 		t.Fatalf("POST /v1/tasks/complete = %d %s", r.status, r.raw)
 	}
 	first, second := results[0].(map[string]any), results[1].(map[string]any)
-	if first["error"] != nil || first["instance_id"] == "" || second["error"].(map[string]any)["code"] != "stale_token" {
+	if first["error"] != nil || first["instance_id"] != tasks[0].InstanceID || second["error"].(map[string]any)["code"] != "stale_token" {
 		t.Fatalf("results = %s", r.raw)
 	}
 	if task := call(t, "GET", base+"/v1/tasks/"+tasks[0].TaskID, ""); task.body["status"] != "completed" {
